@@ -1,0 +1,277 @@
+import { inspect } from 'node:util'
+import { userInfo } from 'node:os'
+import pg from 'pg'
+import { Kysely, PostgresDialect } from 'kysely'
+import { AbortedError, ConfigError, ConnectionError, DatakitError, PoolTimeoutError } from '../errors.js'
+import { losslessTypes } from '../pg/type-parsers.js'
+import {
+  connectionOptionsSchema,
+  parseOptions,
+  poolOptionsSchema,
+  sslOptionsSchema,
+  timeoutOptionsSchema,
+  type ConnectionOptions,
+  type PoolOptions,
+  type SslOptions,
+  type TimeoutOptions,
+} from './options.js'
+import { redact } from './redact.js'
+import { SESSION_DEFAULTS, startupOptions } from './session.js'
+import { tlsOptionsFor } from './ssl.js'
+import { parseConnectionUrl } from './url.js'
+
+/** What a connection resolved to, with no password: safe to log and to store. */
+export interface ConnectionSettings {
+  readonly host: string
+  readonly port: number
+  readonly user: string
+  readonly database: string
+  readonly ssl: SslOptions
+  readonly applicationName: string
+  readonly pool: PoolOptions
+  readonly timeouts: TimeoutOptions
+  /** Session settings, pg-datakit's defaults merged with the user's. */
+  readonly settings: Readonly<Record<string, string>>
+}
+
+/**
+ * A pool of connections to one PostgreSQL database. Sources and sinks take one; it is closed by its owner
+ * (`await conn.close()` or `await using conn = connect(...)`).
+ */
+export class Connection implements AsyncDisposable {
+  /** The URL without the password, e.g. `postgresql://etl@db.internal:5432/shop`. */
+  readonly label: string
+  readonly settings: ConnectionSettings
+  readonly #password: string | undefined
+  #pool: Promise<pg.Pool> | undefined
+  #resolvedPool: pg.Pool | undefined
+  #closed = false
+
+  constructor(settings: ConnectionSettings, password: string | undefined) {
+    this.settings = Object.freeze(settings)
+    this.#password = password
+    const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
+    this.label = `postgresql://${encodeURIComponent(settings.user)}@${host.startsWith('/') ? '' : host}:${settings.port}/${encodeURIComponent(settings.database)}${host.startsWith('/') ? `?host=${encodeURIComponent(host)}` : ''}`
+  }
+
+  /**
+   * Takes a client from the pool, waiting at most `pool.acquireTimeoutMs`. The caller must `release()` it
+   * (pass an error to `release(err)` to destroy a client whose state is unknown).
+   */
+  async acquire(signal?: AbortSignal): Promise<pg.PoolClient> {
+    if (this.#closed) throw new ConnectionError(`connection ${this.label} is closed`, { step: 'connect' })
+    const pool = await this.#getPool()
+    const pending = pool.connect()
+    let timer: NodeJS.Timeout | undefined
+    let onAbort: (() => void) | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new PoolTimeoutError(
+              `no connection to ${this.label} became free within ${this.settings.pool.acquireTimeoutMs} ms (pool max ${this.settings.pool.max}); raise pool.max or pool.acquireTimeoutMs, or run fewer extractions at once`,
+              { step: 'connect', context: { database: this.settings.database } },
+            ),
+          ),
+        this.settings.pool.acquireTimeoutMs,
+      )
+      if (signal) {
+        onAbort = () => reject(new AbortedError('aborted while waiting for a connection', { step: 'connect' }))
+        if (signal.aborted) onAbort()
+        else signal.addEventListener('abort', onAbort, { once: true })
+      }
+    })
+    try {
+      return await Promise.race([pending, timeout])
+    } catch (error) {
+      // A client that arrives after we gave up goes straight back to the pool.
+      pending.then((client) => client.release(), () => undefined)
+      if (error instanceof PoolTimeoutError || error instanceof AbortedError) throw error
+      throw this.#connectError(error)
+    } finally {
+      clearTimeout(timer)
+      if (onAbort) signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /** Runs `fn` with a client and always releases it; a failed `fn` destroys the client. */
+  async withClient<T>(fn: (client: pg.PoolClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const client = await this.acquire(signal)
+    let failure: Error | undefined
+    try {
+      return await fn(client)
+    } catch (error) {
+      failure = error instanceof Error ? error : new Error(String(error))
+      throw error
+    } finally {
+      client.release(failure)
+    }
+  }
+
+  /** A plain query on a pooled client. Values are parsed with the lossless type map (docs/types.md). */
+  async query<R extends pg.QueryResultRow = Record<string, unknown>>(
+    text: string,
+    values: readonly unknown[] = [],
+  ): Promise<pg.QueryResult<R>> {
+    return this.withClient((client) => client.query<R>({ text, values: [...values] }))
+  }
+
+  /** A Kysely instance over this pool, for typed queries and for `querySource`. It does not own the pool. */
+  kysely<DB>(): Kysely<DB> {
+    return new Kysely<DB>({
+      dialect: new PostgresDialect({
+        pool: { connect: () => this.acquire(), end: async () => undefined },
+      }),
+    })
+  }
+
+  /** Pool statistics: open, idle and waiting clients. */
+  stats(): { total: number; idle: number; waiting: number } {
+    const pool = this.#resolvedPool
+    return pool
+      ? { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }
+      : { total: 0, idle: 0, waiting: 0 }
+  }
+
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    const pool = await this.#pool?.catch(() => undefined)
+    await pool?.end()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  toJSON(): { label: string; settings: ConnectionSettings } {
+    return { label: this.label, settings: this.settings }
+  }
+
+  [inspect.custom](): string {
+    return `Connection <${this.label}>`
+  }
+
+  #getPool(): Promise<pg.Pool> {
+    this.#pool ??= this.#createPool().then((pool) => {
+      this.#resolvedPool = pool
+      return pool
+    })
+    // A failed probe must not poison later attempts.
+    this.#pool.catch(() => {
+      this.#pool = undefined
+    })
+    return this.#pool
+  }
+
+  async #createPool(): Promise<pg.Pool> {
+    const { settings } = this
+    const base: pg.ClientConfig = {
+      host: settings.host,
+      port: settings.port,
+      user: settings.user,
+      database: settings.database,
+      application_name: settings.applicationName,
+      connectionTimeoutMillis: settings.timeouts.connectMs,
+      options: startupOptions(settings.settings),
+      types: losslessTypes,
+      keepAlive: true,
+    }
+    if (this.#password !== undefined) base.password = this.#password
+    let ssl = tlsOptionsFor(settings.ssl)
+    if (settings.ssl.mode === 'prefer') ssl = (await this.#serverOffersTls(base, ssl)) ? ssl : false
+    const pool = new pg.Pool({
+      ...base,
+      ssl,
+      max: settings.pool.max,
+      min: settings.pool.min,
+      idleTimeoutMillis: settings.pool.idleTimeoutMs,
+    } as pg.PoolConfig)
+    // An idle client that dies (server restart, terminated backend) must not crash the process.
+    pool.on('error', () => undefined)
+    return pool
+  }
+
+  /** sslmode=prefer: try TLS, fall back to plain only when the server says it has no TLS. */
+  async #serverOffersTls(base: pg.ClientConfig, ssl: pg.ClientConfig['ssl']): Promise<boolean> {
+    const probe = new pg.Client({ ...base, ssl })
+    probe.on('error', () => undefined)
+    try {
+      await probe.connect()
+      return true
+    } catch (error) {
+      if (/does not support SSL/i.test((error as Error).message)) return false
+      throw this.#connectError(error)
+    } finally {
+      await probe.end().catch(() => undefined)
+    }
+  }
+
+  #connectError(error: unknown): Error {
+    if (error instanceof DatakitError) return error
+    const message = error instanceof Error ? error.message : String(error)
+    return new ConnectionError(`cannot connect to ${this.label}: ${redact(message)}`, {
+      step: 'connect',
+      cause: error,
+      context: { host: this.settings.host, port: this.settings.port, database: this.settings.database },
+    })
+  }
+}
+
+/**
+ * Opens (lazily) a pool to a PostgreSQL database from a URL or an options object.
+ * Options are validated up front: a bad one throws a `ConfigError` naming the field.
+ *
+ * @example
+ * const source = connect(process.env.SOURCE_DATABASE_URL)
+ * const warehouse = connect({ url: process.env.WAREHOUSE_DATABASE_URL, pool: { max: 4 }, settings: { work_mem: '256MB' } })
+ */
+export function connect(input: string | ConnectionOptions | undefined, urlField = 'url'): Connection {
+  if (input === undefined || input === '') {
+    throw new ConfigError(urlField, 'no connection given: pass a postgresql:// URL or an options object')
+  }
+  const options = parseOptions(connectionOptionsSchema, typeof input === 'string' ? { url: input } : input)
+  const fromUrl = options.url ? parseConnectionUrl(options.url, urlField) : {}
+  const env = process.env
+  const user = options.user ?? fromUrl.user ?? env.PGUSER ?? userInfo().username
+  const ssl = parseOptions(sslOptionsSchema, {
+    mode: fromUrl.sslMode,
+    rootCertFile: fromUrl.rootCertFile,
+    certFile: fromUrl.certFile,
+    keyFile: fromUrl.keyFile,
+    ...stripUndefined(options.ssl ?? {}),
+  }, 'ssl')
+  const timeouts = parseOptions(
+    timeoutOptionsSchema,
+    { connectMs: fromUrl.connectTimeoutMs, ...stripUndefined(options.timeouts ?? {}) },
+    'timeouts',
+  )
+  const pool = parseOptions(poolOptionsSchema, options.pool ?? {}, 'pool')
+  const settings: Record<string, string> = { ...SESSION_DEFAULTS }
+  if (timeouts.statementMs) settings.statement_timeout = String(timeouts.statementMs)
+  if (timeouts.lockMs) settings.lock_timeout = String(timeouts.lockMs)
+  if (timeouts.idleInTransactionMs) settings.idle_in_transaction_session_timeout = String(timeouts.idleInTransactionMs)
+  for (const [name, value] of Object.entries(options.settings ?? {})) {
+    settings[name] = typeof value === 'boolean' ? (value ? 'on' : 'off') : String(value)
+  }
+  return new Connection(
+    {
+      host: options.host ?? fromUrl.host ?? env.PGHOST ?? 'localhost',
+      port: options.port ?? fromUrl.port ?? (env.PGPORT ? Number(env.PGPORT) : 5432),
+      user,
+      database: options.database ?? fromUrl.database ?? env.PGDATABASE ?? user,
+      ssl,
+      applicationName: options.applicationName ?? fromUrl.applicationName ?? 'pg-datakit',
+      pool,
+      timeouts,
+      settings: Object.freeze(settings),
+    },
+    options.password ?? fromUrl.password ?? env.PGPASSWORD,
+  )
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>
+}
+

@@ -1,0 +1,69 @@
+import type { Column } from './pg/types.js'
+
+export type Row = Record<string, unknown>
+
+/** How rows were selected, as recorded in `_bronze_extraction_type`. */
+export type ExtractionType = 'full' | 'query' | 'incremental' | 'partition' | 'cdc'
+
+/** Where rows come from: recorded by bronze metadata, used by sinks to name their table. */
+export interface Origin {
+  /** The source database as a URL without password. */
+  readonly source: string
+  readonly schema: string | undefined
+  readonly table: string | undefined
+  readonly extractionType: ExtractionType
+}
+
+/** The columns a stream carries and where its rows come from; known before the first batch. */
+export interface Shape {
+  readonly origin: Origin
+  readonly columns: readonly Column[]
+}
+
+/** A group of rows moved together: the unit of backpressure, progress and (for sinks) of writing. */
+export interface Batch<R = Row> {
+  readonly rows: readonly R[]
+}
+
+/** What `extract()` hands every step: cancellation and the run's identity. */
+export interface RunContext {
+  readonly signal: AbortSignal
+  readonly runId: string
+  /** When the run started; bronze metadata stamps it as `_bronze_loaded_at`. */
+  readonly startedAt: Date
+  /** Sinks call this as they write, so progress events can report bytes. */
+  readonly reportBytes?: (count: number) => void
+}
+
+/**
+ * A source of rows. It is an `AsyncIterable` of batches, so `for await (const batch of source)` works on its own;
+ * `extract()` calls `batches(ctx)` to pass cancellation. Breaking out of the loop releases its connection.
+ */
+export interface Source<R = Row> extends AsyncIterable<Batch<R>> {
+  readonly name: string
+  /** The columns (with PostgreSQL types) and origin, read from the catalog before any row. */
+  shape(): Promise<Shape>
+  batches(ctx?: Partial<RunContext>): AsyncIterableIterator<Batch<R>>
+}
+
+/** A step between a source and a sink: it maps the shape and the batches. */
+export interface Transform<In = Row, Out = Row> {
+  readonly name: string
+  shape(input: Shape): Shape
+  apply(batches: AsyncIterable<Batch<In>>, shape: Shape, ctx: RunContext): AsyncIterable<Batch<Out>>
+}
+
+/** What a sink says it did. */
+export interface SinkResult {
+  readonly rows: number
+  /** Bytes the sink wrote (for the PostgreSQL sink, bytes of COPY data). */
+  readonly bytes: number
+  /** Where the rows went, e.g. `bronze.br_orders`. */
+  readonly target: string
+}
+
+/** The end of a pipeline. It consumes the batches (pulling sets the pace: that is the backpressure). */
+export interface Sink<R = Row> {
+  readonly name: string
+  write(batches: AsyncIterable<Batch<R>>, shape: Shape, ctx: RunContext): Promise<SinkResult>
+}

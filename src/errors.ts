@@ -1,0 +1,172 @@
+/**
+ * Every failure a caller can act on has its own class and a stable `code`.
+ * Errors carry the step that failed (`source`, `transform`, `sink`, `connect`, `config`),
+ * the context (schema, table, ...) and the original error as `cause`, never a password.
+ */
+
+export type Step = 'config' | 'connect' | 'source' | 'transform' | 'sink' | 'pipeline'
+
+export interface ErrorContext {
+  readonly [key: string]: string | number | boolean | undefined
+}
+
+export interface DatakitErrorOptions {
+  readonly step?: Step
+  readonly context?: ErrorContext
+  readonly cause?: unknown
+}
+
+/** Base class of every error pg-datakit throws on purpose. */
+export class DatakitError extends Error {
+  readonly code: string = 'DATAKIT_ERROR'
+  readonly step: Step | undefined
+  readonly context: ErrorContext
+  /** SQLSTATE of the PostgreSQL error behind this one, when there is one. */
+  readonly sqlState: string | undefined
+
+  constructor(message: string, options: DatakitErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = new.target.name
+    this.step = options.step
+    this.context = Object.freeze({ ...options.context })
+    this.sqlState = sqlStateOf(options.cause)
+  }
+}
+
+/** An option, URL or environment variable is missing or invalid. `path` names the field. */
+export class ConfigError extends DatakitError {
+  override readonly code = 'CONFIG_INVALID'
+  readonly path: string
+
+  constructor(path: string, message: string, options: DatakitErrorOptions = {}) {
+    super(`${path ? `${path}: ` : ''}${message}`, { step: 'config', ...options })
+    this.path = path
+  }
+}
+
+/** The server could not be reached or refused the connection (network, auth, TLS). */
+export class ConnectionError extends DatakitError {
+  override readonly code = 'CONNECTION_FAILED'
+}
+
+/** No pooled connection became free within `pool.acquireTimeoutMs`. */
+export class PoolTimeoutError extends DatakitError {
+  override readonly code = 'POOL_ACQUIRE_TIMEOUT'
+}
+
+/** An established connection was lost mid-run (server shutdown, terminated backend, socket error). */
+export class ConnectionLostError extends DatakitError {
+  override readonly code = 'CONNECTION_LOST'
+}
+
+/** The statement ran longer than `timeouts.statementMs` (SQLSTATE 57014). */
+export class StatementTimeoutError extends DatakitError {
+  override readonly code = 'STATEMENT_TIMEOUT'
+}
+
+/** A lock was not granted within `timeouts.lockMs` (SQLSTATE 55P03). */
+export class LockTimeoutError extends DatakitError {
+  override readonly code = 'LOCK_TIMEOUT'
+}
+
+/** The role lacks a privilege it needs (SQLSTATE 42501). */
+export class PermissionDeniedError extends DatakitError {
+  override readonly code = 'PERMISSION_DENIED'
+}
+
+/** The schema or table does not exist (or is not visible to the role). */
+export class UnknownTableError extends DatakitError {
+  override readonly code = 'UNKNOWN_TABLE'
+}
+
+/** A requested column does not exist in the table. */
+export class UnknownColumnError extends DatakitError {
+  override readonly code = 'UNKNOWN_COLUMN'
+}
+
+/** A column's type cannot be carried by the chosen path. */
+export class UnsupportedTypeError extends DatakitError {
+  override readonly code = 'UNSUPPORTED_TYPE'
+}
+
+/** The source query failed for a reason not covered by a more specific class. */
+export class SourceQueryError extends DatakitError {
+  override readonly code = 'SOURCE_QUERY_FAILED'
+}
+
+/** Writing to the sink failed for a reason not covered by a more specific class. */
+export class SinkWriteError extends DatakitError {
+  override readonly code = 'SINK_WRITE_FAILED'
+}
+
+/** A transform threw. */
+export class TransformError extends DatakitError {
+  override readonly code = 'TRANSFORM_FAILED'
+}
+
+/** The run was cancelled through its `AbortSignal`. Nothing was committed. */
+export class AbortedError extends DatakitError {
+  override readonly code = 'ABORTED'
+}
+
+/** The SQLSTATE of a pg error (or of the error it wraps). */
+export function sqlStateOf(error: unknown): string | undefined {
+  let current: unknown = error
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    const code = (current as { code?: unknown }).code
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code
+    current = current.cause
+  }
+  return undefined
+}
+
+const CONNECTION_LOST_STATES = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006', '08001', '08004'])
+const SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND'])
+
+/**
+ * Turns whatever a driver threw into the most specific pg-datakit error.
+ * `fallback` builds the error used when nothing more specific applies.
+ */
+export function classifyError(
+  error: unknown,
+  step: Step,
+  context: ErrorContext,
+  fallback: new (message: string, options: DatakitErrorOptions) => DatakitError,
+): DatakitError {
+  if (error instanceof DatakitError) return error
+  const options = { step, context, cause: error }
+  const message = error instanceof Error ? error.message : String(error)
+  const where = describeContext(context)
+  const state = sqlStateOf(error)
+  switch (state) {
+    case '57014':
+      return new StatementTimeoutError(`statement timeout${where}: ${message}`, options)
+    case '55P03':
+      return new LockTimeoutError(`lock not granted in time${where}: ${message}`, options)
+    case '42501':
+      return new PermissionDeniedError(`permission denied${where}: ${message}`, options)
+    case '42P01':
+    case '3F000':
+      return new UnknownTableError(`${message}${where}`, options)
+    case '42703':
+      return new UnknownColumnError(`${message}${where}`, options)
+  }
+  if (state && CONNECTION_LOST_STATES.has(state)) {
+    return new ConnectionLostError(`connection lost${where}: ${message}`, options)
+  }
+  const errno = (error as { code?: unknown } | null)?.code
+  if (
+    (typeof errno === 'string' && SOCKET_CODES.has(errno)) ||
+    /Connection terminated|connection is closed|Client has encountered a connection error/i.test(message)
+  ) {
+    return new ConnectionLostError(`connection lost${where}: ${message}`, options)
+  }
+  return new fallback(`${message}${where}`, options)
+}
+
+function describeContext(context: ErrorContext): string {
+  const parts = Object.entries(context)
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => `${key}=${String(value)}`)
+  return parts.length ? ` (${parts.join(', ')})` : ''
+}

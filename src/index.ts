@@ -1,0 +1,46 @@
+// Connections
+export { connect, Connection, type ConnectionSettings } from './connection/connection.js'
+export { connectSource, connectWarehouse } from './connection/env.js'
+export { SSL_MODES, type ConnectionOptions, type SslMode } from './connection/options.js'
+export { redact } from './connection/redact.js'
+
+// Pipeline
+export { extract, type ExtractOptions, type Progress, type RunReport, type StepTiming } from './extract.js'
+export type { Batch, ExtractionType, Origin, Row, RunContext, Shape, Sink, SinkResult, Source, Transform } from './contracts.js'
+
+// Sources
+export { tableSource, type TableFilter, type TableSourceOptions } from './sources/table.js'
+export { querySource, type QuerySourceOptions } from './sources/query.js'
+
+// Transforms
+export { bronzeMetadata, BRONZE_COLUMNS } from './transforms/bronze-metadata.js'
+
+// Sinks
+export { postgresSink, type PostgresSinkOptions } from './sinks/postgres.js'
+export { memorySink, type MemorySink } from './sinks/memory.js'
+
+// PostgreSQL building blocks for custom sources and sinks
+export type { Column } from './pg/types.js'
+export { quoteIdent, qualifiedName } from './pg/identifiers.js'
+export { typeParsersFor, losslessTypes } from './pg/type-parsers.js'
+export { encodeRows, valueToText } from './pg/copy-text-encoder.js'
+
+// Errors
+export {
+  AbortedError,
+  ConfigError,
+  ConnectionError,
+  ConnectionLostError,
+  DatakitError,
+  LockTimeoutError,
+  PermissionDeniedError,
+  PoolTimeoutError,
+  SinkWriteError,
+  SourceQueryError,
+  StatementTimeoutError,
+  TransformError,
+  UnknownColumnError,
+  UnknownTableError,
+  UnsupportedTypeError,
+  type Step,
+} from './errors.js'

@@ -1,0 +1,62 @@
+/**
+ * Reading and writing PostgreSQL array literals
+ * (https://www.postgresql.org/docs/current/arrays.html#ARRAYS-IO).
+ */
+
+export type ArrayValue = readonly (unknown | ArrayValue)[]
+
+/**
+ * Parses `{a,"b c",NULL,{1,2}}` into nested JS arrays, each element passed through `element`.
+ * A literal with explicit bounds (`[0:1]={...}`) is returned unchanged, so nothing is lost.
+ */
+export function parseArrayLiteral(text: string, element: (raw: string) => unknown, delimiter = ','): unknown {
+  if (text[0] !== '{') return text
+  let position = 0
+  const parseLevel = (): unknown[] => {
+    const values: unknown[] = []
+    position++ // '{'
+    if (text[position] === '}') {
+      position++
+      return values
+    }
+    for (;;) {
+      const char = text[position]
+      if (char === '{') {
+        values.push(parseLevel())
+      } else if (char === '"') {
+        position++
+        let value = ''
+        while (position < text.length && text[position] !== '"') {
+          if (text[position] === '\\') position++
+          value += text[position]
+          position++
+        }
+        position++ // closing quote
+        values.push(element(value))
+      } else {
+        const start = position
+        while (position < text.length && text[position] !== delimiter && text[position] !== '}') position++
+        const raw = text.slice(start, position)
+        values.push(raw === 'NULL' ? null : element(raw))
+      }
+      const next = text[position]
+      position++
+      if (next === '}') return values
+      if (next !== delimiter) throw new SyntaxError(`malformed array literal at offset ${position - 1}`)
+    }
+  }
+  return parseLevel()
+}
+
+/** Writes a JS array as an array literal; `scalar` renders each non-null element as text. */
+export function formatArrayLiteral(values: readonly unknown[], scalar: (value: unknown) => string): string {
+  let out = '{'
+  for (let index = 0; index < values.length; index++) {
+    if (index > 0) out += ','
+    const value = values[index]
+    if (value === null || value === undefined) out += 'NULL'
+    else if (Array.isArray(value)) out += formatArrayLiteral(value, scalar)
+    else out += `"${scalar(value).replace(/[\\"]/g, '\\$&')}"`
+  }
+  return `${out}}`
+}

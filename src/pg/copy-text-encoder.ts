@@ -1,0 +1,50 @@
+import { formatArrayLiteral } from './array-literal.js'
+import type { Column } from './types.js'
+
+/**
+ * Writes rows in COPY's text format (https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.2):
+ * fields separated by tabs, rows ended by newlines, NULL as `\N`, and backslash, tab, newline and
+ * carriage return escaped. Every JS value of pg-datakit's type map is written so that PostgreSQL
+ * reads back exactly the value the source had.
+ */
+export function encodeRows(rows: readonly Record<string, unknown>[], columns: readonly Column[]): string {
+  const names = columns.map((column) => column.name)
+  let out = ''
+  for (const row of rows) {
+    for (let index = 0; index < names.length; index++) {
+      if (index > 0) out += '\t'
+      const value = row[names[index] as string]
+      out += value === null || value === undefined ? '\\N' : escapeCopyText(valueToText(value))
+    }
+    out += '\n'
+  }
+  return out
+}
+
+const NEEDS_ESCAPE = /[\\\t\n\r]/
+const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' }
+
+export function escapeCopyText(text: string): string {
+  return NEEDS_ESCAPE.test(text) ? text.replace(/[\\\t\n\r]/g, (char) => ESCAPES[char] as string) : text
+}
+
+/** PostgreSQL's text input form of a JS value. */
+export function valueToText(value: unknown): string {
+  switch (typeof value) {
+    case 'string':
+      return value
+    case 'number':
+      return Object.is(value, -0) ? '-0' : String(value)
+    case 'bigint':
+      return value.toString()
+    case 'boolean':
+      return value ? 't' : 'f'
+    case 'object':
+      if (value instanceof Date) return value.toISOString()
+      if (value instanceof Uint8Array) return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`
+      if (Array.isArray(value)) return formatArrayLiteral(value, valueToText)
+      return JSON.stringify(value, (_, item: unknown) => (typeof item === 'bigint' ? item.toString() : item))
+    default:
+      return String(value)
+  }
+}

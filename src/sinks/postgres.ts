@@ -1,0 +1,94 @@
+import { randomUUID } from 'node:crypto'
+import { z } from 'zod'
+import type { Connection } from '../connection/connection.js'
+import { parseOptions } from '../connection/options.js'
+import type { Batch, Row, RunContext, Shape, Sink, SinkResult } from '../contracts.js'
+import { AbortedError, classifyError, SinkWriteError } from '../errors.js'
+import { copyIn } from '../pg/copy-in.js'
+import { encodeRows } from '../pg/copy-text-encoder.js'
+import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
+import { targetTableName } from './target.js'
+import { addMissingColumns, checkColumnTypes, createTableSql, ensureSchema } from './warehouse-ddl.js'
+
+const postgresSinkSchema = z.strictObject({
+  schema: z.string().default('bronze'),
+  /** Target table; `br_<source table>` when absent. */
+  table: z.string().optional(),
+  /**
+   * - `replace`: the table is rebuilt from this run's rows and swapped in at commit; readers see the old
+   *   table or the new one, never a part; a failed run leaves the old one untouched.
+   * - `append`: rows are added in one transaction; new source columns are added to the table.
+   */
+  mode: z.enum(['replace', 'append']).default('replace'),
+})
+
+export type PostgresSinkOptions = z.input<typeof postgresSinkSchema>
+
+/**
+ * Writes to a PostgreSQL warehouse through `COPY FROM STDIN`, creating the schema and the table with the
+ * source's column types. One run is one transaction.
+ *
+ * @example
+ * postgresSink(warehouse, { mode: 'replace' }) // bronze.br_<source table>
+ */
+export function postgresSink(connection: Connection, options: PostgresSinkOptions = {}): Sink {
+  const { schema, table, mode } = parseOptions(postgresSinkSchema, options)
+  checkIdentifier(schema, 'schema')
+
+  async function write(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): Promise<SinkResult> {
+    const target = targetTableName(shape, table)
+    const context = { schema, table: target, mode }
+    const client = await connection.acquire(ctx.signal)
+    let broken: Error | undefined
+    let rows = 0
+    let bytes = 0
+    const columns = shape.columns
+    try {
+      await client.query('begin')
+      await ensureSchema(client, schema)
+      await checkColumnTypes(client, columns, target)
+      const loadInto = mode === 'replace' ? `pgdk_stage_${randomUUID().replace(/-/g, '').slice(0, 16)}` : target
+      await client.query(createTableSql(schema, loadInto, columns, mode === 'append'))
+      if (mode === 'append') await addMissingColumns(client, schema, target, columns)
+
+      async function* chunks(): AsyncGenerator<Buffer> {
+        for await (const batch of batches) {
+          if (batch.rows.length === 0) continue
+          const chunk = Buffer.from(encodeRows(batch.rows, columns))
+          rows += batch.rows.length
+          bytes += chunk.length
+          ctx.reportBytes?.(chunk.length)
+          yield chunk
+        }
+      }
+      const columnList = columns.map((column) => quoteIdent(column.name)).join(', ')
+      await copyIn(client, `copy ${qualifiedName(schema, loadInto)} (${columnList}) from stdin`, chunks(), ctx.signal)
+      if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
+
+      if (mode === 'replace') {
+        await client.query(`drop table if exists ${qualifiedName(schema, target)}`)
+        await client.query(`alter table ${qualifiedName(schema, loadInto)} rename to ${quoteIdent(target)}`)
+      }
+      await client.query('commit')
+      return { rows, bytes, target: `${schema}.${target}` }
+    } catch (error) {
+      try {
+        await client.query('rollback')
+      } catch (rollbackError) {
+        broken = rollbackError as Error
+      }
+      if (ctx.signal.aborted && !(error instanceof AbortedError) && isAbortLike(error)) {
+        throw new AbortedError('extraction aborted; the warehouse was left as it was', { step: 'sink', context, cause: error })
+      }
+      throw classifyError(error, 'sink', context, SinkWriteError)
+    } finally {
+      client.release(broken)
+    }
+  }
+
+  return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, write })
+}
+
+function isAbortLike(error: unknown): boolean {
+  return error instanceof Error && (error.name === 'AbortError' || /abort/i.test(error.message))
+}

@@ -1,0 +1,53 @@
+import type pg from 'pg'
+import { UnsupportedTypeError } from '../errors.js'
+import { describeTable } from '../pg/catalog.js'
+import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
+import type { Column } from '../pg/types.js'
+
+/**
+ * Checks that every column type is a type name the warehouse knows, and nothing else: `regtype` input
+ * parses the text as a lone type name, so a type string can never smuggle other SQL into the DDL.
+ */
+export async function checkColumnTypes(client: pg.ClientBase, columns: readonly Column[], table: string): Promise<void> {
+  const seen = new Set<string>()
+  for (const column of columns) {
+    if (seen.has(column.type)) continue
+    seen.add(column.type)
+    await client.query('savepoint pgdk_type_check')
+    try {
+      await client.query('select $1::text::regtype', [column.type])
+      await client.query('release savepoint pgdk_type_check')
+    } catch (cause) {
+      await client.query('rollback to savepoint pgdk_type_check')
+      throw new UnsupportedTypeError(
+        `column "${column.name}" has type "${column.type}", which the warehouse does not know as a type name`,
+        { step: 'sink', context: { table, column: column.name }, cause },
+      )
+    }
+  }
+}
+
+export function createTableSql(schema: string, table: string, columns: readonly Column[], ifNotExists = false): string {
+  const body = columns.map((column) => `${quoteIdent(column.name)} ${column.type}`).join(', ')
+  return `create table ${ifNotExists ? 'if not exists ' : ''}${qualifiedName(schema, table)} (${body})`
+}
+
+export async function ensureSchema(client: pg.ClientBase, schema: string): Promise<void> {
+  const exists = await client.query('select 1 from pg_namespace where nspname = $1', [schema])
+  if (exists.rowCount === 0) await client.query(`create schema if not exists ${quoteIdent(schema)}`)
+}
+
+/** Adds the incoming columns an existing table lacks (append keeps older rows; new columns are NULL there). */
+export async function addMissingColumns(
+  client: pg.ClientBase,
+  schema: string,
+  table: string,
+  columns: readonly Column[],
+): Promise<void> {
+  const existing = new Set((await describeTable(client, schema, table)).columns.map((column) => column.name))
+  for (const column of columns) {
+    if (!existing.has(column.name)) {
+      await client.query(`alter table ${qualifiedName(schema, table)} add column ${quoteIdent(column.name)} ${column.type}`)
+    }
+  }
+}

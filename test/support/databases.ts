@@ -1,0 +1,98 @@
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+import { inject } from 'vitest'
+
+/** The superuser URL of the test server. */
+export function serverUrl(): string {
+  return inject('postgresUrl')
+}
+
+/** Runs SQL as the superuser on a database of the test server (the `postgres` one by default). */
+export async function adminQuery<R extends pg.QueryResultRow = Record<string, unknown>>(
+  text: string,
+  values: unknown[] = [],
+  database = 'postgres',
+): Promise<pg.QueryResult<R>> {
+  const client = new pg.Client({ connectionString: withDatabase(serverUrl(), database) })
+  await client.connect()
+  try {
+    return await client.query<R>(text, values)
+  } finally {
+    await client.end()
+  }
+}
+
+export function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url)
+  parsed.pathname = `/${database}`
+  return parsed.toString()
+}
+
+/** A new empty database for one test file; returns its name and URL. Dropped by `drop()`. */
+export async function createDatabase(prefix: string): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${randomBytes(4).toString('hex')}`
+  await adminQuery(`create database "${name}"`)
+  return {
+    name,
+    url: withDatabase(serverUrl(), name),
+    drop: async () => {
+      await adminQuery(`drop database if exists "${name}" with (force)`)
+    },
+  }
+}
+
+/** A client on a test database, closed by the caller. */
+export async function clientFor(url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  return client
+}
+
+/**
+ * Two-way EXCEPT between a source table (in one database) and a bronze table (in another), compared on the
+ * source's columns. Rows are moved as their text form, so equality is PostgreSQL's own, type by type.
+ */
+export async function tablesEqual(
+  sourceUrl: string,
+  sourceTable: string,
+  targetUrl: string,
+  targetTable: string,
+  columns: string[],
+): Promise<{ missing: number; extra: number; sourceRows: number; targetRows: number }> {
+  const list = columns.map((column) => `"${column.replace(/"/g, '""')}"`).join(', ')
+  const source = await clientFor(sourceUrl)
+  const target = await clientFor(targetUrl)
+  try {
+    const rows = await source.query({ text: `select ${list} from ${sourceTable}`, rowMode: 'array', types: { getTypeParser: () => (value: string) => value } as never })
+    const types = await source.query<{ name: string; type: string }>(
+      `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type from pg_attribute a
+        where a.attrelid = $1::regclass and a.attnum > 0 and not a.attisdropped`,
+      [sourceTable],
+    )
+    const typeOf = new Map(types.rows.map((row) => [row.name, row.type]))
+    const cast = (column: string) => {
+      const type = typeOf.get(column) ?? 'text'
+      return /^(json|xml|point|line|lseg|box|path|polygon|circle)/.test(type) ? `"${column}"::text` : `"${column}"`
+    }
+    await target.query('begin')
+    await target.query(
+      `create temp table expected as select ${columns.map((column) => `${cast(column)}`).join(', ')} from ${targetTable} limit 0`,
+    )
+    const placeholders = columns.map((_, index) => `$${index + 1}`).join(', ')
+    for (const row of rows.rows) await target.query(`insert into expected values (${placeholders})`, row)
+    const projected = `select ${columns.map(cast).join(', ')} from ${targetTable}`
+    const missing = await target.query(`select count(*)::int as n from (select * from expected except all ${projected}) d`)
+    const extra = await target.query(`select count(*)::int as n from (${projected} except all select * from expected) d`)
+    const count = await target.query(`select count(*)::int as n from ${targetTable}`)
+    await target.query('rollback')
+    return {
+      missing: missing.rows[0].n,
+      extra: extra.rows[0].n,
+      sourceRows: rows.rowCount ?? 0,
+      targetRows: count.rows[0].n,
+    }
+  } finally {
+    await source.end()
+    await target.end()
+  }
+}

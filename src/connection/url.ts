@@ -38,8 +38,10 @@ const KNOWN_PARAMETERS = new Set([
  */
 export function parseConnectionUrl(url: string, field = 'url'): UrlFields {
   let parsed: URL
+  // libpq allows an empty host after credentials (`postgresql://user@/db?host=/socket`); WHATWG URL does not.
+  const emptyHost = /^postgres(?:ql)?:\/\/[^/?#]*@(?=[/?#]|$)/i.test(url)
   try {
-    parsed = new URL(url)
+    parsed = new URL(emptyHost ? url.replace(/@(?=[/?#]|$)/, '@localhost') : url)
   } catch {
     throw new ConfigError(field, 'is not a valid URL; expected postgresql://user:password@host:port/database')
   }
@@ -54,7 +56,7 @@ export function parseConnectionUrl(url: string, field = 'url'): UrlFields {
       throw new ConfigError(`${field}.${part}`, 'has a malformed percent-escape')
     }
   }
-  if (parsed.hostname) fields.host = decode(parsed.hostname.replace(/^\[(.*)\]$/, '$1'), 'host')
+  if (parsed.hostname && !emptyHost) fields.host = decode(parsed.hostname.replace(/^\[(.*)\]$/, '$1'), 'host')
   if (parsed.port) fields.port = parsePort(parsed.port, `${field}.port`)
   if (parsed.username) fields.user = decode(parsed.username, 'user')
   if (parsed.password) fields.password = decode(parsed.password, 'password')

@@ -59,28 +59,17 @@ export async function tablesEqual(
   targetTable: string,
   columns: string[],
 ): Promise<{ missing: number; extra: number; sourceRows: number; targetRows: number }> {
-  const list = columns.map((column) => `"${column.replace(/"/g, '""')}"`).join(', ')
   const source = await clientFor(sourceUrl)
   const target = await clientFor(targetUrl)
   try {
-    const rows = await source.query({ text: `select ${list} from ${sourceTable}`, rowMode: 'array', types: { getTypeParser: () => (value: string) => value } as never })
-    const types = await source.query<{ name: string; type: string }>(
-      `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type from pg_attribute a
-        where a.attrelid = $1::regclass and a.attnum > 0 and not a.attisdropped`,
-      [sourceTable],
-    )
-    const typeOf = new Map(types.rows.map((row) => [row.name, row.type]))
-    const cast = (column: string) => {
-      const type = typeOf.get(column) ?? 'text'
-      return /^(json|xml|point|line|lseg|box|path|polygon|circle)/.test(type) ? `"${column}"::text` : `"${column}"`
-    }
+    const asText = columns.map((column) => `"${column.replace(/"/g, '""')}"::text`).join(', ')
+    const rows = await source.query({ text: `select ${asText} from ${sourceTable}`, rowMode: 'array', types: { getTypeParser: () => (value: string) => value } as never })
+    // Both sides as PostgreSQL's own text output: stricter than `=` (it sees -0 vs 0, 1.10 vs 1.1, key order in json).
     await target.query('begin')
-    await target.query(
-      `create temp table expected as select ${columns.map((column) => `${cast(column)}`).join(', ')} from ${targetTable} limit 0`,
-    )
+    await target.query(`create temp table expected (${columns.map((_, index) => `c${index} text`).join(', ')})`)
     const placeholders = columns.map((_, index) => `$${index + 1}`).join(', ')
     for (const row of rows.rows) await target.query(`insert into expected values (${placeholders})`, row)
-    const projected = `select ${columns.map(cast).join(', ')} from ${targetTable}`
+    const projected = `select ${columns.map((column) => `"${column.replace(/"/g, '""')}"::text`).join(', ')} from ${targetTable}`
     const missing = await target.query(`select count(*)::int as n from (select * from expected except all ${projected}) d`)
     const extra = await target.query(`select count(*)::int as n from (${projected} except all select * from expected) d`)
     const count = await target.query(`select count(*)::int as n from ${targetTable}`)

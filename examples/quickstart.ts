@@ -1,0 +1,41 @@
+/**
+ * Quickstart: extract a demo table into bronze.br_orders and print the run report.
+ *
+ *   npm run quickstart
+ *
+ * Uses SOURCE_DATABASE_URL (and WAREHOUSE_DATABASE_URL, defaulting to the source) when set; otherwise it
+ * starts a throwaway PostgreSQL from the installed server binaries (or Docker) and removes it afterwards.
+ */
+import { bronzeMetadata, connect, extract, postgresSink, tableSource } from 'pg-datakit'
+import { startTestPostgres } from 'pg-datakit/testing'
+
+const throwaway = process.env.SOURCE_DATABASE_URL ? undefined : await startTestPostgres({ urlVariable: 'SOURCE_DATABASE_URL' })
+const sourceUrl = process.env.SOURCE_DATABASE_URL ?? (throwaway as { url: string }).url
+const source = connect(sourceUrl)
+const warehouse = connect(process.env.WAREHOUSE_DATABASE_URL ?? sourceUrl)
+
+try {
+  // A demo table: 100 000 orders with a few kinds of values.
+  await source.query(`create table if not exists public.demo_orders (
+    id bigint primary key, customer text not null, total numeric(12,2), tags text[], placed_at timestamptz)`)
+  await source.query(`insert into public.demo_orders
+    select g, 'customer ' || (g % 1000), round((random() * 1000)::numeric, 2), array['web', 'eu'],
+           now() - g * interval '1 minute'
+      from generate_series(1, 100000) g
+    on conflict (id) do nothing`)
+
+  const report = await extract({
+    from: tableSource(source, { table: 'demo_orders' }),
+    through: [bronzeMetadata()],
+    to: postgresSink(warehouse, { mode: 'replace' }), // bronze.br_demo_orders
+    onProgress: (p) => process.stdout.write(`\r${p.rows} rows, ${p.rowsPerSecond} rows/s`),
+  })
+  process.stdout.write('\n')
+  console.log(JSON.stringify(report, null, 2))
+  const { rows } = await warehouse.query('select count(*) as rows from bronze.br_demo_orders')
+  console.log(`bronze.br_demo_orders now holds ${String(rows[0]?.rows)} rows`)
+} finally {
+  await source.close()
+  await warehouse.close()
+  await throwaway?.stop()
+}

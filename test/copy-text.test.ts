@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest'
+import { formatArrayLiteral, parseArrayLiteral } from '../src/pg/array-literal.js'
+import { encodeRows, valueToText } from '../src/pg/copy-text-encoder.js'
+
+describe('COPY text encoding', () => {
+  it('escapes backslash, tab, newline and carriage return, and writes NULL as \\N', () => {
+    const columns = [{ name: 'a', type: 'text', typeOid: 25 }, { name: 'b', type: 'text', typeOid: 25 }]
+    expect(encodeRows([{ a: 'x\\y\tz\nw\rv', b: null }, { a: '', b: '\\N' }], columns)).toBe(
+      'x\\\\y\\tz\\nw\\rv\t\\N\n\t\\\\N\n',
+    )
+  })
+
+  it('writes every JS value of the type map in PostgreSQL input form', () => {
+    expect(valueToText(-0)).toBe('-0')
+    expect(valueToText(Number.NaN)).toBe('NaN')
+    expect(valueToText(Number.NEGATIVE_INFINITY)).toBe('-Infinity')
+    expect(valueToText(12345678901234567890n)).toBe('12345678901234567890')
+    expect(valueToText(true)).toBe('t')
+    expect(valueToText(Buffer.from([0, 255]))).toBe('\\x00ff')
+    expect(valueToText(new Date('2024-01-02T03:04:05.678Z'))).toBe('2024-01-02T03:04:05.678Z')
+    expect(valueToText({ a: 1n, b: [1, 'x'] })).toBe('{"a":"1","b":[1,"x"]}')
+    expect(valueToText([[1, null], ['a"b', 'c\\d']])).toBe('{{"1",NULL},{"a\\"b","c\\\\d"}}')
+  })
+})
+
+describe('array literals', () => {
+  it('parses quoting, escapes, NULL and nesting', () => {
+    expect(parseArrayLiteral('{1,NULL,"NULL","a,b","q\\"x","back\\\\slash",{}}', (raw) => raw)).toEqual([
+      '1',
+      null,
+      'NULL',
+      'a,b',
+      'q"x',
+      'back\\slash',
+      [],
+    ])
+    expect(parseArrayLiteral('{{1,2},{3,4}}', Number)).toEqual([
+      [1, 2],
+      [3, 4],
+    ])
+  })
+
+  it('keeps literals with explicit bounds as text, losing nothing', () => {
+    expect(parseArrayLiteral('[0:1]={1,2}', Number)).toBe('[0:1]={1,2}')
+  })
+
+  it('round-trips through format and parse', () => {
+    const value = [['a b', null, '"', '\\', '{}', ''], ['x', 'y', 'z', ',', 'NULL', ' ']]
+    expect(parseArrayLiteral(formatArrayLiteral(value, String), (raw) => raw)).toEqual(value)
+  })
+})

@@ -44,6 +44,11 @@ export interface Source<R = Row> extends AsyncIterable<Batch<R>> {
   /** The columns (with PostgreSQL types) and origin, read from the catalog before any row. */
   shape(): Promise<Shape>
   batches(ctx?: Partial<RunContext>): AsyncIterableIterator<Batch<R>>
+  /**
+   * Optional byte path: the rows of `shape().columns` as raw COPY text (one row per line, tab-separated,
+   * COPY escapes), in chunks cut anywhere. `extract()` uses it when every step of the pipeline has one.
+   */
+  copyText?(ctx?: Partial<RunContext>): AsyncIterable<Buffer>
 }
 
 /** A step between a source and a sink: it maps the shape and the batches. */
@@ -51,6 +56,11 @@ export interface Transform<In = Row, Out = Row> {
   readonly name: string
   shape(input: Shape): Shape
   apply(batches: AsyncIterable<Batch<In>>, shape: Shape, ctx: RunContext): AsyncIterable<Batch<Out>>
+  /**
+   * Optional byte path: the same transform done on raw COPY text. Returns a function from a chunk (cut anywhere,
+   * so it must not depend on where rows start) to the output chunk.
+   */
+  copyText?(shape: Shape, ctx: RunContext): (chunk: Buffer) => Buffer
 }
 
 /** What a sink says it did. */
@@ -66,4 +76,6 @@ export interface SinkResult {
 export interface Sink<R = Row> {
   readonly name: string
   write(batches: AsyncIterable<Batch<R>>, shape: Shape, ctx: RunContext): Promise<SinkResult>
+  /** Optional byte path: writes raw COPY text of `shape.columns` (chunks cut anywhere). */
+  writeCopyText?(chunks: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext): Promise<SinkResult>
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import type { Batch, RunContext, Shape, Sink, Source, Transform } from './contracts.js'
+import type { Batch, RunContext, Shape, Sink, SinkResult, Source, Transform } from './contracts.js'
+import { countLines } from './pg/copy-line-suffix.js'
 import { AbortedError, classifyError, DatakitError, SourceQueryError, TransformError } from './errors.js'
 
 /** A progress event, sent after each batch reaches the sink's input. */
@@ -25,6 +26,8 @@ export interface StepTiming {
 /** What a successful `extract()` did. */
 export interface RunReport {
   readonly runId: string
+  /** `copy-bytes`: COPY text went from source to sink undecoded; `rows`: rows were decoded and re-encoded. */
+  readonly path: 'copy-bytes' | 'rows'
   readonly source: string
   readonly target: string
   readonly rows: number
@@ -47,6 +50,11 @@ export interface ExtractOptions {
   readonly onProgress?: (progress: Progress) => void
   /** Identifies the run in reports, errors and metadata; a random UUID when absent. */
   readonly runId?: string
+  /**
+   * Let COPY bytes flow from source to sink undecoded when every step supports it (default true).
+   * `false` forces decoded rows, e.g. to compare both paths.
+   */
+  readonly fastPath?: boolean
 }
 
 /**
@@ -89,33 +97,61 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
     shapes.push(shape)
   }
 
-  const sourceTiming = { ms: 0, rows: 0 }
-  let stream: AsyncIterable<Batch> = measured(from.batches(ctx), sourceTiming, signal, (error) =>
-    classifyError(error, 'source', {}, SourceQueryError),
-  )
-  const transformTimings: { ms: number; rows: number }[] = []
-  through.forEach((transform, index) => {
-    const timing = { ms: 0, rows: 0 }
-    transformTimings.push(timing)
-    stream = measured(transform.apply(stream, shapes[index] as Shape, ctx), timing, signal, (error) =>
-      classifyError(error, 'transform', { transform: transform.name }, TransformError),
-    )
-  })
-  const last = transformTimings.at(-1) ?? sourceTiming
+  const useBytes =
+    options.fastPath !== false &&
+    from.copyText !== undefined &&
+    to.writeCopyText !== undefined &&
+    through.every((transform) => transform.copyText !== undefined)
+
   let rows = 0
-  const reporting = async function* (input: AsyncIterable<Batch>): AsyncGenerator<Batch> {
-    for await (const batch of input) {
-      rows += batch.rows.length
-      yield batch
-      if (onProgress) {
-        const elapsedMs = performance.now() - started
-        onProgress({ runId: ctx.runId, rows, bytes, elapsedMs, rowsPerSecond: perSecond(rows, elapsedMs), step: 'sink' })
-      }
-    }
+  let lastProgress = 0
+  const progress = (step: string, force: boolean) => {
+    if (!onProgress) return
+    const elapsedMs = performance.now() - started
+    // The byte path moves many small chunks: report at most every 100 ms there.
+    if (!force && elapsedMs - lastProgress < 100) return
+    lastProgress = elapsedMs
+    onProgress({ runId: ctx.runId, rows, bytes, elapsedMs, rowsPerSecond: perSecond(rows, elapsedMs), step })
   }
 
-  const result = await to.write(reporting(stream), shape, ctx)
+  const sourceTiming = { ms: 0, rows: 0 }
+  const transformTimings = through.map(() => ({ ms: 0, rows: 0 }))
+  const sourceError = (error: unknown) => classifyError(error, 'source', {}, SourceQueryError)
+  const transformError = (transform: Transform) => (error: unknown) =>
+    classifyError(error, 'transform', { transform: transform.name }, TransformError)
+
+  let result: SinkResult
+  if (useBytes) {
+    let chunks: AsyncIterable<Buffer> = measured(from.copyText!(ctx), sourceTiming, signal, sourceError, countLines)
+    through.forEach((transform, index) => {
+      const step = transform.copyText!(shapes[index] as Shape, ctx)
+      chunks = measured(mapChunks(chunks, step), transformTimings[index]!, signal, transformError(transform), countLines)
+    })
+    const counted = async function* (input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+      for await (const chunk of input) {
+        rows += countLines(chunk)
+        yield chunk
+        progress('sink', false)
+      }
+      progress('sink', true)
+    }
+    result = await to.writeCopyText!(counted(chunks), shape, ctx)
+  } else {
+    let stream: AsyncIterable<Batch> = measured(from.batches(ctx), sourceTiming, signal, sourceError, batchRows)
+    through.forEach((transform, index) => {
+      stream = measured(transform.apply(stream, shapes[index] as Shape, ctx), transformTimings[index]!, signal, transformError(transform), batchRows)
+    })
+    const counted = async function* (input: AsyncIterable<Batch>): AsyncGenerator<Batch> {
+      for await (const batch of input) {
+        rows += batch.rows.length
+        yield batch
+        progress('sink', true)
+      }
+    }
+    result = await to.write(counted(stream), shape, ctx)
+  }
   bytes = result.bytes
+  const last = transformTimings.at(-1) ?? sourceTiming
   const finishedAt = new Date()
   const durationMs = performance.now() - started
   const steps: StepTiming[] = [{ step: 'source', name: from.name, ms: sourceTiming.ms, rows: sourceTiming.rows }]
@@ -127,6 +163,7 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
   steps.push({ step: 'sink', name: to.name, ms: Math.max(0, durationMs - last.ms), rows: result.rows })
   return Object.freeze({
     runId: ctx.runId,
+    path: useBytes ? 'copy-bytes' : 'rows',
     source: from.name,
     target: result.target,
     rows: result.rows,
@@ -143,20 +180,27 @@ function perSecond(rows: number, ms: number): number {
   return ms > 0 ? Math.round((rows * 1000) / ms) : 0
 }
 
-/** Passes batches through, timing the upstream's `next()`, checking for abort and typing upstream errors. */
-async function* measured(
-  input: AsyncIterable<Batch>,
+const batchRows = (batch: Batch): number => batch.rows.length
+
+async function* mapChunks(input: AsyncIterable<Buffer>, step: (chunk: Buffer) => Buffer): AsyncGenerator<Buffer> {
+  for await (const chunk of input) yield step(chunk)
+}
+
+/** Passes items through, timing the upstream's `next()`, checking for abort and typing upstream errors. */
+async function* measured<T>(
+  input: AsyncIterable<T>,
   timing: { ms: number; rows: number },
   signal: AbortSignal,
   wrap: (error: unknown) => DatakitError,
-): AsyncGenerator<Batch> {
+  count: (item: T) => number,
+): AsyncGenerator<T> {
   const iterator = input[Symbol.asyncIterator]()
   let done = false
   try {
     for (;;) {
       if (signal.aborted) throw new AbortedError('extraction aborted', { step: 'pipeline' })
       const begin = performance.now()
-      let next: IteratorResult<Batch>
+      let next: IteratorResult<T>
       try {
         next = await iterator.next()
       } catch (error) {
@@ -170,7 +214,7 @@ async function* measured(
         done = true
         return
       }
-      timing.rows += next.value.rows.length
+      timing.rows += count(next.value)
       yield next.value
     }
   } finally {

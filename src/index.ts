@@ -11,6 +11,7 @@ export type { Batch, ExtractionType, Origin, Row, RunContext, Shape, Sink, SinkR
 // Sources
 export { tableSource, type TableFilter, type TableSourceOptions } from './sources/table.js'
 export { querySource, type QuerySourceOptions } from './sources/query.js'
+export { copySource, type CopySourceOptions } from './sources/copy.js'
 
 // Transforms
 export { bronzeMetadata, BRONZE_COLUMNS } from './transforms/bronze-metadata.js'
@@ -24,6 +25,8 @@ export type { Column } from './pg/types.js'
 export { quoteIdent, qualifiedName } from './pg/identifiers.js'
 export { typeParsersFor, losslessTypes } from './pg/type-parsers.js'
 export { encodeRows, valueToText } from './pg/copy-text-encoder.js'
+export { CopyTextDecoder } from './pg/copy-text-decoder.js'
+export { appendToLines } from './pg/copy-line-suffix.js'
 
 // Errors
 export {

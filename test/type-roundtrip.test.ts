@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { bronzeMetadata, extract, postgresSink, tableSource } from '../src/index.js'
+import { bronzeMetadata, copySource, extract, postgresSink, tableSource } from '../src/index.js'
 import { tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 
@@ -113,5 +113,23 @@ describe('type fidelity through the cursor path', () => {
     expect(row.c_bytea).toEqual(Buffer.from([0, 0xff, 0x5c, 0x0a]))
     expect(row.c_posint).toBe(42)
     expect(row.c_mood_arr).toEqual(['happy', 'sad'])
+  })
+
+  it.each([
+    ['the COPY byte path', true],
+    ['the COPY decoded path', false],
+  ])('lands every common type through %s equal to the source', async (_, fastPath) => {
+    const table = fastPath ? 'all_types_bytes' : 'all_types_decoded'
+    const report = await extract({
+      from: copySource(db.source, { table: 'all_types' }),
+      through: [bronzeMetadata()],
+      to: postgresSink(db.warehouse, { table }),
+      fastPath,
+    })
+    expect(report.path).toBe(fastPath ? 'copy-bytes' : 'rows')
+    const columns = ['id', ...COLUMNS.map(([name]) => name)]
+    const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, `bronze.${table}`, columns)
+    expect(comparison).toMatchObject({ missing: 0, extra: 0 })
+    expect(comparison.targetRows).toBeGreaterThan(1)
   })
 })

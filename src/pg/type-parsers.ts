@@ -4,7 +4,8 @@ import { OID, type Column } from './types.js'
 
 type Parser = (text: string) => unknown
 
-const identity: Parser = (text) => text
+/** The parser of types carried as the server's text; callers may skip calling it. */
+export const identity: Parser = (text) => text
 
 /**
  * The one lossless type map every source uses (docs/types.md):

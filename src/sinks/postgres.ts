@@ -3,7 +3,9 @@ import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
 import type { Batch, Row, RunContext, Shape, Sink, SinkResult } from '../contracts.js'
-import { AbortedError, classifyError, SinkWriteError } from '../errors.js'
+import type pg from 'pg'
+import { AbortedError, classifyError, ConfigError, DatakitError, SinkWriteError } from '../errors.js'
+import { countLines } from '../pg/copy-line-suffix.js'
 import { copyIn } from '../pg/copy-in.js'
 import { encodeRows } from '../pg/copy-text-encoder.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
@@ -35,14 +37,21 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
   const { schema, table, mode } = parseOptions(postgresSinkSchema, options)
   checkIdentifier(schema, 'schema')
 
-  async function write(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): Promise<SinkResult> {
+  /**
+   * One run, one transaction: prepare the target, stream COPY data in through `copy`, then swap (replace) and
+   * commit. Any failure rolls back, so the warehouse is left as it was.
+   */
+  async function load(
+    shape: Shape,
+    ctx: RunContext,
+    copy: (client: pg.PoolClient, statement: string) => Promise<{ rows: number; bytes: number }>,
+  ): Promise<SinkResult> {
     const target = targetTableName(shape, table)
     const context = { schema, table: target, mode }
+    const columns = shape.columns
+    if (columns.length === 0) throw new ConfigError('columns', `nothing to write to ${schema}.${target}: the stream has no columns`)
     const client = await connection.acquire(ctx.signal)
     let broken: Error | undefined
-    let rows = 0
-    let bytes = 0
-    const columns = shape.columns
     try {
       await client.query('begin')
       await ensureSchema(client, schema)
@@ -51,18 +60,8 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       await client.query(createTableSql(schema, loadInto, columns, mode === 'append'))
       if (mode === 'append') await addMissingColumns(client, schema, target, columns)
 
-      async function* chunks(): AsyncGenerator<Buffer> {
-        for await (const batch of batches) {
-          if (batch.rows.length === 0) continue
-          const chunk = Buffer.from(encodeRows(batch.rows, columns))
-          rows += batch.rows.length
-          bytes += chunk.length
-          ctx.reportBytes?.(chunk.length)
-          yield chunk
-        }
-      }
       const columnList = columns.map((column) => quoteIdent(column.name)).join(', ')
-      await copyIn(client, `copy ${qualifiedName(schema, loadInto)} (${columnList}) from stdin`, chunks(), ctx.signal)
+      const { rows, bytes } = await copy(client, `copy ${qualifiedName(schema, loadInto)} (${columnList}) from stdin`)
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
 
       if (mode === 'replace') {
@@ -77,7 +76,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       } catch (rollbackError) {
         broken = rollbackError as Error
       }
-      if (ctx.signal.aborted && !(error instanceof AbortedError) && isAbortLike(error)) {
+      if (ctx.signal.aborted && !(error instanceof DatakitError)) {
         throw new AbortedError('extraction aborted; the warehouse was left as it was', { step: 'sink', context, cause: error })
       }
       throw classifyError(error, 'sink', context, SinkWriteError)
@@ -86,9 +85,41 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     }
   }
 
-  return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, write })
-}
+  function write(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): Promise<SinkResult> {
+    return load(shape, ctx, async (client, statement) => {
+      let rows = 0
+      let bytes = 0
+      async function* chunks(): AsyncGenerator<Buffer> {
+        for await (const batch of batches) {
+          if (batch.rows.length === 0) continue
+          const chunk = Buffer.from(encodeRows(batch.rows, shape.columns))
+          rows += batch.rows.length
+          bytes += chunk.length
+          ctx.reportBytes?.(chunk.length)
+          yield chunk
+        }
+      }
+      await copyIn(client, statement, chunks(), ctx.signal)
+      return { rows, bytes }
+    })
+  }
 
-function isAbortLike(error: unknown): boolean {
-  return error instanceof Error && (error.name === 'AbortError' || /abort/i.test(error.message))
+  function writeCopyText(input: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext): Promise<SinkResult> {
+    return load(shape, ctx, async (client, statement) => {
+      let rows = 0
+      let bytes = 0
+      async function* chunks(): AsyncGenerator<Buffer> {
+        for await (const chunk of input) {
+          rows += countLines(chunk)
+          bytes += chunk.length
+          ctx.reportBytes?.(chunk.length)
+          yield chunk
+        }
+      }
+      await copyIn(client, statement, chunks(), ctx.signal)
+      return { rows, bytes }
+    })
+  }
+
+  return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, write, writeCopyText })
 }

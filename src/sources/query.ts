@@ -2,12 +2,11 @@ import type { Compilable, CompiledQuery } from 'kysely'
 import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, RunContext, Shape, Source } from '../contracts.js'
-import { ConfigError, classifyError, SourceQueryError } from '../errors.js'
-import { describeFields } from '../pg/catalog.js'
+import type { Batch, RunContext, Source } from '../contracts.js'
 import { readWithCursor } from './cursor-reader.js'
+import { describeQueryShape, normalizeQuery } from './describe.js'
 
-const querySourceSchema = z.strictObject({
+export const queryOptionsSchema = z.strictObject({
   /** The name sinks use for the target table (`br_<name>`) and metadata records as `_bronze_table`. */
   name: z.string().min(1).optional(),
   /** Recorded as `_bronze_schema`. */
@@ -15,7 +14,7 @@ const querySourceSchema = z.strictObject({
   batchSize: z.number().int().positive().max(1_000_000).default(10_000),
 })
 
-export type QuerySourceOptions = z.input<typeof querySourceSchema>
+export type QuerySourceOptions = z.input<typeof queryOptionsSchema>
 
 /**
  * Reads the rows of a Kysely query (or any compiled query) through a server-side cursor.
@@ -31,36 +30,15 @@ export function querySource<O>(
   query: Compilable<O> | CompiledQuery<O>,
   options: QuerySourceOptions = {},
 ): Source<O> {
-  const { name, schema, batchSize } = parseOptions(querySourceSchema, options)
-  const compiled: CompiledQuery<O> = 'compile' in query ? query.compile() : query
-  const text = compiled.sql.replace(/;\s*$/, '')
-  const context = { query: name ?? 'query' }
-
-  const describe = async (ctx: Partial<RunContext>): Promise<Shape> => {
-    try {
-      return await connection.withClient(async (client) => {
-        // Planning the query with LIMIT 0 gives its RowDescription without reading any row.
-        const result = await client.query({ text: `select * from (${text}) as q limit 0`, values: [...compiled.parameters] })
-        const names = result.fields.map((field) => field.name)
-        const duplicate = names.find((field, index) => names.indexOf(field) !== index)
-        if (duplicate !== undefined) {
-          throw new ConfigError('query', `returns the column "${duplicate}" twice; give each column a distinct alias`)
-        }
-        return {
-          origin: { source: connection.label, schema, table: name, extractionType: 'query' },
-          columns: await describeFields(client, result.fields),
-        }
-      }, ctx.signal)
-    } catch (error) {
-      throw classifyError(error, 'source', context, SourceQueryError)
-    }
-  }
+  const { name, schema, batchSize } = parseOptions(queryOptionsSchema, options)
+  const compiled = normalizeQuery(query)
+  const describe = (ctx: Partial<RunContext>) => describeQueryShape(connection, compiled, { schema, name }, ctx)
 
   async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch<O>> {
     const shape = await describe(ctx)
     yield* readWithCursor<O>(
       connection,
-      { sql: text, parameters: compiled.parameters, columns: shape.columns, batchSize, context },
+      { sql: compiled.sql, parameters: compiled.parameters, columns: shape.columns, batchSize, context: { query: name ?? 'query' } },
       ctx,
     )
   }

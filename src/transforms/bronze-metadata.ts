@@ -1,6 +1,8 @@
 import type { Batch, Row, RunContext, Shape, Transform } from '../contracts.js'
 import { ConfigError } from '../errors.js'
 import { redact } from '../connection/redact.js'
+import { appendToLines } from '../pg/copy-line-suffix.js'
+import { encodeRows } from '../pg/copy-text-encoder.js'
 import type { Column } from '../pg/types.js'
 
 /** The columns bronze metadata adds, in order. */
@@ -46,6 +48,11 @@ export function bronzeMetadata(): Transform {
       for await (const batch of batches) {
         yield { rows: batch.rows.map((row) => ({ ...row, ...values })) }
       }
+    },
+    copyText(shape: Shape, ctx: RunContext): (chunk: Buffer) => Buffer {
+      // The same values, encoded once as COPY fields and appended to every line.
+      const fields = encodeRows([bronzeValues(shape, ctx)], BRONZE_COLUMNS).slice(0, -1)
+      return appendToLines(Buffer.from(shape.columns.length > 0 ? `\t${fields}` : fields))
     },
   })
 }

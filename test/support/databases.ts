@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
+import { pipeline } from 'node:stream/promises'
 import pg from 'pg'
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams'
 import { inject } from 'vitest'
 
 /** The superuser URL of the test server. */
@@ -63,12 +65,14 @@ export async function tablesEqual(
   const target = await clientFor(targetUrl)
   try {
     const asText = columns.map((column) => `"${column.replace(/"/g, '""')}"::text`).join(', ')
-    const rows = await source.query({ text: `select ${asText} from ${sourceTable}`, rowMode: 'array', types: { getTypeParser: () => (value: string) => value } as never })
     // Both sides as PostgreSQL's own text output: stricter than `=` (it sees -0 vs 0, 1.10 vs 1.1, key order in json).
     await target.query('begin')
     await target.query(`create temp table expected (${columns.map((_, index) => `c${index} text`).join(', ')})`)
-    const placeholders = columns.map((_, index) => `$${index + 1}`).join(', ')
-    for (const row of rows.rows) await target.query(`insert into expected values (${placeholders})`, row)
+    await pipeline(
+      source.query(copyTo(`copy (select ${asText} from ${sourceTable}) to stdout`)),
+      target.query(copyFrom('copy expected from stdin')),
+    )
+    const sourceRows = Number((await target.query('select count(*) as n from expected')).rows[0].n)
     const projected = `select ${columns.map((column) => `"${column.replace(/"/g, '""')}"::text`).join(', ')} from ${targetTable}`
     const missing = await target.query(`select count(*)::int as n from (select * from expected except all ${projected}) d`)
     const extra = await target.query(`select count(*)::int as n from (${projected} except all select * from expected) d`)
@@ -77,7 +81,7 @@ export async function tablesEqual(
     return {
       missing: missing.rows[0].n,
       extra: extra.rows[0].n,
-      sourceRows: rows.rowCount ?? 0,
+      sourceRows,
       targetRows: count.rows[0].n,
     }
   } finally {

@@ -1,0 +1,46 @@
+import type pg from 'pg'
+import { to as copyTo } from 'pg-copy-streams'
+import type { Connection } from '../connection/connection.js'
+import type { RunContext } from '../contracts.js'
+import { AbortedError, classifyError, SourceQueryError, type ErrorContext } from '../errors.js'
+import { destroyClient } from './client-control.js'
+
+/**
+ * Runs `COPY ... TO STDOUT` and yields its bytes as they arrive (pg-copy-streams gathers the CopyData messages
+ * of each socket read into one chunk). Reading pauses when the consumer does, which pauses the socket.
+ *
+ * Leaving early (break, error, abort) destroys the client: a COPY TO that is not read to its end leaves the
+ * connection in the middle of the protocol, and it must never go back to the pool.
+ */
+export async function* copyOut(
+  connection: Connection,
+  statement: string,
+  ctx: Partial<RunContext>,
+  context: ErrorContext,
+): AsyncGenerator<Buffer> {
+  const { signal } = ctx
+  const client: pg.PoolClient = await connection.acquire(signal)
+  let finished = false
+  let failure: Error | undefined
+  const onAbort = () => destroyClient(client)
+  signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    if (signal?.aborted) throw new AbortedError('extraction aborted', { step: 'source', context })
+    const stream = client.query(copyTo(statement))
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk
+      finished = true
+    } catch (error) {
+      failure = error as Error
+      if (signal?.aborted) throw new AbortedError('extraction aborted', { step: 'source', context, cause: error })
+      throw classifyError(error, 'source', context, SourceQueryError)
+    }
+  } finally {
+    signal?.removeEventListener('abort', onAbort)
+    if (!finished) {
+      destroyClient(client)
+      failure ??= new Error('COPY TO left before its end')
+    }
+    client.release(failure)
+  }
+}

@@ -1,0 +1,60 @@
+import type { CompiledQuery } from 'kysely'
+import type { Connection } from '../connection/connection.js'
+import type { ExtractionType, RunContext, Shape } from '../contracts.js'
+import { classifyError, ConfigError, SourceQueryError } from '../errors.js'
+import { describeFields, describeTable, type TableDescription } from '../pg/catalog.js'
+
+/** A table's shape (and relkind) from the catalog; `columns` keeps those, in that order. */
+export async function describeTableShape(
+  connection: Connection,
+  target: { schema: string; table: string; columns: readonly string[] | undefined; filterColumns?: readonly string[] },
+  extractionType: ExtractionType,
+  ctx: Partial<RunContext>,
+): Promise<Shape & { kind: TableDescription['kind'] }> {
+  const { schema, table } = target
+  try {
+    return await connection.withClient(async (client) => {
+      const description = await describeTable(client, schema, table, target.columns)
+      // Names in an equality filter are checked like selected columns, before anything runs.
+      if (target.filterColumns?.length) await describeTable(client, schema, table, target.filterColumns)
+      return {
+        origin: { source: connection.label, schema, table, extractionType },
+        columns: description.columns,
+        kind: description.kind,
+      }
+    }, ctx.signal)
+  } catch (error) {
+    throw classifyError(error, 'source', { schema, table }, SourceQueryError)
+  }
+}
+
+/** A query's shape: planned with `LIMIT 0`, so its RowDescription gives exact types without reading a row. */
+export async function describeQueryShape(
+  connection: Connection,
+  query: CompiledQuery<unknown>,
+  origin: { schema: string | undefined; name: string | undefined },
+  ctx: Partial<RunContext>,
+): Promise<Shape> {
+  try {
+    return await connection.withClient(async (client) => {
+      const result = await client.query({ text: `select * from (${query.sql}) as q limit 0`, values: [...query.parameters] })
+      const names = result.fields.map((field) => field.name)
+      const duplicate = names.find((field, index) => names.indexOf(field) !== index)
+      if (duplicate !== undefined) {
+        throw new ConfigError('query', `returns the column "${duplicate}" twice; give each column a distinct alias`)
+      }
+      return {
+        origin: { source: connection.label, schema: origin.schema, table: origin.name, extractionType: 'query' },
+        columns: await describeFields(client, result.fields),
+      }
+    }, ctx.signal)
+  } catch (error) {
+    throw classifyError(error, 'source', { query: origin.name ?? 'query' }, SourceQueryError)
+  }
+}
+
+/** A compiled query without a trailing semicolon, so it can be wrapped. */
+export function normalizeQuery<O>(query: { compile(): CompiledQuery<O> } | CompiledQuery<O>): CompiledQuery<O> {
+  const compiled = 'compile' in query ? query.compile() : query
+  return { ...compiled, sql: compiled.sql.replace(/;\s*$/, '') }
+}

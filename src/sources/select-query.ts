@@ -1,0 +1,52 @@
+import { sql, type Expression, type ExpressionBuilder, type SqlBool } from 'kysely'
+import { z } from 'zod'
+import { builder } from '../pg/sql-builder.js'
+import type { Column } from '../pg/types.js'
+
+/** A filter: a Kysely expression (`sql\`amount > ${100}\``), a Kysely callback, or column equalities. */
+export type TableFilter =
+  | Expression<SqlBool>
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  | ((eb: ExpressionBuilder<any, any>) => Expression<SqlBool>)
+  | Readonly<Record<string, unknown>>
+
+export const tableFilterSchema = z.custom<TableFilter>(
+  (value) => typeof value === 'function' || (typeof value === 'object' && value !== null),
+  { message: 'must be a Kysely expression, an (eb) => expression callback, or an object of column values' },
+)
+
+export function isExpression(value: object): value is Expression<SqlBool> {
+  return typeof (value as { toOperationNode?: unknown }).toOperationNode === 'function'
+}
+
+/** The columns an equality filter names, to be checked in the catalog. */
+export function filterColumns(where: TableFilter | undefined): string[] {
+  return where && typeof where === 'object' && !isExpression(where) ? Object.keys(where) : []
+}
+
+/**
+ * `select <columns> from <schema>.<table> where <filter>`, built by Kysely: identifiers quoted, values bound.
+ * `sql.id` is used for names from the catalog because Kysely's string references split on dots.
+ */
+export function selectQuery(schema: string, table: string, columns: readonly Column[], where: TableFilter | undefined) {
+  let query = builder
+    .selectFrom(sql`${sql.id(schema, table)}`.as(table))
+    .select(columns.map((column) => sql.id(column.name).as(column.name)))
+  if (where) {
+    if (typeof where === 'function' || isExpression(where)) {
+      query = query.where(where as Expression<SqlBool>)
+    } else {
+      for (const [name, value] of Object.entries(where)) {
+        const ref = sql.id(name)
+        query = query.where(
+          value === null
+            ? sql<SqlBool>`${ref} is null`
+            : Array.isArray(value)
+              ? sql<SqlBool>`${ref} = any(${value})`
+              : sql<SqlBool>`${ref} = ${value}`,
+        )
+      }
+    }
+  }
+  return query.compile()
+}

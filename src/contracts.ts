@@ -61,6 +61,18 @@ export interface Transform<In = Row, Out = Row> {
    * so it must not depend on where rows start) to the output chunk.
    */
   copyText?(shape: Shape, ctx: RunContext): (chunk: Buffer) => Buffer
+  /**
+   * Optional: this transform only appends columns whose value is the same for every row of the run (as
+   * `bronzeMetadata` does), and these are the values. A sink that can store run constants without writing
+   * them per row (see `Sink.writeCopyText`) is then handed them instead of the bytes.
+   */
+  constantColumns?(shape: Shape, ctx: RunContext): Row
+}
+
+/** Columns with one value for the whole run, trailing the shape's columns. */
+export interface RunConstants {
+  readonly columns: readonly Column[]
+  readonly values: Row
 }
 
 /** What a sink says it did. */
@@ -76,6 +88,9 @@ export interface SinkResult {
 export interface Sink<R = Row> {
   readonly name: string
   write(batches: AsyncIterable<Batch<R>>, shape: Shape, ctx: RunContext): Promise<SinkResult>
-  /** Optional byte path: writes raw COPY text of `shape.columns` (chunks cut anywhere). */
-  writeCopyText?(chunks: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext): Promise<SinkResult>
+  /**
+   * Optional byte path: writes raw COPY text (chunks cut anywhere) of `shape.columns`, less the trailing
+   * `constants` columns when given: those the sink adds itself, once or per row as it can.
+   */
+  writeCopyText?(chunks: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext, constants?: RunConstants): Promise<SinkResult>
 }

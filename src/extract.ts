@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Batch, RunContext, Shape, Sink, SinkResult, Source, Transform } from './contracts.js'
+import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from './contracts.js'
 import { countLines } from './pg/copy-line-suffix.js'
 import { AbortedError, classifyError, DatakitError, SourceQueryError, TransformError } from './errors.js'
 
@@ -97,11 +97,16 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
     shapes.push(shape)
   }
 
+  // Trailing transforms that only add run constants (bronze metadata) are handed to a byte-path sink as values:
+  // it can store them without writing them per row. The transforms before them must work on bytes.
+  let constantsFrom = through.length
+  while (constantsFrom > 0 && through[constantsFrom - 1]?.constantColumns) constantsFrom--
+  const byteSteps = through.slice(0, constantsFrom)
   const useBytes =
     options.fastPath !== false &&
     from.copyText !== undefined &&
     to.writeCopyText !== undefined &&
-    through.every((transform) => transform.copyText !== undefined)
+    byteSteps.every((transform) => transform.copyText !== undefined)
 
   let rows = 0
   let lastProgress = 0
@@ -122,11 +127,21 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
 
   let result: SinkResult
   if (useBytes) {
-    let chunks: AsyncIterable<Buffer> = measured(from.copyText!(ctx), sourceTiming, signal, sourceError, countLines)
-    through.forEach((transform, index) => {
+    let chunks: AsyncIterable<Buffer> = measured(from.copyText!(ctx), sourceTiming, signal, sourceError, noCount)
+    byteSteps.forEach((transform, index) => {
       const step = transform.copyText!(shapes[index] as Shape, ctx)
-      chunks = measured(mapChunks(chunks, step), transformTimings[index]!, signal, transformError(transform), countLines)
+      chunks = measured(mapChunks(chunks, step), transformTimings[index]!, signal, transformError(transform), noCount)
     })
+    const constants: RunConstants | undefined =
+      constantsFrom < through.length
+        ? {
+            columns: shape.columns.slice((shapes[constantsFrom] as Shape).columns.length),
+            values: Object.assign(
+              {},
+              ...through.slice(constantsFrom).map((transform, index) => transform.constantColumns!(shapes[constantsFrom + index] as Shape, ctx)),
+            ) as Row,
+          }
+        : undefined
     const counted = async function* (input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
       for await (const chunk of input) {
         rows += countLines(chunk)
@@ -135,7 +150,7 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
       }
       progress('sink', true)
     }
-    result = await to.writeCopyText!(counted(chunks), shape, ctx)
+    result = await to.writeCopyText!(counted(chunks), shape, ctx, constants)
   } else {
     let stream: AsyncIterable<Batch> = measured(from.batches(ctx), sourceTiming, signal, sourceError, batchRows)
     through.forEach((transform, index) => {
@@ -154,6 +169,7 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
   const last = transformTimings.at(-1) ?? sourceTiming
   const finishedAt = new Date()
   const durationMs = performance.now() - started
+  if (useBytes) for (const timing of [sourceTiming, ...transformTimings]) timing.rows = rows
   const steps: StepTiming[] = [{ step: 'source', name: from.name, ms: sourceTiming.ms, rows: sourceTiming.rows }]
   through.forEach((transform, index) => {
     const own = transformTimings[index] as { ms: number; rows: number }
@@ -181,6 +197,8 @@ function perSecond(rows: number, ms: number): number {
 }
 
 const batchRows = (batch: Batch): number => batch.rows.length
+// On the byte path rows are counted once, where they enter the sink; per-step counts are set from that total.
+const noCount = (): number => 0
 
 async function* mapChunks(input: AsyncIterable<Buffer>, step: (chunk: Buffer) => Buffer): AsyncGenerator<Buffer> {
   for await (const chunk of input) yield step(chunk)

@@ -1,4 +1,5 @@
 import { formatArrayLiteral } from './array-literal.js'
+import { readColumns } from './row-functions.js'
 import type { Column } from './types.js'
 
 /**
@@ -8,24 +9,43 @@ import type { Column } from './types.js'
  * reads back exactly the value the source had.
  */
 export function encodeRows(rows: readonly Record<string, unknown>[], columns: readonly Column[]): string {
-  const names = columns.map((column) => column.name)
-  let out = ''
-  for (const row of rows) {
-    for (let index = 0; index < names.length; index++) {
-      if (index > 0) out += '\t'
-      const value = row[names[index] as string]
-      out += value === null || value === undefined ? '\\N' : escapeCopyText(valueToText(value))
+  return rowEncoder(columns)(rows)
+}
+
+/** An encoder specialised for `columns`; build it once per run and call it per batch. */
+export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<string, unknown>[]) => string {
+  const read = readColumns(columns)
+  const count = columns.length
+  return (rows) => {
+    let out = ''
+    for (let row = 0; row < rows.length; row++) {
+      const values = read(rows[row] as Record<string, unknown>)
+      for (let index = 0; index < count; index++) {
+        const value = values[index]
+        const text =
+          typeof value === 'string'
+            ? value
+            : value === null || value === undefined
+              ? undefined
+              : valueToText(value)
+        if (index > 0) out += '\t'
+        out += text === undefined ? '\\N' : NEEDS_ESCAPE.test(text) ? escapeAll(text) : text
+      }
+      out += '\n'
     }
-    out += '\n'
+    return out
   }
-  return out
 }
 
 const NEEDS_ESCAPE = /[\\\t\n\r]/
 const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' }
 
 export function escapeCopyText(text: string): string {
-  return NEEDS_ESCAPE.test(text) ? text.replace(/[\\\t\n\r]/g, (char) => ESCAPES[char] as string) : text
+  return NEEDS_ESCAPE.test(text) ? escapeAll(text) : text
+}
+
+function escapeAll(text: string): string {
+  return text.replace(/[\\\t\n\r]/g, (char) => ESCAPES[char] as string)
 }
 
 /** PostgreSQL's text input form of a JS value. */

@@ -2,15 +2,16 @@ import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, Row, RunContext, Shape, Sink, SinkResult } from '../contracts.js'
+import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult } from '../contracts.js'
 import type pg from 'pg'
 import { AbortedError, classifyError, ConfigError, DatakitError, SinkWriteError } from '../errors.js'
 import { countLines } from '../pg/copy-line-suffix.js'
 import { copyIn } from '../pg/copy-in.js'
-import { encodeRows } from '../pg/copy-text-encoder.js'
+import { encodeRows, rowEncoder } from '../pg/copy-text-encoder.js'
+import { appendToLines } from '../pg/copy-line-suffix.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { targetTableName } from './target.js'
-import { addMissingColumns, checkColumnTypes, createTableSql, ensureSchema } from './warehouse-ddl.js'
+import { addConstantColumns, addMissingColumns, checkColumnTypes, createTableSql, ensureSchema } from './warehouse-ddl.js'
 
 const postgresSinkSchema = z.strictObject({
   schema: z.string().default('bronze'),
@@ -45,10 +46,13 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     shape: Shape,
     ctx: RunContext,
     copy: (client: pg.PoolClient, statement: string) => Promise<{ rows: number; bytes: number }>,
+    constants?: RunConstants,
   ): Promise<SinkResult> {
     const target = targetTableName(shape, table)
     const context = { schema, table: target, mode }
     const columns = shape.columns
+    // Only the replace staging table can take run constants as fast defaults (see writeCopyText).
+    const copied = constants && mode === 'replace' ? columns.slice(0, columns.length - constants.columns.length) : columns
     if (columns.length === 0) throw new ConfigError('columns', `nothing to write to ${schema}.${target}: the stream has no columns`)
     const client = await connection.acquire(ctx.signal)
     let broken: Error | undefined
@@ -57,12 +61,13 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       await ensureSchema(client, schema)
       await checkColumnTypes(client, columns, target)
       const loadInto = mode === 'replace' ? `pgdk_stage_${randomUUID().replace(/-/g, '').slice(0, 16)}` : target
-      await client.query(createTableSql(schema, loadInto, columns, mode === 'append'))
+      await client.query(createTableSql(schema, loadInto, copied, mode === 'append'))
       if (mode === 'append') await addMissingColumns(client, schema, target, columns)
 
-      const columnList = columns.map((column) => quoteIdent(column.name)).join(', ')
+      const columnList = copied.map((column) => quoteIdent(column.name)).join(', ')
       const { rows, bytes } = await copy(client, `copy ${qualifiedName(schema, loadInto)} (${columnList}) from stdin`)
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
+      if (copied !== columns && constants) await addConstantColumns(client, schema, loadInto, constants)
 
       if (mode === 'replace') {
         await client.query(`drop table if exists ${qualifiedName(schema, target)}`)
@@ -89,10 +94,11 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     return load(shape, ctx, async (client, statement) => {
       let rows = 0
       let bytes = 0
+      const encode = rowEncoder(shape.columns)
       async function* chunks(): AsyncGenerator<Buffer> {
         for await (const batch of batches) {
           if (batch.rows.length === 0) continue
-          const chunk = Buffer.from(encodeRows(batch.rows, shape.columns))
+          const chunk = Buffer.from(encode(batch.rows))
           rows += batch.rows.length
           bytes += chunk.length
           ctx.reportBytes?.(chunk.length)
@@ -104,12 +110,21 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     })
   }
 
-  function writeCopyText(input: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext): Promise<SinkResult> {
+  /**
+   * The byte path. Run constants (bronze metadata) cost nothing per row in replace mode: after the COPY they are
+   * added to the staging table as columns with a constant default, which PostgreSQL (11+) stores once in the
+   * catalog for the existing rows instead of rewriting them ("fast default"); the default is then dropped.
+   * Reads give every row the value. In append mode they are appended to each line.
+   */
+  function writeCopyText(input: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext, constants?: RunConstants): Promise<SinkResult> {
+    const perLine =
+      constants && mode === 'append' ? appendToLines(Buffer.from(`\t${encodeRows([constants.values], constants.columns).slice(0, -1)}`)) : undefined
     return load(shape, ctx, async (client, statement) => {
       let rows = 0
       let bytes = 0
       async function* chunks(): AsyncGenerator<Buffer> {
-        for await (const chunk of input) {
+        for await (const raw of input) {
+          const chunk = perLine ? perLine(raw) : raw
           rows += countLines(chunk)
           bytes += chunk.length
           ctx.reportBytes?.(chunk.length)
@@ -118,7 +133,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       }
       await copyIn(client, statement, chunks(), ctx.signal)
       return { rows, bytes }
-    })
+    }, constants)
   }
 
   return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, write, writeCopyText })

@@ -3,6 +3,8 @@ import { UnsupportedTypeError } from '../errors.js'
 import { describeTable } from '../pg/catalog.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import type { Column } from '../pg/types.js'
+import type { RunConstants } from '../contracts.js'
+import { literal } from '../pg/inline-parameters.js'
 
 /**
  * Checks that every column type is a type name the warehouse knows, and nothing else: `regtype` input
@@ -50,4 +52,18 @@ export async function addMissingColumns(
       await client.query(`alter table ${qualifiedName(schema, table)} add column ${quoteIdent(column.name)} ${column.type}`)
     }
   }
+}
+
+/**
+ * Adds run-constant columns to a freshly loaded table without touching its rows: a column added with a constant
+ * default keeps the value in pg_attribute.attmissingval for existing rows (PostgreSQL 11+, no rewrite). The
+ * defaults are dropped right after, so the table ends exactly like one loaded row by row.
+ */
+export async function addConstantColumns(client: pg.ClientBase, schema: string, table: string, constants: RunConstants): Promise<void> {
+  const add = constants.columns.map(
+    (column) => `add column ${quoteIdent(column.name)} ${column.type} default ${literal(constants.values[column.name])}::${column.type}`,
+  )
+  const drop = constants.columns.map((column) => `alter column ${quoteIdent(column.name)} drop default`)
+  await client.query(`alter table ${qualifiedName(schema, table)} ${add.join(', ')}`)
+  await client.query(`alter table ${qualifiedName(schema, table)} ${drop.join(', ')}`)
 }

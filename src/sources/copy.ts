@@ -37,7 +37,7 @@ interface CopyPlan {
 export function copySource(connection: Connection, options: CopySourceOptions): Source {
   const plan: (ctx: Partial<RunContext>) => Promise<CopyPlan> =
     'query' in options ? queryPlan(connection, options) : tablePlan(connection, options)
-  const batchSize = options.batchSize ?? 10_000
+  const batchSize = options.batchSize ?? 1_000
   const context = 'query' in options ? { query: options.name ?? 'query' } : { schema: options.schema ?? 'public', table: options.table }
   const name = 'query' in options ? `copy query${options.name ? ` ${options.name}` : ''}` : `copy ${context.schema}.${context.table}`
 

@@ -11,7 +11,7 @@ export const queryOptionsSchema = z.strictObject({
   name: z.string().min(1).optional(),
   /** Recorded as `_bronze_schema`. */
   schema: z.string().min(1).optional(),
-  batchSize: z.number().int().positive().max(1_000_000).default(10_000),
+  batchSize: z.number().int().positive().max(1_000_000).default(1_000),
 })
 
 export type QuerySourceOptions = z.input<typeof queryOptionsSchema>

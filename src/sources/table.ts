@@ -18,7 +18,7 @@ export const tableTargetSchema = z.strictObject({
     .refine((names) => new Set(names).size === names.length, 'must not name a column twice')
     .optional(),
   where: tableFilterSchema.optional(),
-  batchSize: z.number().int().positive().max(1_000_000).default(10_000),
+  batchSize: z.number().int().positive().max(1_000_000).default(1_000),
 })
 
 export type TableSourceOptions = z.input<typeof tableTargetSchema>

@@ -3,6 +3,7 @@ import { ConfigError } from '../errors.js'
 import { redact } from '../connection/redact.js'
 import { appendToLines } from '../pg/copy-line-suffix.js'
 import { encodeRows } from '../pg/copy-text-encoder.js'
+import { extendRows } from '../pg/row-functions.js'
 import type { Column } from '../pg/types.js'
 
 /** The columns bronze metadata adds, in order. */
@@ -44,11 +45,12 @@ export function bronzeMetadata(): Transform {
       return { origin: input.origin, columns: [...input.columns, ...BRONZE_COLUMNS] }
     },
     async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): AsyncGenerator<Batch<Row>> {
-      const values = bronzeValues(shape, ctx)
+      const extend = extendRows(shape.columns, bronzeValues(shape, ctx))
       for await (const batch of batches) {
-        yield { rows: batch.rows.map((row) => ({ ...row, ...values })) }
+        yield { rows: batch.rows.map(extend) }
       }
     },
+    constantColumns: (shape: Shape, ctx: RunContext): Row => bronzeValues(shape, ctx),
     copyText(shape: Shape, ctx: RunContext): (chunk: Buffer) => Buffer {
       // The same values, encoded once as COPY fields and appended to every line.
       const fields = encodeRows([bronzeValues(shape, ctx)], BRONZE_COLUMNS).slice(0, -1)

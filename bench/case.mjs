@@ -1,0 +1,68 @@
+/**
+ * One measured run of one benchmark case, in its own process so that its peak RSS is its own.
+ * Runs the built library (dist/), as users do. Prints one JSON line: { wallMs, rows, maxRssBytes }.
+ *
+ *   node bench/case.mjs <case> <url> <sourceTable>
+ */
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { bronzeMetadata, connect, copySource, extract, postgresSink, tableSource } from '../dist/index.js'
+import { findPostgresBinDir } from '../dist/testing/index.js'
+
+const [caseName, url, table] = process.argv.slice(2)
+
+/** A JS transform that does nothing: its presence forces decoded rows. */
+const jsTransform = {
+  name: 'js-identity',
+  shape: (shape) => shape,
+  async *apply(batches) {
+    for await (const batch of batches) yield { rows: batch.rows.map((row) => row) }
+  },
+}
+
+function run(command, args, options = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: 'inherit', ...options })
+    child.on('error', reject)
+    child.on('exit', (code) => (code === 0 ? resolve(child) : reject(new Error(`${command} exited with ${code}`))))
+  })
+}
+
+async function psqlPipe() {
+  const psql = join(findPostgresBinDir() ?? '/usr/bin', 'psql')
+  const target = `${table}_limit`
+  await run(psql, [url, '-qAtc', `drop table if exists ${target}; create table ${target} (like ${table})`])
+  const started = performance.now()
+  await new Promise((resolve, reject) => {
+    const out = spawn(psql, [url, '-qAtc', `copy ${table} to stdout`], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const into = spawn(psql, [url, '-qAtc', `copy ${target} from stdin`], { stdio: ['pipe', 'ignore', 'inherit'] })
+    out.stdout.pipe(into.stdin)
+    let exited = 0
+    for (const child of [out, into]) {
+      child.on('error', reject)
+      child.on('exit', (code) => (code === 0 ? ++exited === 2 && resolve() : reject(new Error(`psql exited with ${code}`))))
+    }
+  })
+  return performance.now() - started
+}
+
+async function pipeline() {
+  const conn = connect({ url, ssl: { mode: 'disable' } })
+  try {
+    const started = performance.now()
+    const options = {
+      fast: { from: copySource(conn, { table }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_fast` }) },
+      decoded: { from: copySource(conn, { table }), through: [bronzeMetadata(), jsTransform], to: postgresSink(conn, { table: `${table}_decoded` }) },
+      cursor: { from: tableSource(conn, { table, ...(process.env.BS ? { batchSize: Number(process.env.BS) } : {}) }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_cursor` }) },
+    }[caseName]
+    if (!options) throw new Error(`unknown case ${caseName}`)
+    const report = await extract(options)
+    if (caseName === 'fast' && report.path !== 'copy-bytes') throw new Error('the fast case did not take the byte path')
+    return { wallMs: performance.now() - started, rows: report.rows }
+  } finally {
+    await conn.close()
+  }
+}
+
+const result = caseName === 'limit' ? { wallMs: await psqlPipe(), rows: null } : await pipeline()
+process.stdout.write(`${JSON.stringify({ ...result, maxRssBytes: process.resourceUsage().maxRSS * 1024 })}\n`)

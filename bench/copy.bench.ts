@@ -1,0 +1,143 @@
+/**
+ * npm run bench -- [--rows 1000000] [--runs 3] [--cases limit,fast,decoded,cursor] [--json [file]]
+ *
+ * Measures pg-datakit's extraction paths against the physical limit measured in the same run:
+ *   (a) limit    psql -c "COPY t TO STDOUT" | psql -c "COPY t2 FROM STDIN" into an equal table
+ *   (b) fast     copySource + bronzeMetadata() + postgresSink: COPY bytes straight into COPY FROM
+ *   (c) decoded  copySource + bronzeMetadata() + a JS transform: rows decoded and re-encoded
+ *   (d) cursor   tableSource (server-side cursor) + bronzeMetadata() + postgresSink
+ * Each run is a fresh process running dist/ (so peak RSS is the run's own); one warm-up, then the median of --runs.
+ * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
+ */
+import { execFile as execFileCallback } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import pg from 'pg'
+import { startTestPostgres, type ThrowawayPostgres } from '../src/testing/index.js'
+
+const execFile = promisify(execFileCallback)
+
+const CASES = {
+  limit: '(a) limit: psql COPY | psql COPY',
+  fast: '(b) COPY fast path + bronze',
+  decoded: '(c) COPY decoded rows + JS transform',
+  cursor: '(d) cursor (tableSource)',
+} as const
+const TARGETS: Partial<Record<keyof typeof CASES, number>> = { fast: 1.15, decoded: 2.0 }
+type CaseName = keyof typeof CASES
+
+function argument(name: string): string | undefined {
+  const index = process.argv.indexOf(`--${name}`)
+  if (index === -1) return undefined
+  const value = process.argv[index + 1]
+  return value === undefined || value.startsWith('--') ? '' : value
+}
+
+const rows = Number(argument('rows') ?? 1_000_000)
+const runs = Number(argument('runs') ?? 3)
+const cases = (argument('cases') ?? 'limit,fast,decoded,cursor').split(',') as CaseName[]
+const json = argument('json')
+const table = `bench_${rows}`
+
+async function generate(url: string): Promise<{ bytes: number }> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    const existing = await client.query(`select count(*)::int as n from ${table}`).catch(() => undefined)
+    if (existing?.rows[0]?.n !== rows) {
+      console.error(`generating ${rows.toLocaleString('en')} rows into ${table} ...`)
+      await client.query(`drop table if exists ${table}`)
+      await client.query(`create table ${table} (
+        id bigint primary key, n int not null, label text not null, note text, amount numeric(12,2), code char(3),
+        tags text[], doc jsonb, active boolean, uid uuid, created_at timestamptz, updated_at timestamptz)`)
+      await client.query(
+        `insert into ${table}
+         select g, (g * 7919) % 100000, 'item ' || g || ' of the catalogue', case when g % 4 = 0 then null else 'note ' || md5(g::text) end,
+                ((g * 31) % 1000000) / 100.0, chr((65 + g % 26)::int) || chr((65 + (g / 26) % 26)::int) || 'X',
+                array['tag' || (g % 10), 'tag' || (g % 7)], jsonb_build_object('id', g, 'kind', 'k' || (g % 5), 'score', (g % 100) / 3.0),
+                g % 3 = 0, md5('u' || g)::uuid, '2024-01-01'::timestamptz + g * interval '1 second',
+                '2024-06-01'::timestamptz + g * interval '1.5 second'
+           from generate_series(1, $1::bigint) g`,
+        [rows],
+      )
+      await client.query(`vacuum analyze ${table}`)
+    }
+    const size = await client.query(`select pg_total_relation_size('${table}')::bigint as bytes`)
+    return { bytes: Number(size.rows[0].bytes) }
+  } finally {
+    await client.end()
+  }
+}
+
+interface Measurement {
+  wallMs: number
+  maxRssBytes: number
+}
+
+async function measure(name: CaseName, url: string): Promise<Measurement> {
+  const script = fileURLToPath(new URL('./case.mjs', import.meta.url))
+  const { stdout } = await execFile(process.execPath, [script, name, url, table], {
+    maxBuffer: 1 << 20,
+    env: process.env,
+  })
+  const last = stdout.trim().split('\n').at(-1) as string
+  return JSON.parse(last) as Measurement
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
+}
+
+async function main() {
+  let throwaway: ThrowawayPostgres | undefined
+  const url = process.env.BENCH_DATABASE_URL ?? (throwaway = await startTestPostgres({ urlVariable: 'BENCH_DATABASE_URL' })).url
+  try {
+    console.error('building dist/ (the cases run the built library, as users do) ...')
+    await execFile('npx', ['tsup', '--silent'], { cwd: fileURLToPath(new URL('..', import.meta.url)) })
+    const { bytes } = await generate(url)
+    console.error(`table ${table}: ${(bytes / 1e6).toFixed(0)} MB on disk; ${runs} runs per case after 1 warm-up`)
+    const results: Record<string, { label: string; wallMs: number; runsMs: number[]; rowsPerSecond: number; peakRssMb: number | null }> = {}
+    for (const name of cases) {
+      await measure(name, url) // warm-up
+      const samples: Measurement[] = []
+      for (let run = 0; run < runs; run++) samples.push(await measure(name, url))
+      const wallMs = median(samples.map((sample) => sample.wallMs))
+      results[name] = {
+        label: CASES[name],
+        wallMs,
+        runsMs: samples.map((sample) => Math.round(sample.wallMs)),
+        rowsPerSecond: Math.round((rows * 1000) / wallMs),
+        // The limit's work happens in psql processes; the orchestrating Node process's RSS says nothing.
+        peakRssMb: name === 'limit' ? null : Math.round(Math.max(...samples.map((sample) => sample.maxRssBytes)) / 1e6),
+      }
+      console.error(`  ${CASES[name]}: ${(wallMs / 1000).toFixed(2)} s`)
+    }
+    const limit = results.limit?.wallMs
+    const lines = [
+      `pg-datakit COPY benchmark: ${rows.toLocaleString('en')} rows, median of ${runs} runs after a warm-up`,
+      `${'case'.padEnd(40)}${'wall s'.padStart(9)}${'rows/s'.padStart(12)}${'peak RSS'.padStart(10)}${'x limit'.padStart(9)}  target`,
+    ]
+    const summary: Record<string, unknown> = { rows, runs, tableBytes: bytes, cases: {} }
+    for (const [name, result] of Object.entries(results)) {
+      const ratio = limit ? result.wallMs / limit : null
+      const target = TARGETS[name as CaseName]
+      lines.push(
+        `${result.label.padEnd(40)}${(result.wallMs / 1000).toFixed(2).padStart(9)}${result.rowsPerSecond.toLocaleString('en').padStart(12)}${(result.peakRssMb === null ? '-' : `${result.peakRssMb} MB`).padStart(10)}${(ratio === null ? '-' : ratio.toFixed(2)).padStart(9)}  ${target ? `<= ${target.toFixed(2)} ${ratio !== null && ratio <= target ? 'met' : 'MISSED'}` : ''}`,
+      )
+      ;(summary.cases as Record<string, unknown>)[name] = { ...result, ratioToLimit: ratio, target: target ?? null }
+    }
+    console.log(lines.join('\n'))
+    if (json !== undefined) {
+      const text = `${JSON.stringify(summary, null, 2)}\n`
+      if (json) writeFileSync(json, text)
+      else console.log(text)
+    }
+  } finally {
+    await throwaway?.stop()
+  }
+}
+
+await main()

@@ -10,10 +10,22 @@ export default defineConfig({
   },
   test: {
     globalSetup: ['test/support/global-setup.ts'],
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
     maxWorkers: 2,
+    reporters: ['default', './test/support/summary-reporter.ts'],
+    projects: [
+      { extends: true, test: { name: 'utc', include: ['test/**/*.test.ts'], env: { TZ: 'UTC' } } },
+      // Values must not depend on the process's time zone: the type tests run again in a zone with DST.
+      {
+        extends: true,
+        test: {
+          name: 'new-york',
+          include: ['test/type-roundtrip.test.ts', 'test/copy-source.test.ts', 'test/query-source.test.ts'],
+          env: { TZ: 'America/New_York' },
+        },
+      },
+    ],
   },
 })

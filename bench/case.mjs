@@ -64,5 +64,18 @@ async function pipeline() {
   }
 }
 
+// RSS sampled through the run: a leak shows as a second half that peaks higher than the first.
+const samples = []
+const sampler = setInterval(() => samples.push(process.memoryUsage.rss()), 100)
 const result = caseName === 'limit' ? { wallMs: await psqlPipe(), rows: null } : await pipeline()
-process.stdout.write(`${JSON.stringify({ ...result, maxRssBytes: process.resourceUsage().maxRSS * 1024 })}\n`)
+clearInterval(sampler)
+const half = Math.floor(samples.length / 2)
+const peak = (values) => (values.length ? Math.max(...values) : 0)
+process.stdout.write(
+  `${JSON.stringify({
+    ...result,
+    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+    firstHalfPeakRssBytes: peak(samples.slice(0, half)),
+    secondHalfPeakRssBytes: peak(samples.slice(half)),
+  })}\n`,
+)

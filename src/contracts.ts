@@ -33,6 +33,8 @@ export interface RunContext {
   readonly startedAt: Date
   /** Sinks call this as they write, so progress events can report bytes. */
   readonly reportBytes?: (count: number) => void
+  /** Steps add to named counters (e.g. `parseJsonb.failed`), reported in `RunReport.counters`. */
+  readonly count?: (counter: string, amount: number) => void
 }
 
 /**
@@ -87,6 +89,11 @@ export interface SinkResult {
 /** The end of a pipeline. It consumes the batches (pulling sets the pace: that is the backpressure). */
 export interface Sink<R = Row> {
   readonly name: string
+  /**
+   * The sink promises that a `write` that rejects left the target as it was (one transaction, or nothing kept).
+   * Only then may `extract()` retry a failed run.
+   */
+  readonly atomic?: boolean
   write(batches: AsyncIterable<Batch<R>>, shape: Shape, ctx: RunContext): Promise<SinkResult>
   /**
    * Optional byte path: writes raw COPY text (chunks cut anywhere) of `shape.columns`, less the trailing

@@ -24,6 +24,11 @@ export class DatakitError extends Error {
   /** SQLSTATE of the PostgreSQL error behind this one, when there is one. */
   readonly sqlState: string | undefined
 
+  /** Whether the failure says nothing was committed and running again may succeed (see `extract({ retry })`). */
+  get retryable(): boolean {
+    return false
+  }
+
   constructor(message: string, options: DatakitErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.name = new.target.name
@@ -47,16 +52,38 @@ export class ConfigError extends DatakitError {
 /** The server could not be reached or refused the connection (network, auth, TLS). */
 export class ConnectionError extends DatakitError {
   override readonly code = 'CONNECTION_FAILED'
+  /**
+   * Network failures (refused, reset, timed out) and a server still starting (57P03) may pass; a server that
+   * answered with an error (bad password, no such database, TLS refused) will answer the same again.
+   */
+  override get retryable(): boolean {
+    return this.sqlState === undefined ? !/certificate|self.signed|SSL|TLS|hostname/i.test(this.message) : this.sqlState === '57P03'
+  }
 }
 
 /** No pooled connection became free within `pool.acquireTimeoutMs`. */
 export class PoolTimeoutError extends DatakitError {
   override readonly code = 'POOL_ACQUIRE_TIMEOUT'
+  override get retryable(): boolean {
+    return true
+  }
 }
 
 /** An established connection was lost mid-run (server shutdown, terminated backend, socket error). */
 export class ConnectionLostError extends DatakitError {
   override readonly code = 'CONNECTION_LOST'
+  /** Retryable unless the connection was lost during the commit: then whether it committed is unknown. */
+  override get retryable(): boolean {
+    return this.context.phase !== 'commit'
+  }
+}
+
+/** The transaction hit a serialization failure (40001) or a deadlock (40P01); running again may succeed. */
+export class SerializationFailureError extends DatakitError {
+  override readonly code = 'SERIALIZATION_FAILURE'
+  override get retryable(): boolean {
+    return true
+  }
 }
 
 /** The statement ran longer than `timeouts.statementMs` (SQLSTATE 57014). */
@@ -150,6 +177,9 @@ export function classifyError(
       return new UnknownTableError(`${message}${where}`, options)
     case '42703':
       return new UnknownColumnError(`${message}${where}`, options)
+    case '40001':
+    case '40P01':
+      return new SerializationFailureError(`${message}${where}`, options)
   }
   if (state && CONNECTION_LOST_STATES.has(state)) {
     return new ConnectionLostError(`connection lost${where}: ${message}`, options)

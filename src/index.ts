@@ -6,7 +6,9 @@ export { redact } from './connection/redact.js'
 
 // Pipeline
 export { extract, type ExtractOptions, type Progress, type RunReport, type StepTiming } from './extract.js'
-export type { Batch, ExtractionType, Origin, Row, RunContext, Shape, Sink, SinkResult, Source, Transform } from './contracts.js'
+export type { RetryOptions } from './pipeline/retry.js'
+export { silentLogger, type Logger } from './logger.js'
+export type { Batch, ExtractionType, Origin, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from './contracts.js'
 
 // Sources
 export { tableSource, type TableFilter, type TableSourceOptions } from './sources/table.js'
@@ -15,6 +17,8 @@ export { copySource, type CopySourceOptions } from './sources/copy.js'
 
 // Transforms
 export { bronzeMetadata, BRONZE_COLUMNS } from './transforms/bronze-metadata.js'
+export { parseJsonb, type ParseFailure, type ParseJsonbOptions } from './transforms/parse-jsonb.js'
+export { expandArrays, type ExpandArraysOptions } from './transforms/expand-arrays.js'
 
 // Sinks
 export { postgresSink, type PostgresSinkOptions } from './sinks/postgres.js'
@@ -24,7 +28,8 @@ export { memorySink, type MemorySink } from './sinks/memory.js'
 export type { Column } from './pg/types.js'
 export { quoteIdent, qualifiedName } from './pg/identifiers.js'
 export { typeParsersFor, losslessTypes } from './pg/type-parsers.js'
-export { encodeRows, valueToText } from './pg/copy-text-encoder.js'
+export { encodeRows, rowEncoder, valueToText } from './pg/copy-text-encoder.js'
+export { toJsonText } from './pg/json-text.js'
 export { CopyTextDecoder } from './pg/copy-text-decoder.js'
 export { appendToLines } from './pg/copy-line-suffix.js'
 
@@ -38,6 +43,7 @@ export {
   LockTimeoutError,
   PermissionDeniedError,
   PoolTimeoutError,
+  SerializationFailureError,
   SinkWriteError,
   SourceQueryError,
   StatementTimeoutError,

@@ -92,6 +92,23 @@ describe('copySource', () => {
     })
   })
 
+  it('stores run constants once in replace mode, leaves no defaults behind, and appends them per row in append mode', async () => {
+    const [defaults] = await db.warehouseSql(
+      `select count(*)::int as n from pg_attrdef where adrelid = 'bronze.fast_orders'::regclass`,
+    )
+    expect(defaults).toEqual({ n: 0 })
+    const sink = postgresSink(db.warehouse, { table: 'appended_orders', mode: 'append' })
+    const first = await extract({ from: copySource(db.source, { table: 'orders', where: sql`id <= ${10}` }), through: [bronzeMetadata()], to: sink })
+    const second = await extract({ from: copySource(db.source, { table: 'orders', where: sql`id <= ${5}` }), through: [bronzeMetadata()], to: sink })
+    expect([first.path, second.path]).toEqual(['copy-bytes', 'copy-bytes'])
+    expect(
+      await db.warehouseSql(
+        `select count(*)::int as n, count(distinct _bronze_loaded_at)::int as runs, count(_bronze_source)::int as sourced
+           from bronze.appended_orders`,
+      ),
+    ).toEqual([{ n: 15, runs: 2, sourced: 15 }])
+  })
+
   it('copies a column subset, a filter and a Kysely query', async () => {
     const subset = memorySink()
     await extract({
@@ -168,6 +185,7 @@ describe('copySource', () => {
       from: copySource(conn, { table: 'big' }),
       through: [bronzeMetadata()],
       to: postgresSink(db.warehouse, { table: 'big_copy' }),
+      retry: false,
       onProgress: async () => {
         if (killed) return
         killed = true

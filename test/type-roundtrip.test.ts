@@ -50,6 +50,12 @@ const COLUMNS: [name: string, type: string, bronzeType: string, values: string[]
 ]
 
 describe('type fidelity through the cursor path', () => {
+  it(`runs in the project's time zone (${process.env.TZ})`, () => {
+    // 2024-07-01 is in daylight saving time in New York: UTC-4.
+    const offset = new Date(2024, 6, 1).getTimezoneOffset()
+    expect(offset).toBe(process.env.TZ === 'America/New_York' ? 240 : 0)
+  })
+
   it('lands every common type in bronze equal to the source (two-way EXCEPT on text forms)', async () => {
     await db.sourceSql(`create type mood as enum ('happy', 'sad')`)
     await db.sourceSql(`create domain posint as integer check (value > 0)`)

@@ -188,8 +188,10 @@ export class Connection implements AsyncDisposable {
       min: settings.pool.min,
       idleTimeoutMillis: settings.pool.idleTimeoutMs,
     } as pg.PoolConfig)
-    // An idle client that dies (server restart, terminated backend) must not crash the process.
+    // A client whose connection dies (server restart, terminated backend, reset socket) emits 'error'. The
+    // running query rejects with that error anyway; unheard, the event would crash the process.
     pool.on('error', () => undefined)
+    pool.on('connect', (client) => client.on('error', () => undefined))
     return pool
   }
 

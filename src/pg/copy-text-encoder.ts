@@ -1,4 +1,5 @@
 import { formatArrayLiteral } from './array-literal.js'
+import { toJsonText } from './json-text.js'
 import { readColumns } from './row-functions.js'
 import type { Column } from './types.js'
 
@@ -16,6 +17,7 @@ export function encodeRows(rows: readonly Record<string, unknown>[], columns: re
 export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<string, unknown>[]) => string {
   const read = readColumns(columns)
   const count = columns.length
+  const json = columns.map((column) => column.valueFormat === 'json')
   return (rows) => {
     let out = ''
     for (let row = 0; row < rows.length; row++) {
@@ -23,11 +25,13 @@ export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<s
       for (let index = 0; index < count; index++) {
         const value = values[index]
         const text =
-          typeof value === 'string'
-            ? value
-            : value === null || value === undefined
-              ? undefined
-              : valueToText(value)
+          value === null || value === undefined
+            ? undefined
+            : json[index]
+              ? toJsonText(value)
+              : typeof value === 'string'
+                ? value
+                : valueToText(value)
         if (index > 0) out += '\t'
         out += text === undefined ? '\\N' : NEEDS_ESCAPE.test(text) ? escapeAll(text) : text
       }
@@ -63,7 +67,8 @@ export function valueToText(value: unknown): string {
       if (value instanceof Date) return value.toISOString()
       if (value instanceof Uint8Array) return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`
       if (Array.isArray(value)) return formatArrayLiteral(value, valueToText)
-      return JSON.stringify(value, (_, item: unknown) => (typeof item === 'bigint' ? item.toString() : item))
+      if (typeof (value as { toPostgres?: unknown }).toPostgres === 'function') return (value as { toPostgres(): string }).toPostgres()
+      return toJsonText(value)
     default:
       return String(value)
   }

@@ -10,6 +10,11 @@ export interface Column {
   /** For arrays: OID of the element type (after domains are resolved). */
   readonly elementOid?: number
   readonly nullable?: boolean
+  /**
+   * How JS values of this column are written to PostgreSQL. Absent: values are the type map's (strings are the
+   * server's text). `json`: values are any JS value, written as JSON text (columns made by `parseJsonb`, ...).
+   */
+  readonly valueFormat?: 'json'
 }
 
 /** Well-known type OIDs from pg_type.dat. */

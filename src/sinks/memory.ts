@@ -20,6 +20,7 @@ export function memorySink<R = Record<string, unknown>>(): MemorySink<R> {
   let lastShape: Shape | undefined
   return {
     name: 'memory',
+    atomic: true,
     get rows() {
       return rows
     },

@@ -73,13 +73,21 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
         await client.query(`drop table if exists ${qualifiedName(schema, target)}`)
         await client.query(`alter table ${qualifiedName(schema, loadInto)} rename to ${quoteIdent(target)}`)
       }
-      await client.query('commit')
+      try {
+        await client.query('commit')
+      } catch (error) {
+        // Lost during COMMIT: the transaction may or may not have committed. Never retried automatically.
+        broken = error as Error
+        throw classifyError(error, 'sink', { ...context, phase: 'commit' }, SinkWriteError)
+      }
       return { rows, bytes, target: `${schema}.${target}` }
     } catch (error) {
-      try {
-        await client.query('rollback')
-      } catch (rollbackError) {
-        broken = rollbackError as Error
+      if (!broken) {
+        try {
+          await client.query('rollback')
+        } catch (rollbackError) {
+          broken = rollbackError as Error
+        }
       }
       if (ctx.signal.aborted && !(error instanceof DatakitError)) {
         throw new AbortedError('extraction aborted; the warehouse was left as it was', { step: 'sink', context, cause: error })
@@ -136,5 +144,5 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     }, constants)
   }
 
-  return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, write, writeCopyText })
+  return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, atomic: true, write, writeCopyText })
 }

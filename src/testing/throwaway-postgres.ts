@@ -1,5 +1,5 @@
 import { execFile as execFileCallback, execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, appendFileSync, rmSync, chownSync, readFileSync } from 'node:fs'
+import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -21,7 +21,8 @@ export interface ThrowawayClusterOptions {
   readonly binDir?: string
   /** Extra postgresql.conf settings. */
   readonly settings?: Readonly<Record<string, string | number>>
-  /** Run initdb with `--locale=C` and UTF8 (default true): stable sorting in tests. */
+  /** Files written into the data directory before the server starts (e.g. `server.crt`, `server.key`), mode 0600. */
+  readonly dataFiles?: Readonly<Record<string, string>>
   readonly log?: (line: string) => void
 }
 
@@ -74,6 +75,11 @@ export async function startThrowawayCluster(options: ThrowawayClusterOptions = {
   }
   try {
     await run('initdb', ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'])
+    for (const [name, content] of Object.entries(options.dataFiles ?? {})) {
+      const path = join(dataDir, name)
+      writeFileSync(path, content, { mode: 0o600 })
+      if (asUser) chownSync(path, asUser.uid, asUser.gid)
+    }
     let lastError: unknown
     for (let attempt = 0; attempt < 5; attempt++) {
       const port = await freePort()

@@ -7,6 +7,8 @@ export interface Databases {
   warehouse: Connection
   sourceUrl: string
   warehouseUrl: string
+  sourceDatabase: string
+  warehouseDatabase: string
   /** Runs SQL as superuser in the source database. */
   sourceSql(text: string, values?: unknown[]): Promise<Record<string, unknown>[]>
   /** Runs SQL as superuser in the warehouse database. */
@@ -23,6 +25,8 @@ export function useDatabases(prefix: string, options: Omit<ConnectionOptions, 'u
     drops.push(source.drop, warehouse.drop)
     state.sourceUrl = source.url
     state.warehouseUrl = warehouse.url
+    state.sourceDatabase = source.name
+    state.warehouseDatabase = warehouse.name
     state.source = connect({ ...options, url: source.url })
     state.warehouse = connect({ ...options, url: warehouse.url })
     state.sourceSql = async (text, values) => (await adminQuery(text, values, source.name)).rows

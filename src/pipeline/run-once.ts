@@ -1,0 +1,145 @@
+import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from '../contracts.js'
+import { classifyError, SourceQueryError, TransformError } from '../errors.js'
+import { countLines } from '../pg/copy-line-suffix.js'
+import { batchRows, mapChunks, measured, noCount, perSecond } from './measured.js'
+import type { Progress, RunReport, StepTiming } from './report.js'
+
+export interface RunOptions {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  readonly from: Source<any>
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  readonly through?: readonly Transform<any, any>[]
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  readonly to: Sink<any>
+  readonly signal: AbortSignal
+  readonly onProgress: ((progress: Progress) => void) | undefined
+  readonly runId: string
+  readonly startedAt: Date
+  readonly fastPath: boolean
+}
+
+/** One attempt at a pipeline: what `extract()` retries. */
+export async function runOnce(options: RunOptions): Promise<RunReport> {
+  const { from, through = [], to, onProgress, signal, startedAt } = options
+  const started = performance.now()
+  let bytes = 0
+  const counters: Record<string, number> = {}
+  const ctx: RunContext = {
+    count: (counter, amount) => {
+      counters[counter] = (counters[counter] ?? 0) + amount
+    },
+    signal,
+    runId: options.runId,
+    startedAt,
+    reportBytes: (count) => {
+      bytes += count
+    },
+  }
+
+  let shape: Shape = await from.shape()
+  const shapes: Shape[] = [shape]
+  for (const transform of through) {
+    try {
+      shape = transform.shape(shape)
+    } catch (error) {
+      throw classifyError(error, 'transform', { transform: transform.name }, TransformError)
+    }
+    shapes.push(shape)
+  }
+
+  // Trailing transforms that only add run constants (bronze metadata) are handed to a byte-path sink as values:
+  // it can store them without writing them per row. The transforms before them must work on bytes.
+  let constantsFrom = through.length
+  while (constantsFrom > 0 && through[constantsFrom - 1]?.constantColumns) constantsFrom--
+  const byteSteps = through.slice(0, constantsFrom)
+  const useBytes =
+    options.fastPath &&
+    from.copyText !== undefined &&
+    to.writeCopyText !== undefined &&
+    byteSteps.every((transform) => transform.copyText !== undefined)
+
+  let rows = 0
+  let lastProgress = 0
+  const progress = (step: string, force: boolean) => {
+    if (!onProgress) return
+    const elapsedMs = performance.now() - started
+    // The byte path moves many small chunks: report at most every 100 ms there.
+    if (!force && elapsedMs - lastProgress < 100) return
+    lastProgress = elapsedMs
+    onProgress({ runId: ctx.runId, rows, bytes, elapsedMs, rowsPerSecond: perSecond(rows, elapsedMs), step })
+  }
+
+  const sourceTiming = { ms: 0, rows: 0 }
+  const transformTimings = through.map(() => ({ ms: 0, rows: 0 }))
+  const sourceError = (error: unknown) => classifyError(error, 'source', {}, SourceQueryError)
+  const transformError = (transform: Transform) => (error: unknown) =>
+    classifyError(error, 'transform', { transform: transform.name }, TransformError)
+
+  let result: SinkResult
+  if (useBytes) {
+    let chunks: AsyncIterable<Buffer> = measured(from.copyText!(ctx), sourceTiming, signal, sourceError, noCount)
+    byteSteps.forEach((transform, index) => {
+      const step = transform.copyText!(shapes[index] as Shape, ctx)
+      chunks = measured(mapChunks(chunks, step), transformTimings[index]!, signal, transformError(transform), noCount)
+    })
+    const constants: RunConstants | undefined =
+      constantsFrom < through.length
+        ? {
+            columns: shape.columns.slice((shapes[constantsFrom] as Shape).columns.length),
+            values: Object.assign(
+              {},
+              ...through.slice(constantsFrom).map((transform, index) => transform.constantColumns!(shapes[constantsFrom + index] as Shape, ctx)),
+            ) as Row,
+          }
+        : undefined
+    const counted = async function* (input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+      for await (const chunk of input) {
+        rows += countLines(chunk)
+        yield chunk
+        progress('sink', false)
+      }
+      progress('sink', true)
+    }
+    result = await to.writeCopyText!(counted(chunks), shape, ctx, constants)
+  } else {
+    let stream: AsyncIterable<Batch> = measured(from.batches(ctx), sourceTiming, signal, sourceError, batchRows)
+    through.forEach((transform, index) => {
+      stream = measured(transform.apply(stream, shapes[index] as Shape, ctx), transformTimings[index]!, signal, transformError(transform), batchRows)
+    })
+    const counted = async function* (input: AsyncIterable<Batch>): AsyncGenerator<Batch> {
+      for await (const batch of input) {
+        rows += batch.rows.length
+        yield batch
+        progress('sink', true)
+      }
+    }
+    result = await to.write(counted(stream), shape, ctx)
+  }
+  bytes = result.bytes
+  const last = transformTimings.at(-1) ?? sourceTiming
+  const finishedAt = new Date()
+  const durationMs = performance.now() - started
+  if (useBytes) for (const timing of [sourceTiming, ...transformTimings]) timing.rows = rows
+  const steps: StepTiming[] = [{ step: 'source', name: from.name, ms: sourceTiming.ms, rows: sourceTiming.rows }]
+  through.forEach((transform, index) => {
+    const own = transformTimings[index] as { ms: number; rows: number }
+    const upstream = index === 0 ? sourceTiming : (transformTimings[index - 1] as { ms: number })
+    steps.push({ step: 'transform', name: transform.name, ms: Math.max(0, own.ms - upstream.ms), rows: own.rows })
+  })
+  steps.push({ step: 'sink', name: to.name, ms: Math.max(0, durationMs - last.ms), rows: result.rows })
+  return Object.freeze({
+    runId: ctx.runId,
+    path: useBytes ? 'copy-bytes' : 'rows',
+    source: from.name,
+    target: result.target,
+    rows: result.rows,
+    bytes,
+    startedAt,
+    finishedAt,
+    durationMs,
+    rowsPerSecond: perSecond(result.rows, durationMs),
+    steps: Object.freeze(steps),
+    counters: Object.freeze(counters),
+  })
+}
+

@@ -1,0 +1,120 @@
+import { z } from 'zod'
+import type { Batch, Row, Shape, Transform } from '../contracts.js'
+import { ConfigError } from '../errors.js'
+import { parseOptions } from '../connection/options.js'
+import { parseArrayLiteral } from '../pg/array-literal.js'
+import { scalarParser } from '../pg/type-parsers.js'
+import { OID, type Column } from '../pg/types.js'
+import { checkNewColumns, selectColumns } from './select-columns.js'
+
+const expandArraysSchema = z.strictObject({
+  /** Array columns to expand; all array columns when absent (explode takes exactly one). */
+  columns: z.array(z.string().min(1)).nonempty().optional(),
+  /**
+   * - `json` (default): add `<column>_expanded`, the array as a JSON array (jsonb); NULL gives `[]`.
+   * - `explode`: one row per element, the element in `<column>_element` and its 1-based position (over all
+   *   dimensions, row-major) in `<column>_index`. A row whose array is NULL or empty is kept once, with NULLs there.
+   */
+  mode: z.enum(['json', 'explode']).default('json'),
+})
+
+export type ExpandArraysOptions = z.input<typeof expandArraysSchema>
+
+const isArray = (column: Column) => column.elementOid !== undefined || column.type.endsWith('[]')
+
+/** Arrays arrive as nested JS arrays; a literal with explicit bounds arrives as text and is parsed here. */
+function asArray(value: unknown, column: Column): unknown[] {
+  if (value === null || value === undefined) return []
+  if (Array.isArray(value)) return value
+  if (typeof value === 'string') {
+    const parsed = parseArrayLiteral(value.replace(/^\[[^=]*\]=/, ''), scalarParser(column.elementOid ?? OID.text))
+    return Array.isArray(parsed) ? parsed : [parsed]
+  }
+  return [value]
+}
+
+const isJsonElement = (column: Column) => column.elementOid === OID.json || column.elementOid === OID.jsonb
+
+/** json/jsonb elements are embedded as JSON values, not as strings holding JSON. */
+function parseElement(value: unknown): unknown {
+  if (typeof value !== 'string') return value
+  try {
+    return JSON.parse(value) as unknown
+  } catch {
+    return value
+  }
+}
+
+function deepMap(values: readonly unknown[], fn: (value: unknown) => unknown): unknown[] {
+  return values.map((value) => (Array.isArray(value) ? deepMap(value, fn) : fn(value)))
+}
+
+function flatten(values: readonly unknown[]): unknown[] {
+  return values.flatMap((value) => (Array.isArray(value) ? flatten(value) : [value]))
+}
+
+/**
+ * Expands array columns of any element type: into a JSON array column, or into one row per element.
+ *
+ * @example
+ * expandArrays({ columns: ['tags'] })                    // adds tags_expanded: ["a","b"]
+ * expandArrays({ columns: ['tags'], mode: 'explode' })   // one row per tag: tags_element, tags_index
+ */
+export function expandArrays(options: ExpandArraysOptions = {}): Transform {
+  const { columns, mode } = parseOptions(expandArraysSchema, options, 'expandArrays')
+  if (mode === 'explode' && columns && columns.length !== 1) {
+    throw new ConfigError('expandArrays.columns', 'explode takes exactly one column (exploding several would multiply rows)')
+  }
+  const targets = (shape: Shape): Column[] => {
+    const picked = selectColumns(shape, columns, isArray, 'expandArrays')
+    for (const column of picked) {
+      if (!isArray(column)) throw new ConfigError('expandArrays.columns', `"${column.name}" is not an array column (it is ${column.type})`)
+    }
+    if (mode === 'explode' && picked.length !== 1) {
+      throw new ConfigError('expandArrays.columns', `explode takes exactly one array column; the stream has ${picked.length}`)
+    }
+    return picked
+  }
+
+  return Object.freeze({
+    name: 'expandArrays',
+    shape(input: Shape): Shape {
+      const picked = targets(input)
+      const added: Column[] =
+        mode === 'json'
+          ? picked.map((column) => ({ name: `${column.name}_expanded`, type: 'jsonb', typeOid: OID.jsonb, valueFormat: 'json' as const }))
+          : picked.flatMap((column) => [
+              { name: `${column.name}_element`, type: column.type.replace(/(\[\])+$/, ''), typeOid: column.elementOid ?? OID.text, parseOid: column.elementOid ?? OID.text },
+              { name: `${column.name}_index`, type: 'integer', typeOid: OID.int4 },
+            ])
+      checkNewColumns(input, added.map((column) => column.name), 'expandArrays')
+      return { origin: input.origin, columns: [...input.columns, ...added] }
+    },
+    async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape): AsyncGenerator<Batch<Row>> {
+      const picked = targets(shape)
+      for await (const batch of batches) {
+        if (mode === 'json') {
+          yield {
+            rows: batch.rows.map((row) => {
+              const out: Row = { ...row }
+              for (const column of picked) {
+                const values = asArray(row[column.name], column)
+                out[`${column.name}_expanded`] = isJsonElement(column) ? deepMap(values, parseElement) : values
+              }
+              return out
+            }),
+          }
+          continue
+        }
+        const column = picked[0] as Column
+        const rows: Row[] = []
+        for (const row of batch.rows) {
+          const elements = flatten(asArray(row[column.name], column))
+          if (elements.length === 0) rows.push({ ...row, [`${column.name}_element`]: null, [`${column.name}_index`]: null })
+          elements.forEach((element, index) => rows.push({ ...row, [`${column.name}_element`]: element, [`${column.name}_index`]: index + 1 }))
+        }
+        yield { rows }
+      }
+    },
+  })
+}

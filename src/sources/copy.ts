@@ -38,6 +38,7 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
   const plan: (ctx: Partial<RunContext>) => Promise<CopyPlan> =
     'query' in options ? queryPlan(connection, options) : tablePlan(connection, options)
   const batchSize = options.batchSize ?? 1_000
+  const maxBatchBytes = options.maxBatchBytes ?? 16 * 1024 * 1024
   const context = 'query' in options ? { query: options.name ?? 'query' } : { schema: options.schema ?? 'public', table: options.table }
   const name = 'query' in options ? `copy query${options.name ? ` ${options.name}` : ''}` : `copy ${context.schema}.${context.table}`
 
@@ -51,13 +52,17 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
     const decoder = new CopyTextDecoder(shape.columns.length)
     const build = rowBuilder(shape.columns)
     let rows: Row[] = []
+    let bytes = 0
     try {
       for await (const chunk of copyOut(connection, statement, ctx, context)) {
+        // COPY bytes stand in for the batch's size: a batch ends at batchSize rows or maxBatchBytes bytes.
+        bytes += chunk.length
         for (const fields of decoder.push(chunk)) {
           rows.push(build(fields))
-          if (rows.length >= batchSize) {
+          if (rows.length >= batchSize || bytes >= maxBatchBytes) {
             yield { rows }
             rows = []
+            bytes = 0
           }
         }
       }
@@ -78,21 +83,21 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
 }
 
 function tablePlan(connection: Connection, options: TableSourceOptions) {
-  const { schema, table, columns, where } = parseTableTarget(options)
+  const { schema, table, columns, where, largeObjects } = parseTableTarget(options)
   return async (ctx: Partial<RunContext>): Promise<CopyPlan> => {
     const { kind, ...shape } = await describeTableShape(
       connection,
-      { schema, table, columns, filterColumns: filterColumns(where) },
+      { schema, table, columns, largeObjects, filterColumns: filterColumns(where) },
       'full',
       ctx,
     )
     if (shape.columns.length === 0) throw new ConfigError('table', `table "${schema}"."${table}" has no columns to copy`)
     // A plain table without a filter is copied directly (a little faster than a query); anything else through a query.
-    if (kind === 'r' && !where) {
+    if (kind === 'r' && !where && !largeObjects) {
       const list = shape.columns.map((column) => quoteIdent(column.name)).join(', ')
       return { shape, statement: `copy ${qualifiedName(schema, table)} (${list}) to stdout` }
     }
-    const query = selectQuery(schema, table, shape.columns, where)
+    const query = selectQuery(schema, table, shape.columns, where, largeObjects)
     return { shape, statement: `copy (${inlineParameters(query.sql, query.parameters)}) to stdout` }
   }
 }

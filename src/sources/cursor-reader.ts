@@ -5,18 +5,22 @@ import { AbortedError, classifyError, SourceQueryError, type ErrorContext } from
 import { destroyClient } from '../pg/client-control.js'
 import { typeParsersFor } from '../pg/type-parsers.js'
 import type { Column } from '../pg/types.js'
+import { rowsWithinBudget } from '../pg/row-bytes.js'
 
 export interface CursorRead {
   readonly sql: string
   readonly parameters: readonly unknown[]
   readonly columns: readonly Column[]
   readonly batchSize: number
+  /** Reads shrink below `batchSize` when rows are large, to keep a batch near this many bytes. */
+  readonly maxBatchBytes: number
   readonly context: ErrorContext
 }
 
 /**
  * Reads a query through a server-side cursor (a portal fetched `batchSize` rows at a time, pg-cursor),
- * so memory holds one batch whatever the table's size. The client is released when the loop ends,
+ * so memory holds one batch whatever the table's size. When rows are large (big bytea, large objects), each
+ * read asks for fewer rows, sized from the previous batch to stay near `maxBatchBytes`. The client is released when the loop ends,
  * breaks or throws; an abort destroys it mid-read.
  */
 export async function* readWithCursor<R = Row>(
@@ -39,10 +43,18 @@ export async function* readWithCursor<R = Row>(
       new Cursor<R>(read.sql, [...read.parameters], { types: typeParsersFor(read.columns) } as Cursor.CursorQueryConfig),
     )
     try {
+      // The first batch starts with one row, to learn how large rows are before asking for many.
+      let rows = await cursor.read(1)
+      let want = 1
+      if (rows.length === 1 && read.batchSize > 1) {
+        want = rowsWithinBudget(rows as Record<string, unknown>[], read.maxBatchBytes, read.batchSize)
+        if (want > 1) rows = rows.concat(await cursor.read(want - 1))
+      }
       for (;;) {
-        const rows = await cursor.read(read.batchSize)
         if (rows.length > 0) yield { rows }
-        if (rows.length < read.batchSize) break
+        if (rows.length < want) break
+        want = rowsWithinBudget(rows as Record<string, unknown>[], read.maxBatchBytes, read.batchSize)
+        rows = await cursor.read(want)
       }
     } catch (error) {
       broken ??= error

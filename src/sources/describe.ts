@@ -3,11 +3,18 @@ import type { Connection } from '../connection/connection.js'
 import type { ExtractionType, RunContext, Shape } from '../contracts.js'
 import { classifyError, ConfigError, SourceQueryError } from '../errors.js'
 import { describeFields, describeTable, type TableDescription } from '../pg/catalog.js'
+import { OID, type Column } from '../pg/types.js'
 
 /** A table's shape (and relkind) from the catalog; `columns` keeps those, in that order. */
 export async function describeTableShape(
   connection: Connection,
-  target: { schema: string; table: string; columns: readonly string[] | undefined; filterColumns?: readonly string[] },
+  target: {
+    schema: string
+    table: string
+    columns: readonly string[] | undefined
+    filterColumns?: readonly string[]
+    largeObjects?: readonly string[] | undefined
+  },
   extractionType: ExtractionType,
   ctx: Partial<RunContext>,
 ): Promise<Shape & { kind: TableDescription['kind'] }> {
@@ -19,13 +26,21 @@ export async function describeTableShape(
       if (target.filterColumns?.length) await describeTable(client, schema, table, target.filterColumns)
       return {
         origin: { source: connection.label, schema, table, extractionType },
-        columns: description.columns,
+        columns: description.columns.map((column) => (target.largeObjects?.includes(column.name) ? asLargeObject(column) : column)),
         kind: description.kind,
       }
     }, ctx.signal)
   } catch (error) {
     throw classifyError(error, 'source', { schema, table }, SourceQueryError)
   }
+}
+
+/** A large-object OID column read through `lo_get` carries the object's bytes. */
+function asLargeObject(column: Column): Column {
+  if ((column.parseOid ?? column.typeOid) !== OID.oid) {
+    throw new ConfigError('largeObjects', `column "${column.name}" is ${column.type}, not a large-object oid`)
+  }
+  return { name: column.name, type: 'bytea', typeOid: OID.bytea, parseOid: OID.bytea, ...(column.nullable === undefined ? {} : { nullable: column.nullable }) }
 }
 
 /** A query's shape: planned with `LIMIT 0`, so its RowDescription gives exact types without reading a row. */

@@ -12,6 +12,8 @@ export const queryOptionsSchema = z.strictObject({
   /** Recorded as `_bronze_schema`. */
   schema: z.string().min(1).optional(),
   batchSize: z.number().int().positive().max(1_000_000).default(1_000),
+  /** Batches hold about this many bytes at most, whatever `batchSize` says (large values). */
+  maxBatchBytes: z.number().int().positive().default(16 * 1024 * 1024),
 })
 
 export type QuerySourceOptions = z.input<typeof queryOptionsSchema>
@@ -30,7 +32,7 @@ export function querySource<O>(
   query: Compilable<O> | CompiledQuery<O>,
   options: QuerySourceOptions = {},
 ): Source<O> {
-  const { name, schema, batchSize } = parseOptions(queryOptionsSchema, options)
+  const { name, schema, batchSize, maxBatchBytes } = parseOptions(queryOptionsSchema, options)
   const compiled = normalizeQuery(query)
   const describe = (ctx: Partial<RunContext>) => describeQueryShape(connection, compiled, { schema, name }, ctx)
 
@@ -38,7 +40,7 @@ export function querySource<O>(
     const shape = await describe(ctx)
     yield* readWithCursor<O>(
       connection,
-      { sql: compiled.sql, parameters: compiled.parameters, columns: shape.columns, batchSize, context: { query: name ?? 'query' } },
+      { sql: compiled.sql, parameters: compiled.parameters, columns: shape.columns, batchSize, maxBatchBytes, context: { query: name ?? 'query' } },
       ctx,
     )
   }

@@ -28,10 +28,20 @@ export function filterColumns(where: TableFilter | undefined): string[] {
  * `select <columns> from <schema>.<table> where <filter>`, built by Kysely: identifiers quoted, values bound.
  * `sql.id` is used for names from the catalog because Kysely's string references split on dots.
  */
-export function selectQuery(schema: string, table: string, columns: readonly Column[], where: TableFilter | undefined) {
+export function selectQuery(
+  schema: string,
+  table: string,
+  columns: readonly Column[],
+  where: TableFilter | undefined,
+  largeObjects: readonly string[] = [],
+) {
   let query = builder
     .selectFrom(sql`${sql.id(schema, table)}`.as(table))
-    .select(columns.map((column) => sql.id(column.name).as(column.name)))
+    .select(
+      columns.map((column) =>
+        largeObjects.includes(column.name) ? sql`lo_get(${sql.id(column.name)})`.as(column.name) : sql.id(column.name).as(column.name),
+      ),
+    )
   if (where) {
     if (typeof where === 'function' || isExpression(where)) {
       query = query.where(where as Expression<SqlBool>)

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
 import type { Batch, Row, RunContext, Source } from '../contracts.js'
+import { ConfigError } from '../errors.js'
 import { checkIdentifier } from '../pg/identifiers.js'
 import { readWithCursor } from './cursor-reader.js'
 import { describeTableShape } from './describe.js'
@@ -19,6 +20,10 @@ export const tableTargetSchema = z.strictObject({
     .optional(),
   where: tableFilterSchema.optional(),
   batchSize: z.number().int().positive().max(1_000_000).default(1_000),
+  /** Batches hold about this many bytes at most, whatever `batchSize` says (large values). */
+  maxBatchBytes: z.number().int().positive().default(16 * 1024 * 1024),
+  /** Columns of large-object OIDs to read as their contents (bytea), through `lo_get`. */
+  largeObjects: z.array(z.string()).nonempty().optional(),
 })
 
 export type TableSourceOptions = z.input<typeof tableTargetSchema>
@@ -29,6 +34,12 @@ export function parseTableTarget(options: unknown) {
   checkIdentifier(parsed.schema, 'schema')
   checkIdentifier(parsed.table, 'table')
   parsed.columns?.forEach((column, index) => checkIdentifier(column, `columns.${index}`))
+  parsed.largeObjects?.forEach((column, index) => {
+    checkIdentifier(column, `largeObjects.${index}`)
+    if (parsed.columns && !parsed.columns.includes(column)) {
+      throw new ConfigError(`largeObjects.${index}`, `"${column}" is not among the selected columns`)
+    }
+  })
   return parsed
 }
 
@@ -42,16 +53,16 @@ export function parseTableTarget(options: unknown) {
  */
 export function tableSource(connection: Connection, options: TableSourceOptions): Source {
   const target = parseTableTarget(options)
-  const { schema, table, columns, where, batchSize } = target
+  const { schema, table, columns, where, batchSize, maxBatchBytes, largeObjects } = target
   const describe = (ctx: Partial<RunContext>) =>
-    describeTableShape(connection, { schema, table, columns, filterColumns: filterColumns(where) }, 'full', ctx)
+    describeTableShape(connection, { schema, table, columns, largeObjects, filterColumns: filterColumns(where) }, 'full', ctx)
 
   async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch> {
     const shape = await describe(ctx)
-    const query = selectQuery(schema, table, shape.columns, where)
+    const query = selectQuery(schema, table, shape.columns, where, largeObjects)
     yield* readWithCursor<Row>(
       connection,
-      { sql: query.sql, parameters: query.parameters, columns: shape.columns, batchSize, context: { schema, table } },
+      { sql: query.sql, parameters: query.parameters, columns: shape.columns, batchSize, maxBatchBytes, context: { schema, table } },
       ctx,
     )
   }

@@ -1,3 +1,4 @@
+import type { CheckpointProposal, CheckpointStore } from './checkpoints/checkpoint.js'
 import type { Column } from './pg/types.js'
 
 export type Row = Record<string, unknown>
@@ -18,6 +19,8 @@ export interface Origin {
 export interface Shape {
   readonly origin: Origin
   readonly columns: readonly Column[]
+  /** The source's primary key, when it has one: merge sinks upsert by it. */
+  readonly primaryKey?: readonly string[]
 }
 
 /** A group of rows moved together: the unit of backpressure, progress and (for sinks) of writing. */
@@ -35,6 +38,11 @@ export interface RunContext {
   readonly reportBytes?: (count: number) => void
   /** Steps add to named counters (e.g. `parseJsonb.failed`), reported in `RunReport.counters`. */
   readonly count?: (counter: string, amount: number) => void
+  /**
+   * For incremental sources: the previous checkpoint, and the next one the source proposes once it has planned its
+   * run. A sink that can writes `next` in its own transaction and sets `committed`.
+   */
+  readonly checkpoint?: CheckpointProposal
 }
 
 /**
@@ -51,6 +59,12 @@ export interface Source<R = Row> extends AsyncIterable<Batch<R>> {
    * COPY escapes), in chunks cut anywhere. `extract()` uses it when every step of the pipeline has one.
    */
   copyText?(ctx?: Partial<RunContext>): AsyncIterable<Buffer>
+  /** Present on incremental sources: which checkpoint they use. */
+  readonly incremental?: {
+    readonly key: { readonly source: string; readonly schema: string; readonly table: string }
+    readonly cursorColumn: string
+    readonly checkpoints: CheckpointStore | undefined
+  }
 }
 
 /** A step between a source and a sink: it maps the shape and the batches. */
@@ -94,6 +108,8 @@ export interface Sink<R = Row> {
    * Only then may `extract()` retry a failed run.
    */
   readonly atomic?: boolean
+  /** The checkpoint store an incremental source uses by default with this sink (its own, written in its transaction). */
+  readonly checkpoints?: CheckpointStore
   write(batches: AsyncIterable<Batch<R>>, shape: Shape, ctx: RunContext): Promise<SinkResult>
   /**
    * Optional byte path: writes raw COPY text (chunks cut anywhere) of `shape.columns`, less the trailing

@@ -131,6 +131,11 @@ export class TransformError extends DatakitError {
   override readonly code = 'TRANSFORM_FAILED'
 }
 
+/** Another run moved the checkpoint since this run read it (two runs of one extraction at once). */
+export class CheckpointConflictError extends DatakitError {
+  override readonly code = 'CHECKPOINT_CONFLICT'
+}
+
 /** The run was cancelled through its `AbortSignal`. Nothing was committed. */
 export class AbortedError extends DatakitError {
   override readonly code = 'ABORTED'

@@ -14,6 +14,13 @@ export type { Batch, ExtractionType, Origin, Row, RunConstants, RunContext, Shap
 export { tableSource, type TableFilter, type TableSourceOptions } from './sources/table.js'
 export { querySource, type QuerySourceOptions } from './sources/query.js'
 export { copySource, type CopySourceOptions } from './sources/copy.js'
+export { incrementalSource, type IncrementalSource, type IncrementalSourceOptions } from './sources/incremental.js'
+
+// Checkpoints
+export type { Checkpoint, CheckpointKey, CheckpointProposal, CheckpointStore } from './checkpoints/checkpoint.js'
+export { postgresCheckpoints, type PostgresCheckpointStore } from './checkpoints/postgres.js'
+export { memoryCheckpoints } from './checkpoints/memory.js'
+export { fileCheckpoints } from './checkpoints/file.js'
 
 // Transforms
 export { bronzeMetadata, BRONZE_COLUMNS } from './transforms/bronze-metadata.js'
@@ -36,6 +43,7 @@ export { appendToLines } from './pg/copy-line-suffix.js'
 // Errors
 export {
   AbortedError,
+  CheckpointConflictError,
   ConfigError,
   ConnectionError,
   ConnectionLostError,

@@ -34,4 +34,11 @@ export interface RunReport {
   readonly steps: readonly StepTiming[]
   /** What steps counted, e.g. `{ 'parseJsonb.failed': 3 }`. */
   readonly counters: Readonly<Record<string, number>>
+  /** Incremental runs: the range read, `(lower, value]`, and the checkpoint now stored (`value`). */
+  readonly checkpoint?: {
+    readonly previous: string | null
+    readonly lower: string | null
+    readonly value: string | null
+    readonly store: string
+  }
 }

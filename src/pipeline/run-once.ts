@@ -1,5 +1,6 @@
 import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from '../contracts.js'
-import { classifyError, SourceQueryError, TransformError } from '../errors.js'
+import type { CheckpointProposal } from '../checkpoints/checkpoint.js'
+import { classifyError, ConfigError, SourceQueryError, TransformError } from '../errors.js'
 import { countLines } from '../pg/copy-line-suffix.js'
 import { batchRows, mapChunks, measured, noCount, perSecond } from './measured.js'
 import type { Progress, RunReport, StepTiming } from './report.js'
@@ -24,7 +25,9 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
   const started = performance.now()
   let bytes = 0
   const counters: Record<string, number> = {}
+  const checkpoint = await proposeCheckpoint(from, to)
   const ctx: RunContext = {
+    ...(checkpoint ? { checkpoint } : {}),
     count: (counter, amount) => {
       counters[counter] = (counters[counter] ?? 0) + amount
     },
@@ -116,6 +119,11 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
     result = await to.write(counted(stream), shape, ctx)
   }
   bytes = result.bytes
+  // A store the sink could not write in its transaction is written now, right after the commit (docs/incremental.md).
+  if (checkpoint?.next && !checkpoint.committed) {
+    await checkpoint.store.write(checkpoint.key, { ...checkpoint.next, rows: result.rows }, checkpoint.previous?.runId ?? null)
+    checkpoint.committed = true
+  }
   const last = transformTimings.at(-1) ?? sourceTiming
   const finishedAt = new Date()
   const durationMs = performance.now() - started
@@ -140,6 +148,31 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
     rowsPerSecond: perSecond(result.rows, durationMs),
     steps: Object.freeze(steps),
     counters: Object.freeze(counters),
+    ...(checkpoint?.next
+      ? {
+          checkpoint: Object.freeze({
+            previous: checkpoint.previous?.value ?? null,
+            lower: checkpoint.next.lower,
+            value: checkpoint.next.value,
+            store: checkpoint.store.name,
+          }),
+        }
+      : {}),
   })
 }
 
+
+/** For an incremental source: the store it uses (its own, or the sink's) and the checkpoint it starts from. */
+async function proposeCheckpoint(from: Source<unknown>, to: Sink<unknown>): Promise<CheckpointProposal | undefined> {
+  const incremental = from.incremental
+  if (!incremental) return undefined
+  const store = incremental.checkpoints ?? to.checkpoints
+  if (!store) {
+    throw new ConfigError(
+      'checkpoints',
+      `${to.name} keeps no checkpoints: give the incremental source checkpoints (postgresCheckpoints(conn), fileCheckpoints(path) or memoryCheckpoints())`,
+    )
+  }
+  const previous = await store.read(incremental.key)
+  return { key: incremental.key, store, previous, next: undefined, committed: false }
+}

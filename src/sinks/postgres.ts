@@ -11,7 +11,19 @@ import { encodeRows, rowEncoder } from '../pg/copy-text-encoder.js'
 import { appendToLines } from '../pg/copy-line-suffix.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { targetTableName } from './target.js'
-import { addConstantColumns, addMissingColumns, checkColumnTypes, createTableSql, ensureSchema } from './warehouse-ddl.js'
+import { postgresCheckpoints, type PostgresCheckpointStore } from '../checkpoints/postgres.js'
+import type { CheckpointStore } from '../checkpoints/checkpoint.js'
+import type { Connection as ConnectionClass } from '../connection/connection.js'
+import {
+  addConstantColumns,
+  addMissingColumns,
+  checkColumnTypes,
+  columnsDdl,
+  createTableSql,
+  ensureSchema,
+  requireUniqueKey,
+  upsertSql,
+} from './warehouse-ddl.js'
 
 const postgresSinkSchema = z.strictObject({
   schema: z.string().default('bronze'),
@@ -21,8 +33,11 @@ const postgresSinkSchema = z.strictObject({
    * - `replace`: the table is rebuilt from this run's rows and swapped in at commit; readers see the old
    *   table or the new one, never a part; a failed run leaves the old one untouched.
    * - `append`: rows are added in one transaction; new source columns are added to the table.
+   * - `merge`: rows are upserted by primary key in one transaction (insert new keys, update existing ones).
    */
-  mode: z.enum(['replace', 'append']).default('replace'),
+  mode: z.enum(['replace', 'append', 'merge']).default('replace'),
+  /** The key `merge` upserts by; the source's primary key when absent. */
+  primaryKey: z.array(z.string().min(1)).nonempty().optional(),
 })
 
 export type PostgresSinkOptions = z.input<typeof postgresSinkSchema>
@@ -35,8 +50,9 @@ export type PostgresSinkOptions = z.input<typeof postgresSinkSchema>
  * postgresSink(warehouse, { mode: 'replace' }) // bronze.br_<source table>
  */
 export function postgresSink(connection: Connection, options: PostgresSinkOptions = {}): Sink {
-  const { schema, table, mode } = parseOptions(postgresSinkSchema, options)
+  const { schema, table, mode, primaryKey } = parseOptions(postgresSinkSchema, options)
   checkIdentifier(schema, 'schema')
+  const checkpoints = postgresCheckpoints(connection, { schema })
 
   /**
    * One run, one transaction: prepare the target, stream COPY data in through `copy`, then swap (replace) and
@@ -54,24 +70,44 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     // Only the replace staging table can take run constants as fast defaults (see writeCopyText).
     const copied = constants && mode === 'replace' ? columns.slice(0, columns.length - constants.columns.length) : columns
     if (columns.length === 0) throw new ConfigError('columns', `nothing to write to ${schema}.${target}: the stream has no columns`)
+    const key = mode === 'merge' ? mergeKey(shape) : undefined
     const client = await connection.acquire(ctx.signal)
     let broken: Error | undefined
     try {
       await client.query('begin')
       await ensureSchema(client, schema)
       await checkColumnTypes(client, columns, target)
-      const loadInto = mode === 'replace' ? `pgdk_stage_${randomUUID().replace(/-/g, '').slice(0, 16)}` : target
-      await client.query(createTableSql(schema, loadInto, copied, mode === 'append'))
-      if (mode === 'append') await addMissingColumns(client, schema, target, columns)
+      const staging = `pgdk_stage_${randomUUID().replace(/-/g, '').slice(0, 16)}`
+      // replace: a new table swapped in at commit; merge: a temporary table upserted from; append: the table itself.
+      let copyInto = qualifiedName(schema, target)
+      if (mode === 'replace') {
+        await client.query(createTableSql(schema, staging, copied))
+        copyInto = qualifiedName(schema, staging)
+      } else {
+        await client.query(createTableSql(schema, target, columns, true, key))
+        await addMissingColumns(client, schema, target, columns)
+        if (key) {
+          await requireUniqueKey(client, schema, target, key)
+          await client.query(`create temporary table ${quoteIdent(staging)} (${columnsDdl(columns)}) on commit drop`)
+          copyInto = quoteIdent(staging)
+        }
+      }
 
       const columnList = copied.map((column) => quoteIdent(column.name)).join(', ')
-      const { rows, bytes } = await copy(client, `copy ${qualifiedName(schema, loadInto)} (${columnList}) from stdin`)
+      const { rows, bytes } = await copy(client, `copy ${copyInto} (${columnList}) from stdin`)
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
-      if (copied !== columns && constants) await addConstantColumns(client, schema, loadInto, constants)
+      if (copied !== columns && constants) await addConstantColumns(client, schema, staging, constants)
 
       if (mode === 'replace') {
         await client.query(`drop table if exists ${qualifiedName(schema, target)}`)
-        await client.query(`alter table ${qualifiedName(schema, loadInto)} rename to ${quoteIdent(target)}`)
+        await client.query(`alter table ${qualifiedName(schema, staging)} rename to ${quoteIdent(target)}`)
+      }
+      if (key) await client.query(upsertSql(qualifiedName(schema, target), quoteIdent(staging), columns, key))
+      // The checkpoint commits with the rows it covers, when it lives in this warehouse.
+      const proposal = ctx.checkpoint
+      if (proposal?.next && isStoreOn(proposal.store, connection)) {
+        await proposal.store.writeWith(client, proposal.key, { ...proposal.next, rows }, proposal.previous?.runId ?? null)
+        proposal.committed = true
       }
       try {
         await client.query('commit')
@@ -96,6 +132,17 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     } finally {
       client.release(broken)
     }
+  }
+
+  function mergeKey(shape: Shape): readonly string[] {
+    const key = primaryKey ?? shape.primaryKey
+    if (!key?.length) {
+      throw new ConfigError('primaryKey', 'merge needs a primary key: the source has none; pass primaryKey to postgresSink')
+    }
+    for (const name of key) {
+      if (!shape.columns.some((column) => column.name === name)) throw new ConfigError('primaryKey', `"${name}" is not a column of the stream`)
+    }
+    return key
   }
 
   function write(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): Promise<SinkResult> {
@@ -144,5 +191,9 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     }, constants)
   }
 
-  return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, atomic: true, write, writeCopyText })
+  return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, atomic: true, checkpoints, write, writeCopyText })
+}
+
+function isStoreOn(store: CheckpointStore, connection: ConnectionClass): store is PostgresCheckpointStore {
+  return 'writeWith' in store && (store as PostgresCheckpointStore).connection === connection
 }

@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import { UnsupportedTypeError } from '../errors.js'
+import { ConfigError, UnsupportedTypeError } from '../errors.js'
 import { describeTable } from '../pg/catalog.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import type { Column } from '../pg/types.js'
@@ -29,9 +29,52 @@ export async function checkColumnTypes(client: pg.ClientBase, columns: readonly 
   }
 }
 
-export function createTableSql(schema: string, table: string, columns: readonly Column[], ifNotExists = false): string {
-  const body = columns.map((column) => `${quoteIdent(column.name)} ${column.type}`).join(', ')
-  return `create table ${ifNotExists ? 'if not exists ' : ''}${qualifiedName(schema, table)} (${body})`
+export function columnsDdl(columns: readonly Column[]): string {
+  return columns.map((column) => `${quoteIdent(column.name)} ${column.type}`).join(', ')
+}
+
+export function createTableSql(
+  schema: string,
+  table: string,
+  columns: readonly Column[],
+  ifNotExists = false,
+  primaryKey?: readonly string[],
+): string {
+  const key = primaryKey?.length ? `, primary key (${primaryKey.map(quoteIdent).join(', ')})` : ''
+  return `create table ${ifNotExists ? 'if not exists ' : ''}${qualifiedName(schema, table)} (${columnsDdl(columns)}${key})`
+}
+
+/** Merge upserts with ON CONFLICT, which needs a unique index on exactly the key columns. */
+export async function requireUniqueKey(client: pg.ClientBase, schema: string, table: string, key: readonly string[]): Promise<void> {
+  const { rows } = await client.query<{ found: boolean }>(
+    `select exists (
+       select 1 from pg_index i
+        where i.indrelid = (select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relname = $2)
+          and i.indisunique and i.indpred is null
+          and (select array_agg(a.attname::text order by a.attname::text) from pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey))
+              = (select array_agg(k order by k) from unnest($3::text[]) k)) as found`,
+    [schema, table, key],
+  )
+  if (!rows[0]?.found) {
+    throw new ConfigError(
+      'primaryKey',
+      `merge into ${schema}.${table} needs a unique index on (${key.join(', ')}); create one: create unique index on ${qualifiedName(schema, table)} (${key.map(quoteIdent).join(', ')})`,
+      { step: 'sink' },
+    )
+  }
+}
+
+/**
+ * Upserts from the staging table: the last row for a key wins (a run may carry one key twice, e.g. after an
+ * explode), existing keys get every other column updated.
+ */
+export function upsertSql(target: string, staging: string, columns: readonly Column[], key: readonly string[]): string {
+  const names = columns.map((column) => quoteIdent(column.name))
+  const keys = key.map(quoteIdent)
+  const updates = names.filter((name) => !keys.includes(name)).map((name) => `${name} = excluded.${name}`)
+  return `insert into ${target} (${names.join(', ')})
+    select distinct on (${keys.join(', ')}) ${names.join(', ')} from ${staging} order by ${keys.join(', ')}, ctid desc
+    on conflict (${keys.join(', ')}) do ${updates.length ? `update set ${updates.join(', ')}` : 'nothing'}`
 }
 
 export async function ensureSchema(client: pg.ClientBase, schema: string): Promise<void> {

@@ -1,4 +1,4 @@
-import { sql, type Expression, type ExpressionBuilder, type SqlBool } from 'kysely'
+import { sql, type Expression, type ExpressionBuilder, type SelectQueryBuilder, type SqlBool } from 'kysely'
 import { z } from 'zod'
 import { builder } from '../pg/sql-builder.js'
 import type { Column } from '../pg/types.js'
@@ -35,28 +35,27 @@ export function selectQuery(
   where: TableFilter | undefined,
   largeObjects: readonly string[] = [],
 ) {
-  let query = builder
+  const query = builder
     .selectFrom(sql`${sql.id(schema, table)}`.as(table))
     .select(
       columns.map((column) =>
         largeObjects.includes(column.name) ? sql`lo_get(${sql.id(column.name)})`.as(column.name) : sql.id(column.name).as(column.name),
       ),
     )
-  if (where) {
-    if (typeof where === 'function' || isExpression(where)) {
-      query = query.where(where as Expression<SqlBool>)
-    } else {
-      for (const [name, value] of Object.entries(where)) {
-        const ref = sql.id(name)
-        query = query.where(
-          value === null
-            ? sql<SqlBool>`${ref} is null`
-            : Array.isArray(value)
-              ? sql<SqlBool>`${ref} = any(${value})`
-              : sql<SqlBool>`${ref} = ${value}`,
-        )
-      }
-    }
+  return withFilter(query, where).compile()
+}
+
+/** Adds a user filter to a query: an expression or callback as Kysely takes it, equalities as bound values. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function withFilter(query: SelectQueryBuilder<any, any, any>, where: TableFilter | undefined): SelectQueryBuilder<any, any, any> {
+  if (!where) return query
+  if (typeof where === 'function' || isExpression(where)) return query.where(where as Expression<SqlBool>)
+  let filtered = query
+  for (const [name, value] of Object.entries(where)) {
+    const ref = sql.id(name)
+    filtered = filtered.where(
+      value === null ? sql<SqlBool>`${ref} is null` : Array.isArray(value) ? sql<SqlBool>`${ref} = any(${value})` : sql<SqlBool>`${ref} = ${value}`,
+    )
   }
-  return query.compile()
+  return filtered
 }

@@ -15,14 +15,25 @@ export const BRONZE_COLUMNS: readonly Column[] = Object.freeze([
   { name: '_bronze_extraction_type', type: 'text', typeOid: 25 },
 ])
 
-/** The metadata values of one run: the same for every row it loads. */
-export function bronzeValues(shape: Shape, ctx: Pick<RunContext, 'startedAt'>): Row {
+/** Added for incremental sources: the checkpoint (cursor upper bound) of the run that loaded the row. */
+export const CHECKPOINT_COLUMN: Column = Object.freeze({ name: '_bronze_checkpoint', type: 'text', typeOid: 25 })
+
+function bronzeColumns(shape: Shape): readonly Column[] {
+  return shape.origin.extractionType === 'incremental' ? [...BRONZE_COLUMNS, CHECKPOINT_COLUMN] : BRONZE_COLUMNS
+}
+
+/**
+ * The metadata values of one run: the same for every row it loads. An incremental source proposes its checkpoint
+ * when it starts reading, so these are taken when the first batch arrives.
+ */
+export function bronzeValues(shape: Shape, ctx: Pick<RunContext, 'startedAt' | 'checkpoint'>): Row {
   return {
     _bronze_loaded_at: ctx.startedAt.toISOString(),
     _bronze_source: redact(shape.origin.source),
     _bronze_schema: shape.origin.schema ?? null,
     _bronze_table: shape.origin.table ?? null,
     _bronze_extraction_type: shape.origin.extractionType,
+    ...(shape.origin.extractionType === 'incremental' ? { _bronze_checkpoint: ctx.checkpoint?.next?.value ?? null } : {}),
   }
 }
 
@@ -38,22 +49,24 @@ export function bronzeMetadata(): Transform {
   return Object.freeze({
     name: 'bronzeMetadata',
     shape(input: Shape): Shape {
-      const clash = input.columns.find((column) => BRONZE_COLUMNS.some((bronze) => bronze.name === column.name))
+      const added = bronzeColumns(input)
+      const clash = input.columns.find((column) => added.some((bronze) => bronze.name === column.name))
       if (clash) {
         throw new ConfigError('bronzeMetadata', `the source already has a column "${clash.name}"; rename it in the source query`)
       }
-      return { origin: input.origin, columns: [...input.columns, ...BRONZE_COLUMNS] }
+      return { ...input, columns: [...input.columns, ...added] }
     },
     async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): AsyncGenerator<Batch<Row>> {
-      const extend = extendRows(shape.columns, bronzeValues(shape, ctx))
+      let extend: ((row: Row) => Row) | undefined
       for await (const batch of batches) {
+        extend ??= extendRows(shape.columns, bronzeValues(shape, ctx))
         yield { rows: batch.rows.map(extend) }
       }
     },
     constantColumns: (shape: Shape, ctx: RunContext): Row => bronzeValues(shape, ctx),
     copyText(shape: Shape, ctx: RunContext): (chunk: Buffer) => Buffer {
       // The same values, encoded once as COPY fields and appended to every line.
-      const fields = encodeRows([bronzeValues(shape, ctx)], BRONZE_COLUMNS).slice(0, -1)
+      const fields = encodeRows([bronzeValues(shape, ctx)], bronzeColumns(shape)).slice(0, -1)
       return appendToLines(Buffer.from(shape.columns.length > 0 ? `\t${fields}` : fields))
     },
   })

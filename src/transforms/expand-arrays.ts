@@ -88,7 +88,9 @@ export function expandArrays(options: ExpandArraysOptions = {}): Transform {
               { name: `${column.name}_index`, type: 'integer', typeOid: OID.int4 },
             ])
       checkNewColumns(input, added.map((column) => column.name), 'expandArrays')
-      return { origin: input.origin, columns: [...input.columns, ...added] }
+      // Exploded rows share their source row's key, so the key no longer identifies a row.
+      const { primaryKey: _key, ...rest } = input
+      return mode === 'explode' ? { ...rest, columns: [...input.columns, ...added] } : { ...input, columns: [...input.columns, ...added] }
     },
     async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape): AsyncGenerator<Batch<Row>> {
       const picked = targets(shape)

@@ -38,7 +38,7 @@ export function parseJsonb(options: ParseJsonbOptions = {}): Transform {
       const added = targets(input).map((column) => `${column.name}${suffix}`)
       checkNewColumns(input, added, 'parseJsonb')
       return {
-        origin: input.origin,
+        ...input,
         columns: [...input.columns, ...added.map((name) => ({ name, type: 'jsonb', typeOid: OID.jsonb, valueFormat: 'json' as const }))],
       }
     },

@@ -1,0 +1,41 @@
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { CheckpointConflictError, ConfigError } from '../errors.js'
+import type { Checkpoint, CheckpointStore } from './checkpoint.js'
+import { keyText } from './memory.js'
+
+/**
+ * Checkpoints in a JSON file, replaced atomically (written beside it, then renamed), so a crash leaves the old
+ * file or the new one. Written after the sink commits: see docs/incremental.md.
+ */
+export function fileCheckpoints(path: string): CheckpointStore {
+  if (!path) throw new ConfigError('path', 'fileCheckpoints needs a file path')
+  const load = (): Record<string, Checkpoint> => {
+    try {
+      return JSON.parse(readFileSync(path, 'utf8')) as Record<string, Checkpoint>
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {}
+      throw new ConfigError('path', `cannot read checkpoints from ${path}: ${(error as Error).message}`, { cause: error })
+    }
+  }
+  return {
+    name: `file checkpoints ${path}`,
+    async read(key) {
+      return load()[keyText(key)]
+    },
+    async write(key, next, expectedRunId) {
+      const all = load()
+      const current = all[keyText(key)]
+      if ((current?.runId ?? null) !== expectedRunId) {
+        throw new CheckpointConflictError(`the checkpoint of ${key.schema}.${key.table} in ${path} was moved by run ${current?.runId}`, {
+          context: { schema: key.schema, table: key.table },
+        })
+      }
+      all[keyText(key)] = next
+      mkdirSync(dirname(path), { recursive: true })
+      const temporary = `${path}.${process.pid}.tmp`
+      writeFileSync(temporary, `${JSON.stringify(all, null, 2)}\n`)
+      renameSync(temporary, path)
+    },
+  }
+}

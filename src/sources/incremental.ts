@@ -185,11 +185,13 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
       lower = shifted.rows[0]?.lower ?? lower
     }
     const C = quoteIdent(cursorColumn)
+    // Only rows written by transactions older than the snapshot's xmin count towards the upper bound: rows of
+    // transactions still in flight may carry lower cursor values when they commit.
+    const cap = capInFlight ? `filter (where ${rowXid8Sql('$3::numeric')} < $4::numeric)` : ''
     const bounds = await client.query<{ upper: string | null }>(
-      `select greatest(max(${C}) filter (where ${capInFlight ? `${rowXid8Sql('$2::numeric')} < $3::numeric` : 'true'}),
-                       cast($4 as ${facts.type}))::text as upper
+      `select greatest(max(${C}) ${cap}, cast($2 as ${facts.type}))::text as upper
          from ${qualifiedName(schema, table)} where $1::text is null or ${C} > cast($1 as ${facts.type})`,
-      [lower, xmax, xmin, previous?.value ?? null],
+      capInFlight ? [lower, previous?.value ?? null, xmax, xmin] : [lower, previous?.value ?? null],
     )
     return { snapshot: text, xmax, lower, upper: bounds.rows[0]?.upper ?? null }
   }

@@ -136,6 +136,16 @@ export class CheckpointConflictError extends DatakitError {
   override readonly code = 'CHECKPOINT_CONFLICT'
 }
 
+/** `partitionedSource` was given a table that is not partitioned. */
+export class NotPartitionedError extends DatakitError {
+  override readonly code = 'NOT_PARTITIONED'
+}
+
+/** Partitions were attached or detached between planning and reading: the plan no longer describes the table. */
+export class PartitionsChangedError extends DatakitError {
+  override readonly code = 'PARTITIONS_CHANGED'
+}
+
 /** The run was cancelled through its `AbortSignal`. Nothing was committed. */
 export class AbortedError extends DatakitError {
   override readonly code = 'ABORTED'

@@ -15,6 +15,18 @@ export { tableSource, type TableFilter, type TableSourceOptions } from './source
 export { querySource, type QuerySourceOptions } from './sources/query.js'
 export { copySource, type CopySourceOptions } from './sources/copy.js'
 export { incrementalSource, type IncrementalSource, type IncrementalSourceOptions } from './sources/incremental.js'
+export {
+  parallelSource,
+  partitionedSource,
+  PARTITION_COLUMNS,
+  type ExtractionPlan,
+  type KeyRange,
+  type ParallelSourceOptions,
+  type PartitionedSourceOptions,
+  type Piece,
+  type PlannedSource,
+} from './sources/parallel.js'
+export { parsePartitionBound, type BoundValue, type PartitionBound } from './pg/partition-bound.js'
 
 // Checkpoints
 export type { Checkpoint, CheckpointKey, CheckpointProposal, CheckpointStore } from './checkpoints/checkpoint.js'
@@ -49,6 +61,8 @@ export {
   ConnectionLostError,
   DatakitError,
   LockTimeoutError,
+  NotPartitionedError,
+  PartitionsChangedError,
   PermissionDeniedError,
   PoolTimeoutError,
   SerializationFailureError,

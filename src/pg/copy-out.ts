@@ -6,6 +6,20 @@ import { AbortedError, classifyError, SourceQueryError, type ErrorContext } from
 import { destroyClient } from './client-control.js'
 
 /**
+ * `COPY ... TO STDOUT` on a client the caller holds (inside its transaction). The caller must destroy the client if
+ * this generator does not finish: a COPY not read to its end leaves the connection mid-protocol.
+ */
+export async function* copyOutOn(client: pg.ClientBase, statement: string, context: ErrorContext, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  const stream = client.query(copyTo(statement))
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk
+  } catch (error) {
+    if (signal?.aborted) throw new AbortedError('extraction aborted', { step: 'source', context, cause: error })
+    throw classifyError(error, 'source', context, SourceQueryError)
+  }
+}
+
+/**
  * Runs `COPY ... TO STDOUT` and yields its bytes as they arrive (pg-copy-streams gathers the CopyData messages
  * of each socket read into one chunk). Reading pauses when the consumer does, which pauses the socket.
  *

@@ -6,10 +6,30 @@
  */
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { bronzeMetadata, connect, copySource, extract, postgresSink, tableSource } from '../dist/index.js'
+import { bronzeMetadata, connect, copySource, extract, partitionedSource, postgresSink, tableSource } from '../dist/index.js'
 import { findPostgresBinDir } from '../dist/testing/index.js'
 
 const [caseName, url, table] = process.argv.slice(2)
+
+/** Reads and drops: measures a source alone (the partition cases). */
+const discard = {
+  name: 'discard',
+  atomic: true,
+  async write(batches) {
+    let rows = 0
+    for await (const batch of batches) rows += batch.rows.length
+    return { rows, bytes: 0, target: 'discard' }
+  },
+  async writeCopyText(chunks) {
+    let rows = 0
+    let bytes = 0
+    for await (const chunk of chunks) {
+      bytes += chunk.length
+      for (let at = chunk.indexOf(10); at !== -1; at = chunk.indexOf(10, at + 1)) rows++
+    }
+    return { rows, bytes, target: 'discard' }
+  },
+}
 
 /** A JS transform that does nothing: its presence forces decoded rows. */
 const jsTransform = {
@@ -54,6 +74,8 @@ async function pipeline() {
       fast: { from: copySource(conn, { table }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_fast` }) },
       decoded: { from: copySource(conn, { table }), through: [bronzeMetadata(), jsTransform], to: postgresSink(conn, { table: `${table}_decoded` }) },
       cursor: { from: tableSource(conn, { table, ...(process.env.BS ? { batchSize: Number(process.env.BS) } : {}) }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_cursor` }) },
+      'partitions-serial': { from: partitionedSource(conn, { table: `${table}_parts`, concurrency: 1 }), to: discard },
+      'partitions-parallel': { from: partitionedSource(conn, { table: `${table}_parts`, concurrency: 2 }), to: discard },
     }[caseName]
     if (!options) throw new Error(`unknown case ${caseName}`)
     const report = await extract(options)

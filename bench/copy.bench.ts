@@ -6,6 +6,7 @@
  *   (b) fast     copySource + bronzeMetadata() + postgresSink: COPY bytes straight into COPY FROM
  *   (c) decoded  copySource + bronzeMetadata() + a JS transform: rows decoded and re-encoded
  *   (d) cursor   tableSource (server-side cursor) + bronzeMetadata() + postgresSink
+ *   (e), (f)     partitionedSource over a 4-partition copy of the table, read (and dropped) with 1 and 2 connections
  * Each run is a fresh process running dist/ (so peak RSS is the run's own); one warm-up, then the median of --runs.
  * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
  */
@@ -23,6 +24,8 @@ const CASES = {
   fast: '(b) COPY fast path + bronze',
   decoded: '(c) COPY decoded rows + JS transform',
   cursor: '(d) cursor (tableSource)',
+  'partitions-serial': '(e) 4 partitions, 1 connection',
+  'partitions-parallel': '(f) 4 partitions, 2 connections',
 } as const
 const TARGETS: Partial<Record<keyof typeof CASES, number>> = { fast: 1.15, decoded: 2.0 }
 type CaseName = keyof typeof CASES
@@ -36,7 +39,7 @@ function argument(name: string): string | undefined {
 
 const rows = Number(argument('rows') ?? 1_000_000)
 const runs = Number(argument('runs') ?? 3)
-const cases = (argument('cases') ?? 'limit,fast,decoded,cursor').split(',') as CaseName[]
+const cases = (argument('cases') ?? 'limit,fast,decoded,cursor,partitions-serial,partitions-parallel').split(',') as CaseName[]
 const json = argument('json')
 const table = `bench_${rows}`
 
@@ -62,6 +65,19 @@ async function generate(url: string): Promise<{ bytes: number }> {
         [rows],
       )
       await client.query(`vacuum analyze ${table}`)
+    }
+    const parts = await client.query(`select count(*)::int as n from ${table}_parts`).catch(() => undefined)
+    if (parts?.rows[0]?.n !== rows) {
+      console.error(`copying it into ${table}_parts, 4 range partitions by id ...`)
+      await client.query(`drop table if exists ${table}_parts`)
+      await client.query(`create table ${table}_parts (like ${table}) partition by range (id)`)
+      for (let part = 0; part < 4; part++) {
+        const from = part === 0 ? 'minvalue' : Math.floor((rows * part) / 4) + 1
+        const to = part === 3 ? 'maxvalue' : Math.floor((rows * (part + 1)) / 4) + 1
+        await client.query(`create table ${table}_parts_${part} partition of ${table}_parts for values from (${from}) to (${to})`)
+      }
+      await client.query(`insert into ${table}_parts select * from ${table}`)
+      await client.query(`vacuum analyze ${table}_parts`)
     }
     const size = await client.query(`select pg_total_relation_size('${table}')::bigint as bytes`)
     return { bytes: Number(size.rows[0].bytes) }
@@ -129,6 +145,8 @@ async function main() {
       console.error(`  ${CASES[name]}: ${(wallMs / 1000).toFixed(2)} s`)
     }
     const limit = results.limit?.wallMs
+    const serial = results['partitions-serial']?.wallMs
+    const parallel = results['partitions-parallel']?.wallMs
     const lines = [
       `pg-datakit COPY benchmark: ${rows.toLocaleString('en')} rows, median of ${runs} runs after a warm-up`,
       `${'case'.padEnd(40)}${'wall s'.padStart(9)}${'rows/s'.padStart(12)}${'peak RSS'.padStart(10)}${'halves'.padStart(11)}${'x limit'.padStart(9)}  target`,
@@ -141,6 +159,11 @@ async function main() {
         `${result.label.padEnd(40)}${(result.wallMs / 1000).toFixed(2).padStart(9)}${result.rowsPerSecond.toLocaleString('en').padStart(12)}${(result.peakRssMb === null ? '-' : `${result.peakRssMb} MB`).padStart(10)}${(result.rssHalvesMb ? result.rssHalvesMb.join('/') : '-').padStart(11)}${(ratio === null ? '-' : ratio.toFixed(2)).padStart(9)}  ${target ? `<= ${target.toFixed(2)} ${ratio !== null && ratio <= target ? 'met' : 'MISSED'}` : ''}`,
       )
       ;(summary.cases as Record<string, unknown>)[name] = { ...result, ratioToLimit: ratio, target: target ?? null }
+    }
+    if (serial && parallel) {
+      const speedup = serial / parallel
+      lines.push(`partitioned read, 2 connections vs 1: ${speedup.toFixed(2)}x faster (target >= 1.60: ${speedup >= 1.6 ? 'met' : 'MISSED'})`)
+      summary.partitionSpeedup = speedup
     }
     console.log(lines.join('\n'))
     if (json !== undefined) {

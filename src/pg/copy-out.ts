@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import { to as copyTo } from 'pg-copy-streams'
+import { CopyOutReader } from './copy-out-reader.js'
 import type { Connection } from '../connection/connection.js'
 import type { RunContext } from '../contracts.js'
 import { AbortedError, classifyError, SourceQueryError, type ErrorContext } from '../errors.js'
@@ -9,8 +9,14 @@ import { destroyClient } from './client-control.js'
  * `COPY ... TO STDOUT` on a client the caller holds (inside its transaction). The caller must destroy the client if
  * this generator does not finish: a COPY not read to its end leaves the connection mid-protocol.
  */
-export async function* copyOutOn(client: pg.ClientBase, statement: string, context: ErrorContext, signal?: AbortSignal): AsyncGenerator<Buffer> {
-  const stream = client.query(copyTo(statement))
+export async function* copyOutOn(
+  client: pg.ClientBase,
+  statement: string,
+  context: ErrorContext,
+  signal?: AbortSignal,
+  suffix?: Buffer,
+): AsyncGenerator<Buffer> {
+  const stream = client.query(new CopyOutReader(statement, suffix))
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk
   } catch (error) {
@@ -20,8 +26,8 @@ export async function* copyOutOn(client: pg.ClientBase, statement: string, conte
 }
 
 /**
- * Runs `COPY ... TO STDOUT` and yields its bytes as they arrive (pg-copy-streams gathers the CopyData messages
- * of each socket read into one chunk). Reading pauses when the consumer does, which pauses the socket.
+ * Runs `COPY ... TO STDOUT` and yields its rows' bytes as they arrive, whole rows per chunk (`CopyOutReader`).
+ * Reading pauses when the consumer does, which pauses the socket.
  *
  * Leaving early (break, error, abort) destroys the client: a COPY TO that is not read to its end leaves the
  * connection in the middle of the protocol, and it must never go back to the pool.
@@ -40,7 +46,7 @@ export async function* copyOut(
   signal?.addEventListener('abort', onAbort, { once: true })
   try {
     if (signal?.aborted) throw new AbortedError('extraction aborted', { step: 'source', context })
-    const stream = client.query(copyTo(statement))
+    const stream = client.query(new CopyOutReader(statement))
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk
       finished = true

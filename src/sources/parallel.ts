@@ -13,8 +13,6 @@ import {
   SourceQueryError,
 } from '../errors.js'
 import { destroyClient } from '../pg/client-control.js'
-import { alignToRows } from '../pg/copy-align.js'
-import { appendToLines } from '../pg/copy-line-suffix.js'
 import { copyOutOn } from '../pg/copy-out.js'
 import { CopyTextDecoder } from '../pg/copy-text-decoder.js'
 import { encodeRows } from '../pg/copy-text-encoder.js'
@@ -187,7 +185,7 @@ function plannedSource(
 /**
  * Reads every piece of a plan: one coordinator transaction exports a snapshot (after checking, in it, that the
  * partitions are still the plan's, and locking the parent against DETACH), then `concurrency` workers import it
- * and COPY their pieces. Each piece's stream is cut at row boundaries before the streams are merged.
+ * and COPY their pieces. The COPY reader emits whole rows, so the pieces' streams can be merged chunk by chunk.
  */
 async function* readPlan(
   connection: Connection,
@@ -206,15 +204,11 @@ async function* readPlan(
     const snapshot = (await coordinator.query<{ id: string }>('select pg_export_snapshot() as id')).rows[0]?.id as string
     const sourceColumns = plan.kind === 'partitioned' ? shape.columns.slice(0, -PARTITION_COLUMNS.length) : shape.columns
     const queue = [...plan.pieces]
-    const suffixes = new Map<number, (chunk: Buffer) => Buffer>()
-    const suffixFor = (piece: Piece) => {
-      let suffix = suffixes.get(piece.id)
-      if (!suffix) {
-        const values = encodeRows([{ _bronze_partition: piece.partition, _bronze_parent_table: `${plan.schema}.${plan.table}` }], PARTITION_COLUMNS)
-        suffix = appendToLines(Buffer.from(`\t${values.slice(0, -1)}`))
-        suffixes.set(piece.id, suffix)
-      }
-      return suffix
+    // Per-piece metadata is appended to each row by the COPY reader, in the copy it makes anyway.
+    const suffixFor = (piece: Piece): Buffer | undefined => {
+      if (plan.kind !== 'partitioned') return undefined
+      const values = encodeRows([{ _bronze_partition: piece.partition, _bronze_parent_table: `${plan.schema}.${plan.table}` }], PARTITION_COLUMNS)
+      return Buffer.from(`\t${values.slice(0, -1)}`)
     }
 
     yield* mergeConcurrently<Buffer>(Math.min(concurrency, Math.max(1, queue.length)), async (_worker, emit, stopped) => {
@@ -227,8 +221,9 @@ async function* readPlan(
         await client.query(`set transaction snapshot ${literal(snapshot)}`)
         for (let piece = queue.shift(); piece && !stopped(); piece = queue.shift()) {
           const statement = `copy (${pieceQuery(piece, sourceColumns)}) to stdout`
-          for await (const chunk of alignToRows(copyOutOn(client, statement, { ...context, piece: piece.id }, ctx.signal))) {
-            await emit(plan.kind === 'partitioned' ? suffixFor(piece)(chunk) : chunk)
+          // Chunks are whole rows, so pieces can be interleaved as they come.
+          for await (const chunk of copyOutOn(client, statement, { ...context, piece: piece.id }, ctx.signal, suffixFor(piece))) {
+            await emit(chunk)
           }
         }
         await client.query('commit')

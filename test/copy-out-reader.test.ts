@@ -1,0 +1,86 @@
+import { PassThrough } from 'node:stream'
+import { describe, expect, it } from 'vitest'
+import { CopyOutReader } from '../src/pg/copy-out-reader.js'
+
+/** A protocol message: code, int32 length (itself included), payload. */
+function message(code: string, payload: Buffer | string = Buffer.alloc(0)): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload) : payload
+  const header = Buffer.alloc(5)
+  header.write(code, 0)
+  header.writeUInt32BE(body.length + 4, 1)
+  return Buffer.concat([header, body])
+}
+
+const ROWS = ['1\tone\n', '2\ttwö 🚀\n', '3\t\\N\n', `4\t${'x'.repeat(300)}\n`]
+const AFTER = Buffer.concat([message('C', 'COPY 4\0'), message('Z', 'I')])
+const STREAM = Buffer.concat([
+  message('H', Buffer.from([0, 0, 2, 0, 0, 0, 0])),
+  message('d', ROWS[0]),
+  message('N', 'a notice\0'),
+  ...ROWS.slice(1).map((row) => message('d', row)),
+  message('c'),
+  AFTER,
+])
+
+/** Feeds `bytes` to a reader in pieces cut at `cuts`, like a pg socket would; returns what it emitted and gave back. */
+async function feed(
+  bytes: Buffer,
+  cuts: number[],
+  suffix?: Buffer,
+): Promise<{ out: string; toPg: Buffer; rows: number; chunks: string[]; failure: Error | undefined }> {
+  const socket = new PassThrough()
+  const toPg: Buffer[] = []
+  const reader = new CopyOutReader('copy t to stdout', suffix)
+  // pg's side: what comes back to it is parsed, and an ErrorResponse fails the query.
+  socket.on('data', (chunk: Buffer) => {
+    if (toPg.length === 0 && chunk[0] === 0x45) reader.handleError(new Error('ERROR from the server'))
+    toPg.push(chunk)
+  })
+  let failure: Error | undefined
+  reader.on('error', (error) => (failure = error))
+  reader.submit({ stream: socket as never, query: () => undefined })
+  const chunks: string[] = []
+  const reading = (async () => {
+    for await (const chunk of reader) chunks.push((chunk as Buffer).toString())
+  })().catch((error: unknown) => (failure = error as Error))
+  let from = 0
+  for (const cut of [...cuts, bytes.length]) {
+    socket.write(bytes.subarray(from, cut))
+    from = cut
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  socket.end()
+  await reading
+  return { out: chunks.join(''), toPg: Buffer.concat(toPg), rows: reader.rows, chunks, failure }
+}
+
+describe('CopyOutReader', () => {
+  it('emits the rows, counts them, and hands what follows CopyDone back to pg, wherever the socket cuts', async () => {
+    for (let cut = 1; cut < STREAM.length; cut++) {
+      const { out, toPg, rows, chunks, failure } = await feed(STREAM, [cut])
+      expect(failure).toBeUndefined()
+      expect(out).toBe(ROWS.join(''))
+      expect(rows).toBe(4)
+      expect(toPg.equals(AFTER)).toBe(true)
+      // Every chunk is whole rows.
+      for (const chunk of chunks) expect(chunk.endsWith('\n')).toBe(true)
+    }
+  })
+
+  it('appends a suffix to every row in the same copy, even with 1-byte reads', async () => {
+    const cuts = Array.from({ length: STREAM.length - 1 }, (_, index) => index + 1)
+    const { out } = await feed(STREAM, cuts, Buffer.from('\tp1\tparent'))
+    expect(out).toBe(ROWS.map((row) => `${row.slice(0, -1)}\tp1\tparent\n`).join(''))
+  })
+
+  it('gives an ErrorResponse to pg with the bytes that follow', async () => {
+    const error = message('E', 'SERROR\0C57P01\0Mterminating connection\0\0')
+    const broken = Buffer.concat([message('H', Buffer.from([0, 0, 0])), message('d', ROWS[0]), error, message('Z', 'I')])
+    for (let cut = 1; cut < broken.length; cut++) {
+      const { out, toPg, failure } = await feed(broken, [cut])
+      expect(failure?.message).toBe('ERROR from the server')
+      expect(ROWS[0]?.startsWith(out)).toBe(true)
+      expect(toPg.equals(Buffer.concat([error, message('Z', 'I')]))).toBe(true)
+    }
+  })
+})

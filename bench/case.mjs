@@ -11,7 +11,7 @@ import { findPostgresBinDir } from '../dist/testing/index.js'
 
 const [caseName, url, table] = process.argv.slice(2)
 
-/** Reads and drops: measures a source alone (the partition cases). */
+/** Reads and drops the bytes: measures a source alone (the partition cases). */
 const discard = {
   name: 'discard',
   atomic: true,
@@ -21,13 +21,9 @@ const discard = {
     return { rows, bytes: 0, target: 'discard' }
   },
   async writeCopyText(chunks) {
-    let rows = 0
     let bytes = 0
-    for await (const chunk of chunks) {
-      bytes += chunk.length
-      for (let at = chunk.indexOf(10); at !== -1; at = chunk.indexOf(10, at + 1)) rows++
-    }
-    return { rows, bytes, target: 'discard' }
+    for await (const chunk of chunks) bytes += chunk.length
+    return { rows: Number.NaN, bytes, target: 'discard' }
   },
 }
 

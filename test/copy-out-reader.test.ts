@@ -26,11 +26,10 @@ const STREAM = Buffer.concat([
 async function feed(
   bytes: Buffer,
   cuts: number[],
-  suffix?: Buffer,
 ): Promise<{ out: string; toPg: Buffer; rows: number; chunks: string[]; failure: Error | undefined }> {
   const socket = new PassThrough()
   const toPg: Buffer[] = []
-  const reader = new CopyOutReader('copy t to stdout', suffix)
+  const reader = new CopyOutReader('copy t to stdout')
   // pg's side: what comes back to it is parsed, and an ErrorResponse fails the query.
   socket.on('data', (chunk: Buffer) => {
     if (toPg.length === 0 && chunk[0] === 0x45) reader.handleError(new Error('ERROR from the server'))
@@ -45,7 +44,8 @@ async function feed(
   })().catch((error: unknown) => (failure = error as Error))
   let from = 0
   for (const cut of [...cuts, bytes.length]) {
-    socket.write(bytes.subarray(from, cut))
+    // Like a socket, each read is a buffer of its own (the reader compacts rows inside it).
+    socket.write(Buffer.from(bytes.subarray(from, cut)))
     from = cut
     await new Promise((resolve) => setImmediate(resolve))
   }
@@ -67,10 +67,11 @@ describe('CopyOutReader', () => {
     }
   })
 
-  it('appends a suffix to every row in the same copy, even with 1-byte reads', async () => {
+  it('emits the same rows with 1-byte reads', async () => {
     const cuts = Array.from({ length: STREAM.length - 1 }, (_, index) => index + 1)
-    const { out } = await feed(STREAM, cuts, Buffer.from('\tp1\tparent'))
-    expect(out).toBe(ROWS.map((row) => `${row.slice(0, -1)}\tp1\tparent\n`).join(''))
+    const { out, rows } = await feed(STREAM, cuts)
+    expect(out).toBe(ROWS.join(''))
+    expect(rows).toBe(4)
   })
 
   it('gives an ErrorResponse to pg with the bytes that follow', async () => {

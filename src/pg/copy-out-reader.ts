@@ -3,10 +3,11 @@ import { Readable } from 'node:stream'
 /**
  * `COPY ... TO STDOUT` as a Readable of COPY text, parsing the protocol itself
  * (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-COPY): each CopyData message of text-format
- * COPY is one row, ending with a newline. For every socket read it copies the rows' bytes once into one output
- * buffer, appending `suffix` to each row on the way (per-piece metadata costs no extra pass), and it only ever emits
- * whole rows (a row cut by the socket is held back). Like pg-copy-streams, it takes the connection's socket over
- * while the COPY runs and hands it back to pg at CopyDone or ErrorResponse, so pg sees the messages that follow.
+ * COPY is one row, ending with a newline. It strips the message headers in place, in the socket read's own buffer
+ * (pg-copy-streams copies every row twice, in many small pieces), and it only ever emits whole rows (a row cut by
+ * the socket is held back), so streams of several COPYs can be interleaved chunk by chunk. Like pg-copy-streams, it
+ * takes the connection's socket over while the COPY runs and hands it back to pg at CopyDone or ErrorResponse, so pg
+ * sees the messages that follow.
  *
  * A reader that is not consumed to its end leaves the connection mid-protocol: destroy that client.
  */
@@ -14,7 +15,6 @@ export class CopyOutReader extends Readable {
   /** Rows (CopyData messages) read so far. */
   rows = 0
   readonly text: string
-  readonly #suffix: Buffer | undefined
   #connection: PgConnection | undefined
   #pgDataHandler: ((chunk: Buffer) => void) | undefined
   readonly #onReadable = () => this.#forward()
@@ -27,14 +27,12 @@ export class CopyOutReader extends Readable {
   #code = 0
   #remaining = 0
   #inMessage = false
+  /** The start of a row that continues in the next read (views into earlier reads). */
   #carry: Buffer[] = []
-  // Scratch for one read: [start, end, endsRow] per payload segment.
-  #segments = new Int32Array(3 * 1024)
 
-  constructor(text: string, suffix?: Buffer) {
+  constructor(text: string) {
     super({ highWaterMark: 64 * 1024 })
     this.text = text
-    this.#suffix = suffix && suffix.length > 0 ? suffix : undefined
   }
 
   /** Called by pg when the query is sent. */
@@ -73,35 +71,39 @@ export class CopyOutReader extends Readable {
     this.#forwarding = false
   }
 
+  /**
+   * One pass over a socket read: row payloads are moved down over the message headers inside the read's own buffer
+   * (it is ours: pg does not see this socket while the COPY runs), so the read's whole rows end up contiguous at its
+   * start, with no new buffer. A row cut by the end of the read is kept as a view and finished by the next read.
+   */
   #parse(chunk: Buffer): void {
-    let segments = 0
     let position = 0
-    let rowEnds = 0
+    let write = 0
+    let lastRowEnd = 0
+    let rowEnded = false
+    let completed: Buffer | undefined
+    let completedAt = 0
     let rest: Buffer | undefined
     let done = false
     let failed = false
-    const record = (start: number, end: number, endsRow: boolean) => {
-      if (segments * 3 + 3 > this.#segments.length) {
-        const grown = new Int32Array(this.#segments.length * 2)
-        grown.set(this.#segments)
-        this.#segments = grown
-      }
-      this.#segments[segments * 3] = start
-      this.#segments[segments * 3 + 1] = end
-      this.#segments[segments * 3 + 2] = endsRow ? 1 : 0
-      segments++
-      if (endsRow) rowEnds++
-    }
     while (position < chunk.length) {
       if (!this.#inMessage) {
-        const take = Math.min(5 - this.#headerFill, chunk.length - position)
-        chunk.copy(this.#header, this.#headerFill, position, position + take)
-        this.#headerFill += take
-        position += take
-        if (this.#headerFill < 5) break
-        this.#headerFill = 0
-        this.#code = this.#header[0] as number
-        this.#remaining = this.#header.readUInt32BE(1) - 4
+        if (this.#headerFill === 0 && position + 5 <= chunk.length) {
+          // The usual case: the whole header is in this read.
+          this.#code = chunk[position] as number
+          this.#remaining = chunk.readUInt32BE(position + 1) - 4
+          position += 5
+          if (this.#code === ERROR_RESPONSE) chunk.copy(this.#header, 0, position - 5, position)
+        } else {
+          const take = Math.min(5 - this.#headerFill, chunk.length - position)
+          chunk.copy(this.#header, this.#headerFill, position, position + take)
+          this.#headerFill += take
+          position += take
+          if (this.#headerFill < 5) break
+          this.#headerFill = 0
+          this.#code = this.#header[0] as number
+          this.#remaining = this.#header.readUInt32BE(1) - 4
+        }
         if (this.#code === ERROR_RESPONSE) {
           // pg parses the error (and what follows) and fails the query with it.
           rest = Buffer.concat([this.#header, chunk.subarray(position)])
@@ -117,57 +119,35 @@ export class CopyOutReader extends Readable {
         this.#inMessage = true
       }
       const take = Math.min(this.#remaining, chunk.length - position)
-      if (this.#code === COPY_DATA) record(position, position + take, take === this.#remaining)
+      if (this.#code === COPY_DATA) {
+        if (write !== position) chunk.copyWithin(write, position, position + take)
+        write += take
+      }
       position += take
       this.#remaining -= take
       if (this.#remaining === 0) {
         this.#inMessage = false
-        if (this.#code === COPY_DATA) this.rows++
+        if (this.#code === COPY_DATA) {
+          this.rows++
+          if (!rowEnded && this.#carry.length > 0) {
+            // The row started in an earlier read ends here.
+            completed = Buffer.concat([...this.#carry, chunk.subarray(0, write)])
+            completedAt = write
+            this.#carry = []
+          }
+          rowEnded = true
+          lastRowEnd = write
+        }
       }
     }
-    this.#emit(chunk, segments, rowEnds)
+    if (!rowEnded) {
+      if (write > 0) this.#carry.push(chunk.subarray(0, write))
+    } else if (write > lastRowEnd) {
+      this.#carry = [chunk.subarray(lastRowEnd, write)]
+    }
+    if (completed) this.#wanted = this.push(completed)
+    if (lastRowEnd > completedAt) this.#wanted = this.push(chunk.subarray(completedAt, lastRowEnd))
     if (done) this.#finish(rest, failed)
-  }
-
-  /** Copies whole rows of this read (and the carried start of the first) into one buffer and pushes it. */
-  #emit(chunk: Buffer, segments: number, rowEnds: number): void {
-    // The segments after the last row end belong to a row that continues in the next read: carry them.
-    let lastRowEnd = -1
-    for (let index = segments - 1; index >= 0; index--) {
-      if (this.#segments[index * 3 + 2] === 1) {
-        lastRowEnd = index
-        break
-      }
-    }
-    const carried: Buffer[] = []
-    for (let index = lastRowEnd + 1; index < segments; index++) {
-      carried.push(Buffer.from(chunk.subarray(this.#segments[index * 3] as number, this.#segments[index * 3 + 1] as number)))
-    }
-    if (lastRowEnd === -1) {
-      this.#carry.push(...carried)
-      return
-    }
-    const suffixLength = this.#suffix?.length ?? 0
-    let size = rowEnds * suffixLength
-    for (const part of this.#carry) size += part.length
-    for (let index = 0; index <= lastRowEnd; index++) size += (this.#segments[index * 3 + 1] as number) - (this.#segments[index * 3] as number)
-    const out = Buffer.allocUnsafe(size)
-    let to = 0
-    for (const part of this.#carry) to += part.copy(out, to)
-    for (let index = 0; index <= lastRowEnd; index++) {
-      const start = this.#segments[index * 3] as number
-      const end = this.#segments[index * 3 + 1] as number
-      if (this.#segments[index * 3 + 2] === 1 && this.#suffix) {
-        // The row's last byte is its newline: the suffix goes just before it.
-        to += chunk.copy(out, to, start, end - 1)
-        to += this.#suffix.copy(out, to)
-        out[to++] = 10
-      } else {
-        to += chunk.copy(out, to, start, end)
-      }
-    }
-    this.#carry = carried
-    this.#wanted = this.push(out)
   }
 
   /** Hands the socket back to pg. After an ErrorResponse, pg fails the query and calls `handleError`. */

@@ -14,9 +14,8 @@ export async function* copyOutOn(
   statement: string,
   context: ErrorContext,
   signal?: AbortSignal,
-  suffix?: Buffer,
 ): AsyncGenerator<Buffer> {
-  const stream = client.query(new CopyOutReader(statement, suffix))
+  const stream = client.query(new CopyOutReader(statement))
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk
   } catch (error) {

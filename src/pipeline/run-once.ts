@@ -95,6 +95,7 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
             ) as Row,
           }
         : undefined
+    // Counting rows costs a scan of every byte: done only for progress events (the sink counts what it wrote).
     const counted = async function* (input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
       for await (const chunk of input) {
         rows += countLines(chunk)
@@ -103,7 +104,7 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
       }
       progress('sink', true)
     }
-    result = await to.writeCopyText!(counted(chunks), shape, ctx, constants)
+    result = await to.writeCopyText!(onProgress ? counted(chunks) : chunks, shape, ctx, constants)
   } else {
     let stream: AsyncIterable<Batch> = measured(from.batches(ctx), sourceTiming, signal, sourceError, batchRows)
     through.forEach((transform, index) => {

@@ -15,7 +15,6 @@ import {
 import { destroyClient } from '../pg/client-control.js'
 import { copyOutOn } from '../pg/copy-out.js'
 import { CopyTextDecoder } from '../pg/copy-text-decoder.js'
-import { encodeRows } from '../pg/copy-text-encoder.js'
 import { checkIdentifier, qualifiedName } from '../pg/identifiers.js'
 import { inlineParameters, literal } from '../pg/inline-parameters.js'
 import { discoverPartitions } from '../pg/partitions.js'
@@ -204,13 +203,6 @@ async function* readPlan(
     const snapshot = (await coordinator.query<{ id: string }>('select pg_export_snapshot() as id')).rows[0]?.id as string
     const sourceColumns = plan.kind === 'partitioned' ? shape.columns.slice(0, -PARTITION_COLUMNS.length) : shape.columns
     const queue = [...plan.pieces]
-    // Per-piece metadata is appended to each row by the COPY reader, in the copy it makes anyway.
-    const suffixFor = (piece: Piece): Buffer | undefined => {
-      if (plan.kind !== 'partitioned') return undefined
-      const values = encodeRows([{ _bronze_partition: piece.partition, _bronze_parent_table: `${plan.schema}.${plan.table}` }], PARTITION_COLUMNS)
-      return Buffer.from(`\t${values.slice(0, -1)}`)
-    }
-
     yield* mergeConcurrently<Buffer>(Math.min(concurrency, Math.max(1, queue.length)), async (_worker, emit, stopped) => {
       const client = await connection.acquire(ctx.signal)
       let workerBroken: unknown
@@ -220,9 +212,9 @@ async function* readPlan(
         await client.query('begin isolation level repeatable read read only')
         await client.query(`set transaction snapshot ${literal(snapshot)}`)
         for (let piece = queue.shift(); piece && !stopped(); piece = queue.shift()) {
-          const statement = `copy (${pieceQuery(piece, sourceColumns)}) to stdout`
+          const statement = `copy (${pieceQuery(piece, sourceColumns, plan)}) to stdout`
           // Chunks are whole rows, so pieces can be interleaved as they come.
-          for await (const chunk of copyOutOn(client, statement, { ...context, piece: piece.id }, ctx.signal, suffixFor(piece))) {
+          for await (const chunk of copyOutOn(client, statement, { ...context, piece: piece.id }, ctx.signal)) {
             await emit(chunk)
           }
         }
@@ -269,11 +261,18 @@ async function checkPartitions(client: pg.ClientBase, plan: ExtractionPlan): Pro
   }
 }
 
-/** The SELECT of one piece, with its values inlined (COPY takes no parameters). */
-function pieceQuery(piece: Piece, columns: readonly Column[]): string {
+/**
+ * The SELECT of one piece, with its values inlined (COPY takes no parameters). A partition's metadata columns are
+ * selected as constants: the server writes them, in parallel, rather than the one Node process per row.
+ */
+function pieceQuery(piece: Piece, columns: readonly Column[], plan: ExtractionPlan): string {
+  const partition =
+    plan.kind === 'partitioned'
+      ? [sql`${piece.partition ?? null}::text`.as('_bronze_partition'), sql`${`${plan.schema}.${plan.table}`}::text`.as('_bronze_parent_table')]
+      : []
   let query = builder
     .selectFrom(sql`${sql.id(piece.schema, piece.table)}`.as('piece'))
-    .select(columns.map((column) => sql.id(column.name).as(column.name)))
+    .select([...columns.map((column) => sql.id(column.name).as(column.name)), ...partition])
   if (piece.pages) {
     query = query.where(sql<SqlBool>`ctid >= cast(${`(${piece.pages.from},0)`} as tid)`)
     if (piece.pages.to !== null) query = query.where(sql<SqlBool>`ctid < cast(${`(${piece.pages.to},0)`} as tid)`)

@@ -181,16 +181,25 @@ describe('copySource', () => {
     await extract({ from: copySource(db.source, { table: 'big' }), to: postgresSink(db.warehouse, { table: 'big_copy' }) })
     const conn = connect({ url: db.sourceUrl, applicationName: 'copy-victim' })
     let killed = false
+    // The source backend is terminated when the first batch has been decoded, with most of the COPY still to come.
+    const killer: Transform = {
+      name: 'killer',
+      shape: (shape) => shape,
+      async *apply(batches) {
+        for await (const batch of batches) {
+          if (!killed) {
+            killed = true
+            await db.sourceSql(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'copy-victim'`)
+          }
+          yield batch
+        }
+      },
+    }
     const failure = await extract({
       from: copySource(conn, { table: 'big' }),
-      through: [bronzeMetadata()],
+      through: [bronzeMetadata(), killer],
       to: postgresSink(db.warehouse, { table: 'big_copy' }),
       retry: false,
-      onProgress: async () => {
-        if (killed) return
-        killed = true
-        await db.sourceSql(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'copy-victim'`)
-      },
     }).catch((error: unknown) => error)
     await conn.close()
     expect(killed).toBe(true)

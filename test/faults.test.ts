@@ -108,17 +108,19 @@ describe('a backend terminated mid-run', () => {
     const sink = postgresSink(warehouse, { table: 'sink_victim', mode: 'append' })
     try {
       await extract({ from: copySource(db.source, { table: 'sink_victim', where: sql`id <= ${10}` }), to: sink })
+      // The warehouse backend is terminated while the sink's COPY is open, before the first batch reaches it.
       let terminated = false
       const failure = await extract({
         from: copySource(db.source, { table: 'sink_victim' }),
-        through: [bronzeMetadata()],
+        through: [
+          bronzeMetadata(),
+          onFirstBatch(async () => {
+            terminated = true
+            await terminate(db.warehouseDatabase, 'sink-victim')
+          }),
+        ],
         to: sink,
         retry: false,
-        onProgress: () => {
-          if (terminated) return
-          terminated = true
-          void terminate(db.warehouseDatabase, 'sink-victim')
-        },
       }).catch((error: unknown) => error)
       expect(terminated).toBe(true)
       expect(failure).toBeInstanceOf(ConnectionLostError)

@@ -13,6 +13,7 @@ import {
   type Transform,
 } from '../src/index.js'
 import { useDatabases } from './support/fixtures.js'
+import { onFirstBatch } from './support/transforms.js'
 
 const db = useDatabases('copy')
 
@@ -182,19 +183,10 @@ describe('copySource', () => {
     const conn = connect({ url: db.sourceUrl, applicationName: 'copy-victim' })
     let killed = false
     // The source backend is terminated when the first batch has been decoded, with most of the COPY still to come.
-    const killer: Transform = {
-      name: 'killer',
-      shape: (shape) => shape,
-      async *apply(batches) {
-        for await (const batch of batches) {
-          if (!killed) {
-            killed = true
-            await db.sourceSql(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'copy-victim'`)
-          }
-          yield batch
-        }
-      },
-    }
+    const killer = onFirstBatch(async () => {
+      killed = true
+      await db.sourceSql(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'copy-victim'`)
+    })
     const failure = await extract({
       from: copySource(conn, { table: 'big' }),
       through: [bronzeMetadata(), killer],

@@ -20,11 +20,11 @@ import {
   StatementTimeoutError,
   tableSource,
   type Logger,
-  type Transform,
 } from '../src/index.js'
 import { startThrowawayCluster } from '../src/testing/index.js'
 import { checksum } from './support/checksum.js'
 import { useDatabases } from './support/fixtures.js'
+import { onFirstBatch } from './support/transforms.js'
 
 const db = useDatabases('faults')
 const COLUMNS = ['id', 'status', 'total']
@@ -48,24 +48,6 @@ function terminate(database: string, application: string): Promise<unknown> {
     database,
     application,
   ])
-}
-
-/** Runs `action` once, on the first batch that passes. */
-function onFirstBatch(action: () => Promise<unknown>): Transform {
-  let done = false
-  return {
-    name: 'onFirstBatch',
-    shape: (shape) => shape,
-    async *apply(batches) {
-      for await (const batch of batches) {
-        if (!done) {
-          done = true
-          await action()
-        }
-        yield batch
-      }
-    },
-  }
 }
 
 function capturingLogger(): Logger & { lines: { level: string; fields: Record<string, unknown>; message: string }[] } {

@@ -17,10 +17,14 @@ export class CopyOutReader extends Readable {
   readonly text: string
   #connection: PgConnection | undefined
   #pgDataHandler: ((chunk: Buffer) => void) | undefined
-  readonly #onReadable = () => this.#forward()
+  // Socket reads arrive as 'data' events, one buffer each (no concatenation); the socket is paused while the
+  // consumer is not reading, which stops the server through TCP.
+  readonly #onData = (chunk: Buffer) => {
+    this.#parse(chunk)
+    if (this.#attached && !this.#wanted) this.#connection?.stream.pause()
+  }
   #attached = false
-  #wanted = false
-  #forwarding = false
+  #wanted = true
   // Protocol state carried across socket reads.
   readonly #header = Buffer.alloc(5)
   #headerFill = 0
@@ -43,9 +47,8 @@ export class CopyOutReader extends Readable {
     if (handlers.length !== 1) throw new Error(`expected one data listener on the pg socket, found ${handlers.length}`)
     this.#pgDataHandler = handlers[0]
     stream.removeListener('data', this.#pgDataHandler as (chunk: Buffer) => void)
-    stream.pause()
     this.#attached = true
-    stream.on('readable', this.#onReadable)
+    stream.on('data', this.#onData)
     connection.query(this.text)
   }
 
@@ -59,16 +62,7 @@ export class CopyOutReader extends Readable {
 
   override _read(): void {
     this.#wanted = true
-    this.#forward()
-  }
-
-  #forward(): void {
-    if (this.#forwarding || !this.#wanted || !this.#attached || !this.#connection) return
-    this.#forwarding = true
-    const stream = this.#connection.stream
-    let chunk: Buffer | null
-    while (this.#wanted && this.#attached && (chunk = stream.read() as Buffer | null) !== null) this.#parse(chunk)
-    this.#forwarding = false
+    if (this.#attached) this.#connection?.stream.resume()
   }
 
   /**
@@ -155,14 +149,12 @@ export class CopyOutReader extends Readable {
     const connection = this.#connection as PgConnection
     const stream = connection.stream
     this.#attached = false
-    stream.removeListener('readable', this.#onReadable)
+    stream.removeListener('data', this.#onData)
     const handler = this.#pgDataHandler as (chunk: Buffer) => void
+    // What followed CopyDone in this read goes to pg first; later reads reach pg's listener in order.
     stream.on('data', handler)
-    const unread: Buffer[] = []
-    for (let chunk = stream.read() as Buffer | null; chunk !== null; chunk = stream.read() as Buffer | null) unread.push(chunk)
-    const toPg = Buffer.concat([...(rest ? [rest] : []), ...unread])
-    if (toPg.length) handler(toPg)
-    process.nextTick(() => stream.resume())
+    if (rest?.length) handler(rest)
+    stream.resume()
     if (failed) return
     if (this.#carry.some((part) => part.length > 0)) {
       this.destroy(new SyntaxError('COPY data ended in the middle of a row'))
@@ -178,6 +170,6 @@ const ERROR_RESPONSE = 0x45 // 'E'
 
 /** The part of pg's Connection a submittable query uses. */
 interface PgConnection {
-  readonly stream: NodeJS.ReadableStream & { read(): Buffer | null }
+  readonly stream: NodeJS.ReadableStream
   query(text: string): void
 }

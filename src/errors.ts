@@ -146,6 +146,26 @@ export class PartitionsChangedError extends DatakitError {
   override readonly code = 'PARTITIONS_CHANGED'
 }
 
+/** Logical decoding needs `wal_level = logical` on the source server. */
+export class WalLevelError extends DatakitError {
+  override readonly code = 'WAL_LEVEL_NOT_LOGICAL'
+}
+
+/** The named publication does not exist in the source database. */
+export class MissingPublicationError extends DatakitError {
+  override readonly code = 'PUBLICATION_NOT_FOUND'
+}
+
+/** Published tables whose updates and deletes would carry no key (REPLICA IDENTITY NOTHING, or DEFAULT without a primary key). */
+export class ReplicaIdentityError extends DatakitError {
+  override readonly code = 'REPLICA_IDENTITY_MISSING'
+}
+
+/** The replication slot was invalidated (`wal_status = 'lost'`): the WAL it needed is gone; changes were lost. */
+export class SlotInvalidatedError extends DatakitError {
+  override readonly code = 'SLOT_INVALIDATED'
+}
+
 /** The run was cancelled through its `AbortSignal`. Nothing was committed. */
 export class AbortedError extends DatakitError {
   override readonly code = 'ABORTED'

@@ -28,6 +28,21 @@ export {
 } from './sources/parallel.js'
 export { parsePartitionBound, type BoundValue, type PartitionBound } from './pg/partition-bound.js'
 
+// Change data capture (groundwork: decoding and slot management; streaming is not there yet)
+export {
+  lsnFromBigInt,
+  lsnFromText,
+  PgOutputDecoder,
+  timestampText,
+  UNCHANGED,
+  type Lsn,
+  type PgOutputMessage,
+  type RelationColumn,
+  type TupleValue,
+} from './cdc/pgoutput.js'
+export { tupleReader } from './cdc/tuple.js'
+export { checkCdcReady, dropSlot, ensurePublication, ensureSlot, slotStatus, type SlotStatus } from './cdc/slots.js'
+
 // Checkpoints
 export type { Checkpoint, CheckpointKey, CheckpointProposal, CheckpointStore } from './checkpoints/checkpoint.js'
 export { postgresCheckpoints, type PostgresCheckpointStore } from './checkpoints/postgres.js'
@@ -61,6 +76,10 @@ export {
   ConnectionLostError,
   DatakitError,
   LockTimeoutError,
+  MissingPublicationError,
+  ReplicaIdentityError,
+  SlotInvalidatedError,
+  WalLevelError,
   NotPartitionedError,
   PartitionsChangedError,
   PermissionDeniedError,

@@ -114,6 +114,25 @@ describe('incrementalSource', () => {
     expect(await checksum(db.warehouseDatabase, 'bronze.br_concurrent', COLUMNS)).toEqual(await checksum(db.sourceDatabase, 'concurrent', COLUMNS))
   })
 
+  it('is not held back by a write transaction open in another database of the same server', async () => {
+    await createOrders('elsewhere')
+    await db.sourceSql(`insert into elsewhere select g, 'new', g, '2024-01-01'::timestamptz + g * interval '1 minute' from generate_series(1, 10) g`)
+    const other = await clientFor(db.warehouseUrl)
+    try {
+      await other.query('begin')
+      await other.query('create temp table holds_an_xid (x int)')
+      await other.query('insert into holds_an_xid values (1)')
+      const report = await extract({
+        from: incrementalSource(db.source, { table: 'elsewhere', cursorColumn: 'updated_at' }),
+        to: postgresSink(db.warehouse, { mode: 'merge' }),
+      })
+      expect(report.rows).toBe(10)
+    } finally {
+      await other.query('rollback')
+      await other.end()
+    }
+  })
+
   it('without the in-flight cap, the same open transaction is lost (why the cap is on by default)', async () => {
     expect(await runAcrossOpenTransaction('uncapped', false)).toEqual([1, 0])
     expect(await db.warehouseSql(`select count(*)::int as n from bronze.br_uncapped where id = 11`)).toEqual([{ n: 0 }])

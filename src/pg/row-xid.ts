@@ -6,9 +6,14 @@
  * snapshot this is compared with either way.)
  */
 export function rowXid8Sql(reference: string, alias = ''): string {
-  const xmin = `${alias}xmin::text::bigint`
-  return `(case when ${xmin} < 3 then 0::numeric
-    else (floor(${reference} / 4294967296) - case when ${xmin} > mod(${reference}, 4294967296) then 1 else 0 end) * 4294967296 + ${xmin} end)`
+  return xid8Sql(reference, `${alias}xmin`)
+}
+
+/** The same for any 32-bit `xid` SQL expression (e.g. `pg_stat_activity.backend_xid`). */
+export function xid8Sql(reference: string, xid: string): string {
+  const low = `${xid}::text::bigint`
+  return `(case when ${low} < 3 then 0::numeric
+    else (floor(${reference} / 4294967296) - case when ${low} > mod(${reference}, 4294967296) then 1 else 0 end) * 4294967296 + ${low} end)`
 }
 
 /** SQL that is true when the row was visible in `snapshot` (a pg_snapshot SQL expression). */

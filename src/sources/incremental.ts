@@ -16,7 +16,7 @@ import {
 import { destroyClient } from '../pg/client-control.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { rowsWithinBudget } from '../pg/row-bytes.js'
-import { rowVisibleInSql, rowXid8Sql } from '../pg/row-xid.js'
+import { rowVisibleInSql, rowXid8Sql, xid8Sql } from '../pg/row-xid.js'
 import { typeParsersFor } from '../pg/type-parsers.js'
 import { builder } from '../pg/sql-builder.js'
 import { describeTableShape } from './describe.js'
@@ -171,9 +171,18 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
 
   /** The run's snapshot and range: (lower, upper], upper capped below in-flight transactions. */
   async function planRun(client: pg.ClientBase, facts: CursorFacts, previous: CheckpointProposal['previous']) {
+    // The cap: the oldest transaction in flight at the snapshot, leaving out those known to run in another database
+    // (they cannot write this table; on a shared server they would stall every extraction). One that ended since the
+    // snapshot cannot be placed, so it counts: a short stall, never a loss.
     const snapshot = await client.query<{ snapshot: string; xmin: string; xmax: string }>(
-      `select pg_current_snapshot()::text as snapshot, pg_snapshot_xmin(pg_current_snapshot())::text as xmin,
-              pg_snapshot_xmax(pg_current_snapshot())::text as xmax`,
+      `with s as (select pg_current_snapshot() as s)
+       select s.s::text as snapshot, pg_snapshot_xmax(s.s)::text as xmax,
+              coalesce((select min(x::text::numeric) from pg_snapshot_xip(s.s) x
+                         where not exists (select 1 from pg_stat_activity a
+                                            where a.backend_xid is not null and a.datname is distinct from current_database()
+                                              and ${xid8Sql('pg_snapshot_xmax(s.s)::text::numeric', 'a.backend_xid')} = x::text::numeric)),
+                       pg_snapshot_xmax(s.s)::text::numeric)::text as xmin
+         from s`,
     )
     const { snapshot: text, xmin, xmax } = snapshot.rows[0] as { snapshot: string; xmin: string; xmax: string }
     let lower: string | null = previous?.value ?? null

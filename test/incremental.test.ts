@@ -116,12 +116,13 @@ describe('incrementalSource', () => {
 
   it('is not held back by a write transaction open in another database of the same server', async () => {
     await createOrders('elsewhere')
-    await db.sourceSql(`insert into elsewhere select g, 'new', g, '2024-01-01'::timestamptz + g * interval '1 minute' from generate_series(1, 10) g`)
+    // A transaction in another database takes an xid first; the rows are committed after it, so they are younger.
     const other = await clientFor(db.warehouseUrl)
     try {
       await other.query('begin')
       await other.query('create temp table holds_an_xid (x int)')
       await other.query('insert into holds_an_xid values (1)')
+      await db.sourceSql(`insert into elsewhere select g, 'new', g, '2024-01-01'::timestamptz + g * interval '1 minute' from generate_series(1, 10) g`)
       const report = await extract({
         from: incrementalSource(db.source, { table: 'elsewhere', cursorColumn: 'updated_at' }),
         to: postgresSink(db.warehouse, { mode: 'merge' }),

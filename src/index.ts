@@ -28,7 +28,7 @@ export {
 } from './sources/parallel.js'
 export { parsePartitionBound, type BoundValue, type PartitionBound } from './pg/partition-bound.js'
 
-// Change data capture (groundwork: decoding and slot management; streaming is not there yet)
+// Change data capture: pgoutput decoding, slots and publications, capture into a change log
 export {
   lsnFromBigInt,
   lsnFromText,
@@ -42,6 +42,8 @@ export {
 } from './cdc/pgoutput.js'
 export { tupleReader } from './cdc/tuple.js'
 export { checkCdcReady, dropSlot, ensurePublication, ensureSlot, slotStatus, type SlotStatus } from './cdc/slots.js'
+export { captureChanges, type CaptureOptions, type CaptureReport } from './cdc/capture.js'
+export { CHANGE_LOG_COLUMNS, type ChangeRecord } from './cdc/change-log.js'
 
 // Checkpoints
 export type { Checkpoint, CheckpointKey, CheckpointProposal, CheckpointStore } from './checkpoints/checkpoint.js'

@@ -45,6 +45,8 @@ export class Connection implements AsyncDisposable {
   readonly #password: string | undefined
   #pool: Promise<pg.Pool> | undefined
   #resolvedPool: pg.Pool | undefined
+  /** The TLS options the pool settled on (for sslmode=prefer, after asking the server). */
+  #ssl: pg.ClientConfig['ssl'] = false
   #closed = false
 
   constructor(settings: ConnectionSettings, password: string | undefined) {
@@ -125,6 +127,35 @@ export class Connection implements AsyncDisposable {
     })
   }
 
+  /**
+   * A new client outside the pool on a replication connection (`replication=database`), for logical replication.
+   * It speaks only the simple query protocol; the caller owns it and must `end()` it.
+   */
+  async replicationClient(): Promise<pg.Client> {
+    await this.#getPool()
+    const { settings } = this
+    const config: pg.ClientConfig & { replication: string } = {
+      host: settings.host,
+      port: settings.port,
+      user: settings.user,
+      database: settings.database,
+      application_name: settings.applicationName,
+      connectionTimeoutMillis: settings.timeouts.connectMs,
+      ssl: this.#ssl,
+      keepAlive: true,
+      replication: 'database',
+    }
+    if (this.#password !== undefined) config.password = this.#password
+    const client = new pg.Client(config)
+    client.on('error', () => undefined)
+    try {
+      await client.connect()
+    } catch (error) {
+      throw this.#connectError(error)
+    }
+    return client
+  }
+
   /** Pool statistics: open, idle and waiting clients. */
   stats(): { total: number; idle: number; waiting: number } {
     const pool = this.#resolvedPool
@@ -181,6 +212,7 @@ export class Connection implements AsyncDisposable {
     if (this.#password !== undefined) base.password = this.#password
     let ssl = tlsOptionsFor(settings.ssl)
     if (settings.ssl.mode === 'prefer') ssl = (await this.#serverOffersTls(base, ssl)) ? ssl : false
+    this.#ssl = ssl
     const pool = new pg.Pool({
       ...base,
       ssl,

@@ -1,0 +1,133 @@
+import { describe, expect, it } from 'vitest'
+import { captureChanges, ConnectionLostError, ensurePublication, ensureSlot, slotStatus, type CaptureReport } from '../src/index.js'
+import { clientFor } from './support/databases.js'
+import { useDatabases } from './support/fixtures.js'
+
+const db = useDatabases('capture')
+
+/** Runs a capture until `changes` changes have landed (or nothing lands for 2 s), then stops it. */
+async function captureUntil(slot: string, publication: string, changes: number): Promise<CaptureReport> {
+  const controller = new AbortController()
+  let landed = 0
+  let timer = setTimeout(() => controller.abort(), 2_000)
+  try {
+    return await captureChanges(db.source, {
+      slot,
+      publication,
+      to: db.warehouse,
+      maxBatchMs: 100,
+      signal: controller.signal,
+      onBatch: (batch) => {
+        landed += batch.changes
+        clearTimeout(timer)
+        timer = setTimeout(() => controller.abort(), 2_000)
+        if (landed >= changes) controller.abort()
+      },
+    })
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+describe('captureChanges', () => {
+  it('lands inserts, updates (key changed and not), deletes, truncates and messages in the change log, once', async () => {
+    await db.sourceSql(`create table accounts (id int primary key, owner text, balance numeric(12,2), notes text)`)
+    await db.sourceSql(`alter table accounts alter column notes set storage external`)
+    await ensurePublication(db.source, 'pub_accounts', [{ table: 'accounts' }])
+    // Changes are captured from the slot's creation on.
+    await ensureSlot(db.source, 'slot_accounts')
+    await db.sourceSql(`insert into accounts values (1, 'ann', 10.50, repeat('n', 50000)), (2, 'bob', 0, null)`)
+    await db.sourceSql(`update accounts set balance = balance + 1 where id = 1`)
+    await db.sourceSql(`update accounts set id = 20 where id = 2`)
+    await db.sourceSql(`delete from accounts where id = 20`)
+    await db.sourceSql(`select pg_logical_emit_message(true, 'audit', 'checked')`)
+    await db.sourceSql(`truncate accounts`)
+    const report = await captureUntil('slot_accounts', 'pub_accounts', 7)
+    expect(report.changes).toBe(7)
+
+    const log = await db.warehouseSql(
+      `select operation, table_name, key::text, data::text, old_data::text, unchanged_columns
+         from bronze.cdc_changes order by commit_lsn, seq`,
+    )
+    expect(log).toEqual([
+      { operation: 'insert', table_name: 'accounts', key: '{"id": 1}', data: expect.stringContaining('"balance": "10.50"'), old_data: null, unchanged_columns: [] },
+      { operation: 'insert', table_name: 'accounts', key: '{"id": 2}', data: '{"id": 2, "notes": null, "owner": "bob", "balance": "0.00"}', old_data: null, unchanged_columns: [] },
+      // The TOASTed notes were not sent: marked unchanged, not NULL, and absent from data.
+      { operation: 'update', table_name: 'accounts', key: '{"id": 1}', data: '{"id": 1, "owner": "ann", "balance": "11.50"}', old_data: null, unchanged_columns: ['notes'] },
+      { operation: 'update', table_name: 'accounts', key: '{"id": 2}', data: '{"id": 20, "notes": null, "owner": "bob", "balance": "0.00"}', old_data: '{"id": 2, "notes": null, "owner": null, "balance": null}', unchanged_columns: [] },
+      { operation: 'delete', table_name: 'accounts', key: '{"id": 20}', data: null, old_data: '{"id": 20, "notes": null, "owner": null, "balance": null}', unchanged_columns: [] },
+      { operation: 'message', table_name: null, key: null, data: '{"prefix": "audit", "content": "checked"}', old_data: null, unchanged_columns: [] },
+      { operation: 'truncate', table_name: 'accounts', key: null, data: '{"cascade": false, "restart_identity": false}', old_data: null, unchanged_columns: [] },
+    ])
+
+    // The slot was acknowledged exactly up to what the warehouse holds.
+    const [state] = await db.warehouseSql(`select last_commit_end_lsn::text as lsn from bronze.cdc_state where slot = 'slot_accounts'`)
+    const status = await slotStatus(db.source, 'slot_accounts')
+    expect(status?.confirmedFlushLsn).toBe(state?.lsn)
+    expect(report.lastCommitEndLsn).toBe(state?.lsn)
+  })
+
+  it('resumes after a stop: later changes land, earlier ones are not written twice', async () => {
+    await db.sourceSql(`insert into accounts select g, 'o' || g, g, null from generate_series(100, 199) g`)
+    const first = await captureUntil('slot_accounts', 'pub_accounts', 100)
+    expect(first.changes).toBe(100)
+    await db.sourceSql(`update accounts set balance = 0 where id between 100 and 149`)
+    const second = await captureUntil('slot_accounts', 'pub_accounts', 50)
+    expect(second.changes).toBe(50)
+    const [counts] = await db.warehouseSql(
+      `select count(*)::int as n, count(distinct (commit_lsn, seq))::int as distinct_changes,
+              count(*) filter (where operation = 'update' and table_name = 'accounts' and (key->>'id')::int >= 100)::int as updates
+         from bronze.cdc_changes`,
+    )
+    expect(counts).toEqual({ n: 157, distinct_changes: 157, updates: 50 })
+  })
+
+  it('never acknowledges a commit the warehouse does not hold, and lands every change once after the walsender is killed', async () => {
+    await db.sourceSql(`create table ledger (id int primary key, amount int)`)
+    await ensurePublication(db.source, 'pub_ledger', [{ table: 'ledger' }])
+    await ensureSlot(db.source, 'slot_ledger')
+    const capture = captureChanges(db.source, { slot: 'slot_ledger', publication: 'pub_ledger', to: db.warehouse, maxBatchMs: 50 }).catch(
+      (error: unknown) => error,
+    )
+    const walsenders = async () =>
+      (await db.sourceSql(`select count(*)::int as n from pg_stat_activity where backend_type = 'walsender' and datname = current_database()`))[0]?.n
+    await waitFor(async () => (await walsenders()) === 1)
+    const before = (await slotStatus(db.source, 'slot_ledger'))?.confirmedFlushLsn
+
+    // The warehouse write of the next batch is held by a lock while the walsender is terminated.
+    const locker = await clientFor(db.warehouseUrl)
+    await locker.query('begin')
+    await locker.query('lock table bronze.cdc_state in access exclusive mode')
+    try {
+      await db.sourceSql(`insert into ledger select g, g from generate_series(1, 10) g`)
+      await waitFor(async () => (await db.warehouseSql(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`))[0]?.n === 1)
+      await db.sourceSql(`select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'walsender' and datname = current_database()`)
+      // Nothing was acknowledged while the rows were not in the warehouse.
+      expect((await slotStatus(db.source, 'slot_ledger'))?.confirmedFlushLsn).toBe(before)
+    } finally {
+      await locker.query('rollback')
+      await locker.end()
+    }
+    const failure = await capture
+    expect(failure).toBeInstanceOf(ConnectionLostError)
+
+    // Restart: the server re-sends from the old position; what the warehouse holds is skipped, the rest lands.
+    await db.sourceSql(`insert into ledger select g, g from generate_series(11, 15) g`)
+    const resumed = await captureUntil('slot_ledger', 'pub_ledger', 5)
+    expect(resumed.changes).toBe(5)
+    expect(resumed.skippedTransactions).toBe(1)
+    expect(
+      await db.warehouseSql(`select count(*)::int as n, count(distinct key->>'id')::int as ids from bronze.cdc_changes where table_name = 'ledger'`),
+    ).toEqual([{ n: 15, ids: 15 }])
+    const [state] = await db.warehouseSql(`select last_commit_end_lsn::text as lsn from bronze.cdc_state where slot = 'slot_ledger'`)
+    expect((await slotStatus(db.source, 'slot_ledger'))?.confirmedFlushLsn).toBe(state?.lsn)
+  })
+})
+
+async function waitFor(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const started = Date.now()
+  while (!(await condition())) {
+    if (Date.now() - started > timeoutMs) throw new Error('timed out waiting')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}

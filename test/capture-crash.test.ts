@@ -1,0 +1,94 @@
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { expect, it } from 'vitest'
+import { captureChanges, ensurePublication, ensureSlot } from '../src/index.js'
+import { useDatabases } from './support/fixtures.js'
+
+const db = useDatabases('ccrash')
+const CHILD = fileURLToPath(new URL('./support/capture-child.ts', import.meta.url))
+
+function random(seed: number): () => number {
+  let state = seed
+  return () => {
+    state = (state + 0x6d2b79f5) | 0
+    let t = Math.imul(state ^ (state >>> 15), 1 | state)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Runs the capturing child while `work` changes the source, and SIGKILLs it after `delayMs`. */
+function runAndKill(delayMs: number, work: () => Promise<void>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, db.sourceUrl, db.warehouseUrl, 'slot_crash', 'pub_crash'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let batches = 0
+    let stderr = ''
+    child.stdout.on('data', (data: Buffer) => (batches += data.toString().split('\n').filter((line) => line === 'batch').length))
+    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()))
+    void work().catch(reject)
+    const timer = setTimeout(() => child.kill('SIGKILL'), delayMs)
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer)
+      if (signal !== 'SIGKILL') reject(new Error(`the child ended by itself (${code}): ${stderr}`))
+      else resolve(batches)
+    })
+  })
+}
+
+it('survives SIGKILL at random points: the change log has every change once and replays to the source', { timeout: 300_000 }, async () => {
+  const next = random(Number(process.env.CRASH_SEED ?? 7))
+  await db.sourceSql(`create table balances (id int primary key, amount int not null)`)
+  await ensurePublication(db.source, 'pub_crash', [{ table: 'balances' }])
+  await ensureSlot(db.source, 'slot_crash')
+  let committed = 0
+  let batches = 0
+  for (let iteration = 0; iteration < 10; iteration++) {
+    // While the child captures, the source keeps changing: inserts, updates and deletes in many small transactions.
+    const work = async () => {
+      for (let step = 0; step < 20; step++) {
+        const id = Math.floor(next() * 300)
+        const roll = next()
+        if (roll < 0.5) await db.sourceSql(`insert into balances values ($1, $2) on conflict (id) do update set amount = excluded.amount`, [id, step])
+        else if (roll < 0.8) await db.sourceSql(`update balances set amount = amount + 1 where id % 7 = $1`, [id % 7])
+        else await db.sourceSql(`delete from balances where id = $1`, [id])
+        committed++
+        await new Promise((resolve) => setTimeout(resolve, Math.floor(next() * 30)))
+      }
+    }
+    batches += await runAndKill(900 + Math.floor(next() * 1500), work)
+  }
+  expect(committed).toBe(200)
+  // The kills must have hit a capture that was writing, or this proves nothing.
+  expect(batches).toBeGreaterThan(10)
+
+  // One last capture drains what is left; it stops once nothing new arrives.
+  const controller = new AbortController()
+  let quiet = setTimeout(() => controller.abort(), 3_000)
+  await captureChanges(db.source, {
+    slot: 'slot_crash',
+    publication: 'pub_crash',
+    to: db.warehouse,
+    maxBatchMs: 50,
+    signal: controller.signal,
+    onBatch: () => {
+      clearTimeout(quiet)
+      quiet = setTimeout(() => controller.abort(), 1_500)
+    },
+  })
+
+  // Every change once: no (commit_lsn, seq) twice.
+  const [unique] = await db.warehouseSql(`select count(*)::int as n, count(distinct (commit_lsn, seq))::int as distinct_changes from bronze.cdc_changes`)
+  expect(unique?.n).toBe(unique?.distinct_changes)
+  // Replaying the change log (last change per key wins; a delete removes) gives exactly the source table.
+  const replayed = await db.warehouseSql(
+    `select (data->>'id')::int as id, (data->>'amount')::int as amount from (
+       select distinct on (key->>'id') operation, data from bronze.cdc_changes
+        where table_name = 'balances' order by key->>'id', commit_lsn desc, seq desc) last
+      where operation <> 'delete' order by 1`,
+  )
+  const source = await db.sourceSql(`select id, amount from balances order by id`)
+  expect(replayed).toEqual(source)
+  expect(source.length).toBeGreaterThan(50)
+})

@@ -43,7 +43,7 @@ it('survives SIGKILL at random points: the change log has every change once and 
   await ensurePublication(db.source, 'pub_crash', [{ table: 'balances' }])
   await ensureSlot(db.source, 'slot_crash')
   let committed = 0
-  let batches = 0
+  let killedWhileCapturing = 0
   for (let iteration = 0; iteration < 10; iteration++) {
     // While the child captures, the source keeps changing: inserts, updates and deletes in many small transactions.
     const work = async () => {
@@ -57,11 +57,12 @@ it('survives SIGKILL at random points: the change log has every change once and 
         await new Promise((resolve) => setTimeout(resolve, Math.floor(next() * 30)))
       }
     }
-    batches += await runAndKill(900 + Math.floor(next() * 1500), work)
+    // Long enough for the child to start (slowly, when other test files share the machine) and write batches.
+    if ((await runAndKill(1500 + Math.floor(next() * 2000), work)) > 0) killedWhileCapturing++
   }
   expect(committed).toBe(200)
-  // The kills must have hit a capture that was writing, or this proves nothing.
-  expect(batches).toBeGreaterThan(10)
+  // The kills must have hit a capture that was running, or this proves nothing.
+  expect(killedWhileCapturing).toBeGreaterThanOrEqual(5)
 
   // One last capture drains what is left; it stops once nothing new arrives.
   const controller = new AbortController()

@@ -9,6 +9,7 @@ import {
   MissingPublicationError,
   PgOutputDecoder,
   ReplicaIdentityError,
+  SlotInvalidatedError,
   slotStatus,
   timestampText,
   tupleReader,
@@ -174,6 +175,29 @@ describe('slots, publications and prerequisites', () => {
       const failure = await checkCdcReady(conn, { publication: 'any' }).catch((error: unknown) => error)
       expect(failure).toBeInstanceOf(WalLevelError)
       expect((failure as Error).message).toMatch(/wal_level = replica/)
+    } finally {
+      await conn.close()
+      await server.stop()
+    }
+  })
+
+  it('says clearly when a slot was invalidated (wal_status = lost)', async () => {
+    const server = await startThrowawayCluster({ settings: { max_slot_wal_keep_size: "'1MB'", wal_keep_size: 0 } })
+    const conn = connect(server.url)
+    try {
+      await ensureSlot(conn, 'doomed')
+      await conn.query('create table keyed (id int primary key)')
+      await ensurePublication(conn, 'pub_doomed', [{ table: 'keyed' }])
+      // More WAL than the slot may keep, then a checkpoint: the server drops the slot's WAL and marks it lost.
+      for (let segment = 0; segment < 4; segment++) {
+        await conn.query(`create table filler_${segment} as select g, repeat('w', 200) as pad from generate_series(1, 20000) g`)
+        await conn.query('select pg_switch_wal()')
+      }
+      await conn.query('checkpoint')
+      expect((await slotStatus(conn, 'doomed'))?.walStatus).toBe('lost')
+      const failure = await checkCdcReady(conn, { publication: 'pub_doomed', slot: 'doomed' }).catch((error: unknown) => error)
+      expect(failure).toBeInstanceOf(SlotInvalidatedError)
+      expect((failure as Error).message).toMatch(/invalidated/)
     } finally {
       await conn.close()
       await server.stop()

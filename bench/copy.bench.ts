@@ -7,6 +7,7 @@
  *   (c) decoded  copySource + bronzeMetadata() + a JS transform: rows decoded and re-encoded
  *   (d) cursor   tableSource (server-side cursor) + bronzeMetadata() + postgresSink
  *   (e), (f)     partitionedSource over a 4-partition copy of the table, read (and dropped) with 1 and 2 connections
+ *   cdc          a pgbench workload captured into bronze.cdc_changes (--cdc-transactions, default 50000)
  * Each run is a fresh process running dist/ (so peak RSS is the run's own); one warm-up, then the median of --runs.
  * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
  */
@@ -16,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { startTestPostgres, type ThrowawayPostgres } from '../src/testing/index.js'
+import { runCdcBench } from './cdc.js'
 
 const execFile = promisify(execFileCallback)
 
@@ -39,7 +41,10 @@ function argument(name: string): string | undefined {
 
 const rows = Number(argument('rows') ?? 1_000_000)
 const runs = Number(argument('runs') ?? 3)
-const cases = (argument('cases') ?? 'limit,fast,decoded,cursor,partitions-serial,partitions-parallel').split(',') as CaseName[]
+const requested = (argument('cases') ?? 'limit,fast,decoded,cursor,partitions-serial,partitions-parallel,cdc').split(',')
+const withCdc = requested.includes('cdc')
+const cases = requested.filter((name) => name !== 'cdc') as CaseName[]
+const cdcTransactions = Number(argument('cdc-transactions') ?? 50_000)
 const json = argument('json')
 const table = `bench_${rows}`
 
@@ -164,6 +169,15 @@ async function main() {
       const speedup = serial / parallel
       lines.push(`partitioned read, 2 connections vs 1: ${speedup.toFixed(2)}x faster (target >= 1.60: ${speedup >= 1.6 ? 'met' : 'MISSED'})`)
       summary.partitionSpeedup = speedup
+    }
+    if (withCdc) {
+      console.error(`cdc: ${cdcTransactions.toLocaleString('en')} one-row update transactions (pgbench, 2 clients) captured into bronze.cdc_changes ...`)
+      const cdc = await runCdcBench(url, cdcTransactions)
+      lines.push(
+        `cdc: ${Math.round(cdc.changesPerSecond).toLocaleString('en')} changes/s landed (target >= 50,000: ${cdc.changesPerSecond >= 50_000 ? 'met' : 'MISSED'}), ` +
+          `lag p50 ${Math.round(cdc.lagP50Ms)} ms, p99 ${Math.round(cdc.lagP99Ms)} ms; decode ceiling ${Math.round(cdc.decodeCeilingPerSecond).toLocaleString('en')} changes/s (${cdc.ratioToCeiling.toFixed(2)}x of it)`,
+      )
+      summary.cdc = cdc
     }
     console.log(lines.join('\n'))
     if (json !== undefined) {

@@ -82,6 +82,22 @@ describe('captureChanges', () => {
     expect(counts).toEqual({ n: 157, distinct_changes: 157, updates: 50 })
   })
 
+  it('decodes a large backlog exactly (messages queued while batches are written)', async () => {
+    await db.sourceSql(`create table backlog (id int primary key, label text)`)
+    await ensurePublication(db.source, 'pub_backlog', [{ table: 'backlog' }])
+    await ensureSlot(db.source, 'slot_backlog')
+    await db.sourceSql(`insert into backlog select g, 'row ' || g || repeat('.', g % 50) from generate_series(1, 30000) g`)
+    await db.sourceSql(`update backlog set label = label || '!' where id % 3 = 0`)
+    const report = await captureUntil('slot_backlog', 'pub_backlog', 40_000)
+    expect(report.changes).toBe(40_000)
+    const [check] = await db.warehouseSql(
+      `select count(*)::int as n, count(distinct (data->>'id'))::int as ids,
+              count(*) filter (where data->>'label' = 'row ' || (data->>'id') || repeat('.', (data->>'id')::int % 50) || case when operation = 'update' then '!' else '' end)::int as exact
+         from bronze.cdc_changes where table_name = 'backlog'`,
+    )
+    expect(check).toEqual({ n: 40_000, ids: 30_000, exact: 40_000 })
+  })
+
   it('never acknowledges a commit the warehouse does not hold, and lands every change once after the walsender is killed', async () => {
     await db.sourceSql(`create table ledger (id int primary key, amount int)`)
     await ensurePublication(db.source, 'pub_ledger', [{ table: 'ledger' }])

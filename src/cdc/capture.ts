@@ -76,13 +76,20 @@ export async function captureChanges(source: Connection, options: CaptureOptions
 
     const decoder = new PgOutputDecoder()
     const relations = new Map<number, { relation: Relation; read: (tuple: readonly TupleValue[]) => Record<string, unknown> }>()
-    const queue: XLogData[] = []
+    // A FIFO with a head index: Array#shift on a long array copies it, and the queue can hold 50,000 messages.
+    let queue: XLogData[] = []
+    let head = 0
+    const queued = () => queue.length - head
     let wake: (() => void) | undefined
     let failure: unknown
     let ended = false
+    let paused = false
     stream.on('xlog', (message: XLogData) => {
       queue.push(message)
-      if (queue.length > 50_000) stream?.pause(true)
+      if (queued() > 50_000 && !paused) {
+        paused = true
+        stream?.pause(true)
+      }
       wake?.()
     })
     stream.on('error', (error: unknown) => {
@@ -106,8 +113,10 @@ export async function captureChanges(source: Connection, options: CaptureOptions
 
     const flush = async () => {
       if (pending.length === 0) return
-      stream?.pause(true)
-      const records = pending.flatMap((transaction) => transaction.records)
+      // The socket keeps reading while a batch is written (receiving overlaps writing); the queue's own bound pauses it.
+      // Stamped when the batch is written: `_bronze_loaded_at - commit_time` is each change's lag.
+      const loadedAt = new Date().toISOString()
+      const records = pending.flatMap((transaction) => transaction.records.map((change) => ({ ...change, _bronze_loaded_at: loadedAt })))
       try {
         await writeChanges(writer, schema, options.slot, records, lastEnd)
       } catch (error) {
@@ -123,13 +132,11 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       pendingChanges = 0
       try {
         stream?.sendStatus(false)
-        stream?.pause(false)
       } catch {
         // The replication connection is gone; the warehouse has the batch and a restart resumes from it.
       }
     }
 
-    const loadedAt = new Date().toISOString()
     const record = (transaction: Transaction, fields: Omit<ChangeRecord, 'commit_lsn' | 'commit_time' | 'xid' | 'seq' | '_bronze_loaded_at'>) =>
       transaction.records.push({
         ...fields,
@@ -137,13 +144,17 @@ export async function captureChanges(source: Connection, options: CaptureOptions
         commit_time: transaction.commitTime,
         xid: transaction.xid,
         seq: transaction.records.length,
-        _bronze_loaded_at: loadedAt,
+        _bronze_loaded_at: '',
       })
 
     for (;;) {
       if (failure) throw failure
       if (options.signal?.aborted || ended) break
-      const item = queue.shift()
+      const item = head < queue.length ? queue[head++] : undefined
+      if (head > 4096 && head * 2 > queue.length) {
+        queue = queue.slice(head)
+        head = 0
+      }
       if (!item) {
         if (pending.length && Date.now() - pendingSince >= maxBatchMs) {
           await flush()
@@ -156,7 +167,10 @@ export async function captureChanges(source: Connection, options: CaptureOptions
         wake = undefined
         continue
       }
-      if (queue.length < 10_000) stream.pause(false)
+      if (paused && queued() < 10_000) {
+        paused = false
+        stream.pause(false)
+      }
       const message = decoder.decode(item.payload)
       const lsn = `${(item.walStart >> 32n).toString(16).toUpperCase()}/${(item.walStart & 0xffffffffn).toString(16).toUpperCase()}`
       switch (message.tag) {

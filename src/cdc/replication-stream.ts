@@ -48,7 +48,12 @@ export class ReplicationStream extends EventEmitter {
     const kind = chunk[0]
     if (kind === 0x77) {
       // 'w': XLogData
-      this.emit('xlog', { walStart: chunk.readBigUInt64BE(1), walEnd: chunk.readBigUInt64BE(9), payload: chunk.subarray(25) } satisfies XLogData)
+      // The payload is copied: `chunk` is a view into pg's parser buffer, which pg reuses as more data arrives.
+      this.emit('xlog', {
+        walStart: chunk.readBigUInt64BE(1),
+        walEnd: chunk.readBigUInt64BE(9),
+        payload: Buffer.from(chunk.subarray(25)),
+      } satisfies XLogData)
     } else if (kind === 0x6b) {
       // 'k': primary keepalive; the last byte asks for an immediate reply.
       if (chunk[17] === 1) this.sendStatus(false)

@@ -3,19 +3,11 @@ import { fileURLToPath } from 'node:url'
 import { expect, it } from 'vitest'
 import { captureChanges, ensurePublication, ensureSlot } from '../src/index.js'
 import { useDatabases } from './support/fixtures.js'
+import { seededRandom } from './support/random.js'
 
 const db = useDatabases('ccrash')
 const CHILD = fileURLToPath(new URL('./support/capture-child.ts', import.meta.url))
 
-function random(seed: number): () => number {
-  let state = seed
-  return () => {
-    state = (state + 0x6d2b79f5) | 0
-    let t = Math.imul(state ^ (state >>> 15), 1 | state)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Runs the capturing child while `work` changes the source, and SIGKILLs it after `delayMs`. */
 function runAndKill(delayMs: number, work: () => Promise<void>): Promise<number> {
@@ -38,7 +30,7 @@ function runAndKill(delayMs: number, work: () => Promise<void>): Promise<number>
 }
 
 it('survives SIGKILL at random points: the change log has every change once and replays to the source', { timeout: 300_000 }, async () => {
-  const next = random(Number(process.env.CRASH_SEED ?? 7))
+  const next = seededRandom(Number(process.env.CRASH_SEED ?? 7))
   await db.sourceSql(`create table balances (id int primary key, amount int not null)`)
   await ensurePublication(db.source, 'pub_crash', [{ table: 'balances' }])
   await ensureSlot(db.source, 'slot_crash')

@@ -4,21 +4,12 @@ import { expect, it } from 'vitest'
 import { bronzeMetadata, extract, incrementalSource, postgresSink } from '../src/index.js'
 import { checksum } from './support/checksum.js'
 import { useDatabases } from './support/fixtures.js'
+import { seededRandom } from './support/random.js'
 
 const db = useDatabases('crash')
 const COLUMNS = ['id', 'status', 'amount', 'updated_at']
 const CHILD = fileURLToPath(new URL('./support/incremental-child.ts', import.meta.url))
 
-/** A small seeded generator (mulberry32), so a failing iteration can be replayed. */
-function random(seed: number): () => number {
-  let state = seed
-  return () => {
-    state = (state + 0x6d2b79f5) | 0
-    let t = Math.imul(state ^ (state >>> 15), 1 | state)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Starts the child, kills it with SIGKILL after `delayMs`, and says whether a run was in progress then. */
 function runAndKill(delayMs: number): Promise<{ midRun: boolean; finished: number }> {
@@ -47,7 +38,7 @@ function runAndKill(delayMs: number): Promise<{ midRun: boolean; finished: numbe
 
 it('survives SIGKILL at random points: after a re-run, bronze equals the source by count and checksum', { timeout: 300_000 }, async () => {
   const seed = Number(process.env.CRASH_SEED ?? 20261124)
-  const next = random(seed)
+  const next = seededRandom(seed)
   await db.sourceSql(`create table orders (id int primary key, status text, amount numeric(10,2), updated_at timestamptz not null)`)
   await db.sourceSql(`insert into orders select g, 'new', g, clock_timestamp() from generate_series(1, 5000) g`)
   let nextId = 5001

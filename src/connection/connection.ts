@@ -133,20 +133,9 @@ export class Connection implements AsyncDisposable {
    */
   async replicationClient(): Promise<pg.Client> {
     await this.#getPool()
-    const { settings } = this
-    const config: pg.ClientConfig & { replication: string } = {
-      host: settings.host,
-      port: settings.port,
-      user: settings.user,
-      database: settings.database,
-      application_name: settings.applicationName,
-      connectionTimeoutMillis: settings.timeouts.connectMs,
-      ssl: this.#ssl,
-      keepAlive: true,
-      replication: 'database',
-    }
-    if (this.#password !== undefined) config.password = this.#password
-    const client = new pg.Client(config)
+    // Session settings are left out: a walsender takes few of them.
+    const { options: _options, types: _types, ...base } = this.#clientConfig()
+    const client = new pg.Client({ ...base, ssl: this.#ssl, replication: 'database' } as pg.ClientConfig)
     client.on('error', () => undefined)
     try {
       await client.connect()
@@ -196,9 +185,10 @@ export class Connection implements AsyncDisposable {
     return this.#pool
   }
 
-  async #createPool(): Promise<pg.Pool> {
+  /** What every client of this connection is opened with (TLS is added by the caller). */
+  #clientConfig(): pg.ClientConfig {
     const { settings } = this
-    const base: pg.ClientConfig = {
+    const config: pg.ClientConfig = {
       host: settings.host,
       port: settings.port,
       user: settings.user,
@@ -209,7 +199,13 @@ export class Connection implements AsyncDisposable {
       types: losslessTypes,
       keepAlive: true,
     }
-    if (this.#password !== undefined) base.password = this.#password
+    if (this.#password !== undefined) config.password = this.#password
+    return config
+  }
+
+  async #createPool(): Promise<pg.Pool> {
+    const { settings } = this
+    const base = this.#clientConfig()
     let ssl = tlsOptionsFor(settings.ssl)
     if (settings.ssl.mode === 'prefer') ssl = (await this.#serverOffersTls(base, ssl)) ? ssl : false
     this.#ssl = ssl

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { expect, it } from 'vitest'
 import { captureChanges, ensurePublication, ensureSlot } from '../src/index.js'
+import { checksum } from './support/checksum.js'
 import { useDatabases } from './support/fixtures.js'
 import { seededRandom } from './support/random.js'
 
@@ -64,6 +65,7 @@ it('survives SIGKILL at random points: the change log has every change once and 
     publication: 'pub_crash',
     to: db.warehouse,
     maxBatchMs: 50,
+    apply: true,
     signal: controller.signal,
     onBatch: () => {
       clearTimeout(quiet)
@@ -84,4 +86,6 @@ it('survives SIGKILL at random points: the change log has every change once and 
   const source = await db.sourceSql(`select id, amount from balances order by id`)
   expect(replayed).toEqual(source)
   expect(source.length).toBeGreaterThan(50)
+  // And the bronze table, applied in the same transactions as the log, equals the source.
+  expect(await checksum(db.warehouseDatabase, 'bronze.br_balances', ['id', 'amount'])).toEqual(await checksum(db.sourceDatabase, 'balances', ['id', 'amount']))
 })

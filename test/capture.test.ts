@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { captureChanges, ConnectionLostError, ensurePublication, ensureSlot, slotStatus, type CaptureReport } from '../src/index.js'
+import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 
@@ -80,6 +81,42 @@ describe('captureChanges', () => {
          from bronze.cdc_changes`,
     )
     expect(counts).toEqual({ n: 157, distinct_changes: 157, updates: 50 })
+  })
+
+  it('applies changes to bronze.br_<table>: key changes, deletes, truncates, and unchanged TOAST values kept', async () => {
+    await db.sourceSql(`create table profiles (id int primary key, name text, bio text, score numeric(6,2))`)
+    await db.sourceSql(`alter table profiles alter column bio set storage external`)
+    await ensurePublication(db.source, 'pub_profiles', [{ table: 'profiles' }])
+    await ensureSlot(db.source, 'slot_profiles')
+    // Each capture stops 500 ms after its last batch (or after 5 s without any).
+    const capture = async (_: number) => {
+      const controller = new AbortController()
+      let timer = setTimeout(() => controller.abort(), 5_000)
+      await captureChanges(db.source, {
+        slot: 'slot_profiles',
+        publication: 'pub_profiles',
+        to: db.warehouse,
+        apply: true,
+        maxBatchMs: 50,
+        signal: controller.signal,
+        onBatch: () => {
+          clearTimeout(timer)
+          timer = setTimeout(() => controller.abort(), 500)
+        },
+      })
+      clearTimeout(timer)
+    }
+    await db.sourceSql(`insert into profiles select g, 'p' || g, repeat('b', 40000) || g, g from generate_series(1, 20) g`)
+    await db.sourceSql(`update profiles set score = score * 2 where id <= 10`) // bio not sent: must stay
+    await db.sourceSql(`update profiles set id = id + 100 where id in (3, 4)`)
+    await db.sourceSql(`delete from profiles where id in (5, 6)`)
+    await capture(1)
+    const columns = ['id', 'name', 'bio', 'score']
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_profiles', columns)).toEqual(await checksum(db.sourceDatabase, 'profiles', columns))
+    await db.sourceSql(`truncate profiles`)
+    await db.sourceSql(`insert into profiles values (1, 'again', 'short', 1)`)
+    await capture(1)
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_profiles', columns)).toEqual(await checksum(db.sourceDatabase, 'profiles', columns))
   })
 
   it('decodes a large backlog exactly (messages queued while batches are written)', async () => {

@@ -74,10 +74,10 @@ describe('pgoutput decoding of real changes', () => {
     ])
     const relation = messages.find((message) => message.tag === 'relation') as Extract<PgOutputMessage, { tag: 'relation' }>
     expect(relation).toMatchObject({ schema: 'public', table: 'items', replicaIdentity: 'd' })
-    expect(relation.columns.map((column) => [column.name, column.typeOid, column.isKey])).toEqual([
-      ['id', 23, true],
-      ['name', 25, false],
-      ['payload', 25, false],
+    expect(relation.columns.map((column) => [column.name, column.typeOid, column.typeModifier, column.isKey])).toEqual([
+      ['id', 23, -1, true],
+      ['name', 25, -1, false],
+      ['payload', 25, -1, false],
     ])
     const read = tupleReader(relation)
     const inserts = messages.filter((message) => message.tag === 'insert') as Extract<PgOutputMessage, { tag: 'insert' }>[]

@@ -7,6 +7,7 @@ import { lsnFromText, PgOutputDecoder, timestampText, UNCHANGED, type PgOutputMe
 import { ReplicationStream, type XLogData } from './replication-stream.js'
 import { checkCdcReady, ensureSlot } from './slots.js'
 import { tupleReader } from './tuple.js'
+import { applyChanges } from './apply.js'
 
 export interface CaptureOptions {
   readonly slot: string
@@ -19,6 +20,11 @@ export interface CaptureOptions {
   /** ...or when its oldest change waited this long. */
   readonly maxBatchMs?: number
   readonly signal?: AbortSignal
+  /**
+   * Also apply the changes to `<schema>.br_<table>` (insert/update/delete/truncate by the replica identity) in the same
+   * transaction as the change log. Default false.
+   */
+  readonly apply?: boolean
   /** After each batch is durable in the warehouse (and acknowledged to the server). */
   readonly onBatch?: (batch: { transactions: number; changes: number; lastCommitEndLsn: string }) => void
 }
@@ -118,7 +124,16 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       const loadedAt = new Date().toISOString()
       const records = pending.flatMap((transaction) => transaction.records.map((change) => ({ ...change, _bronze_loaded_at: loadedAt })))
       try {
-        await writeChanges(writer, schema, options.slot, records, lastEnd)
+        const applied = options.apply
+          ? (client: pg.ClientBase) =>
+              applyChanges(
+                client,
+                schema,
+                new Map([...relations.values()].map(({ relation }) => [`${relation.schema}.${relation.table}`, relation])),
+                records,
+              )
+          : undefined
+        await writeChanges(writer, schema, options.slot, records, lastEnd, applied)
       } catch (error) {
         writerBroken = error as Error
         throw classifyError(error, 'sink', { ...context, table: 'cdc_changes' }, SinkWriteError)

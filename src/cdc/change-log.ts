@@ -61,7 +61,8 @@ export async function readDurableLsn(client: pg.ClientBase, schema: string, slot
 }
 
 /**
- * Writes whole transactions and the slot's position in one warehouse transaction: either both land or neither does.
+ * Writes whole transactions and the slot's position in one warehouse transaction (with `apply`, the bronze tables
+ * too): either all of it lands or none does.
  * The position only moves forward.
  */
 export async function writeChanges(
@@ -70,6 +71,7 @@ export async function writeChanges(
   slot: string,
   records: readonly ChangeRecord[],
   lastCommitEndLsn: string,
+  apply?: (client: pg.ClientBase) => Promise<void>,
 ): Promise<void> {
   const encode = rowEncoder(CHANGE_LOG_COLUMNS)
   await client.query('begin')
@@ -79,6 +81,7 @@ export async function writeChanges(
       const stream = client.query(copyFrom(`copy ${qualifiedName(schema, 'cdc_changes')} (${list}) from stdin`))
       await pipeline(Readable.from([Buffer.from(encode(records as unknown as Record<string, unknown>[]))]), stream)
     }
+    if (apply) await apply(client)
     await client.query(
       `insert into ${qualifiedName(schema, 'cdc_state')} (slot, last_commit_end_lsn, updated_at) values ($1, $2, now())
        on conflict (slot) do update set last_commit_end_lsn = greatest(excluded.last_commit_end_lsn, ${qualifiedName(schema, 'cdc_state')}.last_commit_end_lsn),

@@ -114,7 +114,7 @@ export class PgOutputDecoder {
         const columns: RelationColumn[] = []
         for (let index = 0; index < count; index++) {
           const flags = reader.byte()
-          columns.push({ isKey: (flags & 1) === 1, name: reader.string(), typeOid: reader.int32(), typeModifier: reader.int32() })
+          columns.push({ isKey: (flags & 1) === 1, name: reader.string(), typeOid: reader.int32(), typeModifier: reader.signedInt32() })
         }
         return { tag: 'relation', xid, relationOid, schema, table: table, replicaIdentity, columns }
       }
@@ -201,6 +201,14 @@ class Reader {
   int32(): number {
     this.#need(4)
     const value = this.buffer.readUInt32BE(this.#at)
+    this.#at += 4
+    return value
+  }
+
+  /** Type modifiers are signed (-1: none); OIDs, xids and lengths are read unsigned. */
+  signedInt32(): number {
+    this.#need(4)
+    const value = this.buffer.readInt32BE(this.#at)
     this.#at += 4
     return value
   }

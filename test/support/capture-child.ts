@@ -10,6 +10,7 @@ await captureChanges(connect(sourceUrl), {
   publication,
   to: connect(warehouseUrl),
   maxBatchChanges: 200,
+  apply: true,
   maxBatchMs: 20,
   onBatch: () => process.stdout.write('batch\n'),
 })

@@ -104,7 +104,12 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
       }
       progress('sink', true)
     }
-    result = await to.writeCopyText!(onProgress ? counted(chunks) : chunks, shape, ctx, constants)
+    const top = onProgress ? counted(chunks) : (chunks as AsyncGenerator<Buffer>)
+    try {
+      result = await to.writeCopyText!(top, shape, ctx, constants)
+    } finally {
+      await closeChain(top)
+    }
   } else {
     let stream: AsyncIterable<Batch> = measured(from.batches(ctx), sourceTiming, signal, sourceError, batchRows)
     through.forEach((transform, index) => {
@@ -117,7 +122,12 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
         progress('sink', true)
       }
     }
-    result = await to.write(counted(stream), shape, ctx)
+    const top = counted(stream)
+    try {
+      result = await to.write(top, shape, ctx)
+    } finally {
+      await closeChain(top)
+    }
   }
   bytes = result.bytes
   // A store the sink could not write in its transaction is written now, right after the commit (docs/incremental.md).
@@ -176,4 +186,13 @@ async function proposeCheckpoint(from: Source<unknown>, to: Sink<unknown>): Prom
   }
   const previous = await store.read(incremental.key)
   return { key: incremental.key, store, previous, next: undefined, committed: false }
+}
+
+/**
+ * When the sink is done (or failed), the chain of generators down to the source is closed and its cleanup awaited:
+ * a sink that failed has its input destroyed without waiting for that, and the source releases its connection in
+ * its cleanup. `extract()` must not settle while a connection of the run is still checked out.
+ */
+async function closeChain(top: AsyncGenerator<unknown>): Promise<void> {
+  await top.return(undefined).catch(() => undefined)
 }

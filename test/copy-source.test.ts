@@ -76,6 +76,12 @@ describe('copySource', () => {
     })
     expect([fast.path, decoded.path, forced.path]).toEqual(['copy-bytes', 'rows', 'rows'])
     expect([fast.rows, decoded.rows, forced.rows]).toEqual([20_000, 20_000, 20_000])
+    // Without a progress listener the byte path counts rows once, in the sink; every step reports that count.
+    expect(fast.steps.map((step) => [step.step, step.rows])).toEqual([
+      ['source', 20_000],
+      ['transform', 20_000],
+      ['sink', 20_000],
+    ])
     const columns = `id::text, n::text, t, nt, amount::text, code::text, tags::text, doc::text, flag::text, uid::text, created::text,
                      updated::text, _bronze_source, _bronze_schema, _bronze_table, _bronze_extraction_type`
     expect(await bronzeDifference('bronze.fast_orders', 'bronze.decoded_orders', columns)).toBe(0)

@@ -138,7 +138,8 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
   const last = transformTimings.at(-1) ?? sourceTiming
   const finishedAt = new Date()
   const durationMs = performance.now() - started
-  if (useBytes) for (const timing of [sourceTiming, ...transformTimings]) timing.rows = rows
+  // Byte-path steps do not count rows (it would cost a scan of every byte): the sink's count is theirs too.
+  if (useBytes) for (const timing of [sourceTiming, ...transformTimings]) timing.rows = result.rows
   const steps: StepTiming[] = [{ step: 'source', name: from.name, ms: sourceTiming.ms, rows: sourceTiming.rows }]
   through.forEach((transform, index) => {
     const own = transformTimings[index] as { ms: number; rows: number }

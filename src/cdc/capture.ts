@@ -2,7 +2,7 @@ import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { classifyError, ConfigError, ConnectionLostError, SinkWriteError, SourceQueryError } from '../errors.js'
 import { checkIdentifier, quoteIdent } from '../pg/identifiers.js'
-import { CHANGE_LOG_COLUMNS, ensureChangeLog, readDurableLsn, writeChanges, type ChangeRecord } from './change-log.js'
+import { ensureChangeLog, readDurableLsn, writeChanges, type ChangeRecord } from './change-log.js'
 import { lsnFromText, PgOutputDecoder, timestampText, UNCHANGED, type PgOutputMessage, type TupleValue } from './pgoutput.js'
 import { ReplicationStream, type XLogData } from './replication-stream.js'
 import { checkCdcReady, ensureSlot } from './slots.js'
@@ -282,4 +282,3 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   }
 }
 
-export { CHANGE_LOG_COLUMNS }

@@ -40,26 +40,15 @@ export async function* copyOut(
   const { signal } = ctx
   const client: pg.PoolClient = await connection.acquire(signal)
   let finished = false
-  let failure: Error | undefined
   const onAbort = () => destroyClient(client)
   signal?.addEventListener('abort', onAbort, { once: true })
   try {
     if (signal?.aborted) throw new AbortedError('extraction aborted', { step: 'source', context })
-    const stream = client.query(new CopyOutReader(statement))
-    try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk
-      finished = true
-    } catch (error) {
-      failure = error as Error
-      if (signal?.aborted) throw new AbortedError('extraction aborted', { step: 'source', context, cause: error })
-      throw classifyError(error, 'source', context, SourceQueryError)
-    }
+    yield* copyOutOn(client, statement, context, signal)
+    finished = true
   } finally {
     signal?.removeEventListener('abort', onAbort)
-    if (!finished) {
-      destroyClient(client)
-      failure ??= new Error('COPY TO left before its end')
-    }
-    client.release(failure)
+    if (!finished) destroyClient(client)
+    client.release(finished ? undefined : new Error('COPY TO left before its end'))
   }
 }

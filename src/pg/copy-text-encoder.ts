@@ -44,10 +44,6 @@ export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<s
 const NEEDS_ESCAPE = /[\\\t\n\r]/
 const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' }
 
-export function escapeCopyText(text: string): string {
-  return NEEDS_ESCAPE.test(text) ? escapeAll(text) : text
-}
-
 function escapeAll(text: string): string {
   return text.replace(/[\\\t\n\r]/g, (char) => ESCAPES[char] as string)
 }

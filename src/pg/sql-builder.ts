@@ -4,8 +4,6 @@ import {
   PostgresAdapter,
   PostgresIntrospector,
   PostgresQueryCompiler,
-  type CompiledQuery,
-  type Compilable,
 } from 'kysely'
 
 /**
@@ -21,7 +19,3 @@ export const builder = new Kysely<any>({
     createQueryCompiler: () => new PostgresQueryCompiler(),
   },
 })
-
-export function compile(query: Compilable): CompiledQuery {
-  return query.compile()
-}

@@ -146,23 +146,13 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
   }
 
   function write(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): Promise<SinkResult> {
-    return load(shape, ctx, async (client, statement) => {
-      let rows = 0
-      let bytes = 0
-      const encode = rowEncoder(shape.columns)
-      async function* chunks(): AsyncGenerator<Buffer> {
-        for await (const batch of batches) {
-          if (batch.rows.length === 0) continue
-          const chunk = Buffer.from(encode(batch.rows))
-          rows += batch.rows.length
-          bytes += chunk.length
-          ctx.reportBytes?.(chunk.length)
-          yield chunk
-        }
+    const encode = rowEncoder(shape.columns)
+    async function* chunks(): AsyncGenerator<CopyChunk> {
+      for await (const batch of batches) {
+        if (batch.rows.length > 0) yield { chunk: Buffer.from(encode(batch.rows)), rows: batch.rows.length }
       }
-      await copyIn(client, statement, chunks(), ctx.signal)
-      return { rows, bytes }
-    })
+    }
+    return load(shape, ctx, (client, statement) => copyCounting(client, statement, chunks(), ctx))
   }
 
   /**
@@ -174,21 +164,13 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
   function writeCopyText(input: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext, constants?: RunConstants): Promise<SinkResult> {
     const perLine =
       constants && mode === 'append' ? appendToLines(Buffer.from(`\t${encodeRows([constants.values], constants.columns).slice(0, -1)}`)) : undefined
-    return load(shape, ctx, async (client, statement) => {
-      let rows = 0
-      let bytes = 0
-      async function* chunks(): AsyncGenerator<Buffer> {
-        for await (const raw of input) {
-          const chunk = perLine ? perLine(raw) : raw
-          rows += countLines(chunk)
-          bytes += chunk.length
-          ctx.reportBytes?.(chunk.length)
-          yield chunk
-        }
+    async function* chunks(): AsyncGenerator<CopyChunk> {
+      for await (const raw of input) {
+        const chunk = perLine ? perLine(raw) : raw
+        yield { chunk, rows: countLines(chunk) }
       }
-      await copyIn(client, statement, chunks(), ctx.signal)
-      return { rows, bytes }
-    }, constants)
+    }
+    return load(shape, ctx, (client, statement) => copyCounting(client, statement, chunks(), ctx), constants)
   }
 
   return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, atomic: true, checkpoints, write, writeCopyText })
@@ -196,4 +178,30 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
 
 function isStoreOn(store: CheckpointStore, connection: ConnectionClass): store is PostgresCheckpointStore {
   return 'writeWith' in store && (store as PostgresCheckpointStore).connection === connection
+}
+
+interface CopyChunk {
+  readonly chunk: Buffer
+  readonly rows: number
+}
+
+/** COPY FROM the chunks, counting rows and bytes and reporting bytes as they go. */
+async function copyCounting(
+  client: pg.ClientBase,
+  statement: string,
+  input: AsyncIterable<CopyChunk>,
+  ctx: RunContext,
+): Promise<{ rows: number; bytes: number }> {
+  let rows = 0
+  let bytes = 0
+  async function* counted(): AsyncGenerator<Buffer> {
+    for await (const { chunk, rows: count } of input) {
+      rows += count
+      bytes += chunk.length
+      ctx.reportBytes?.(chunk.length)
+      yield chunk
+    }
+  }
+  await copyIn(client, statement, counted(), ctx.signal)
+  return { rows, bytes }
 }

@@ -1,14 +1,12 @@
 import type { Compilable, CompiledQuery } from 'kysely'
-import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
-import { ConfigError, classifyError, SourceQueryError } from '../errors.js'
-import type { Batch, Row, RunContext, Shape, Source } from '../contracts.js'
+import { ConfigError } from '../errors.js'
+import type { Batch, RunContext, Shape, Source } from '../contracts.js'
 import { parseOptions } from '../connection/options.js'
 import { copyOut } from '../pg/copy-out.js'
-import { CopyTextDecoder } from '../pg/copy-text-decoder.js'
+import { decodeCopyBatches } from '../pg/copy-batches.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { inlineParameters } from '../pg/inline-parameters.js'
-import { rowBuilder } from '../pg/row-builder.js'
 import { describeQueryShape, describeTableShape, normalizeQuery } from './describe.js'
 import { filterColumns, selectQuery } from './select-query.js'
 import { parseTableTarget, type TableSourceOptions } from './table.js'
@@ -49,28 +47,7 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
 
   async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch> {
     const { shape, statement } = await plan(ctx)
-    const decoder = new CopyTextDecoder(shape.columns.length)
-    const build = rowBuilder(shape.columns)
-    let rows: Row[] = []
-    let bytes = 0
-    try {
-      for await (const chunk of copyOut(connection, statement, ctx, context)) {
-        // COPY bytes stand in for the batch's size: a batch ends at batchSize rows or maxBatchBytes bytes.
-        bytes += chunk.length
-        for (const fields of decoder.push(chunk)) {
-          rows.push(build(fields))
-          if (rows.length >= batchSize || bytes >= maxBatchBytes) {
-            yield { rows }
-            rows = []
-            bytes = 0
-          }
-        }
-      }
-      decoder.end()
-    } catch (error) {
-      throw classifyError(error, 'source', context, SourceQueryError)
-    }
-    if (rows.length) yield { rows }
+    yield* decodeCopyBatches(copyOut(connection, statement, ctx, context), shape.columns, { batchSize, maxBatchBytes, context })
   }
 
   return Object.freeze({

@@ -43,19 +43,7 @@ export async function* readWithCursor<R = Row>(
       new Cursor<R>(read.sql, [...read.parameters], { types: typeParsersFor(read.columns) } as Cursor.CursorQueryConfig),
     )
     try {
-      // The first batch starts with one row, to learn how large rows are before asking for many.
-      let rows = await cursor.read(1)
-      let want = 1
-      if (rows.length === 1 && read.batchSize > 1) {
-        want = rowsWithinBudget(rows as Record<string, unknown>[], read.maxBatchBytes, read.batchSize)
-        if (want > 1) rows = rows.concat(await cursor.read(want - 1))
-      }
-      for (;;) {
-        if (rows.length > 0) yield { rows }
-        if (rows.length < want) break
-        want = rowsWithinBudget(rows as Record<string, unknown>[], read.maxBatchBytes, read.batchSize)
-        rows = await cursor.read(want)
-      }
+      yield* cursorBatches(cursor, read.batchSize, read.maxBatchBytes)
     } catch (error) {
       broken ??= error
       throw broken instanceof AbortedError ? broken : classifyError(error, 'source', read.context, SourceQueryError)
@@ -71,5 +59,24 @@ export async function* readWithCursor<R = Row>(
   } finally {
     signal?.removeEventListener('abort', onAbort)
     client.release(broken ? (broken instanceof Error ? broken : new Error(String(broken))) : undefined)
+  }
+}
+
+/**
+ * The batches of an open cursor. The first read takes one row, to learn how large rows are before asking for many;
+ * each later read is sized from the previous batch to stay near `maxBatchBytes` (at most `batchSize` rows).
+ */
+export async function* cursorBatches<R>(cursor: Cursor<R>, batchSize: number, maxBatchBytes: number): AsyncGenerator<Batch<R>> {
+  let rows = await cursor.read(1)
+  let want = 1
+  if (rows.length === 1 && batchSize > 1) {
+    want = rowsWithinBudget(rows as Record<string, unknown>[], maxBatchBytes, batchSize)
+    if (want > 1) rows = rows.concat(await cursor.read(want - 1))
+  }
+  for (;;) {
+    if (rows.length > 0) yield { rows }
+    if (rows.length < want) break
+    want = rowsWithinBudget(rows as Record<string, unknown>[], maxBatchBytes, batchSize)
+    rows = await cursor.read(want)
   }
 }

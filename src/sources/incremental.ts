@@ -15,10 +15,10 @@ import {
 } from '../errors.js'
 import { destroyClient } from '../pg/client-control.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
-import { rowsWithinBudget } from '../pg/row-bytes.js'
 import { rowVisibleInSql, rowXid8Sql, xid8Sql } from '../pg/row-xid.js'
 import { typeParsersFor } from '../pg/type-parsers.js'
 import { builder } from '../pg/sql-builder.js'
+import { cursorBatches } from './cursor-reader.js'
 import { describeTableShape } from './describe.js'
 import { sql, type SqlBool } from 'kysely'
 import { filterColumns, tableFilterSchema, withFilter } from './select-query.js'
@@ -149,13 +149,9 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
       if (proposal) proposal.next = next()
       const query = rowsQuery(shape, facts, plan, previous ?? undefined)
       const cursor = client.query(new Cursor<Row>(query.sql, [...query.parameters], { types: typeParsersFor(shape.columns) } as Cursor.CursorQueryConfig))
-      let want = Math.min(batchSize, 1)
-      for (;;) {
-        const batch = await cursor.read(want)
-        rows += batch.length
-        if (batch.length > 0) yield { rows: batch }
-        if (batch.length < want) break
-        want = rowsWithinBudget(batch as Record<string, unknown>[], maxBatchBytes, batchSize)
+      for await (const batch of cursorBatches(cursor, batchSize, maxBatchBytes)) {
+        rows += batch.rows.length
+        yield batch
       }
       await cursor.close()
       await client.query('commit')

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, Row, RunContext, Shape, Source } from '../contracts.js'
+import type { Batch, RunContext, Shape, Source } from '../contracts.js'
 import {
   AbortedError,
   classifyError,
@@ -14,11 +14,10 @@ import {
 } from '../errors.js'
 import { destroyClient } from '../pg/client-control.js'
 import { copyOutOn } from '../pg/copy-out.js'
-import { CopyTextDecoder } from '../pg/copy-text-decoder.js'
+import { decodeCopyBatches } from '../pg/copy-batches.js'
 import { checkIdentifier, qualifiedName } from '../pg/identifiers.js'
 import { inlineParameters, literal } from '../pg/inline-parameters.js'
 import { discoverPartitions } from '../pg/partitions.js'
-import { rowBuilder } from '../pg/row-builder.js'
 import { builder } from '../pg/sql-builder.js'
 import { OID, type Column } from '../pg/types.js'
 import { mergeConcurrently } from '../util/merge.js'
@@ -151,24 +150,7 @@ function plannedSource(
   async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch> {
     const made = await plan(ctx)
     const shape = await shapeOf(made, ctx)
-    const decoder = new CopyTextDecoder(shape.columns.length)
-    const build = rowBuilder(shape.columns)
-    let rows: Row[] = []
-    try {
-      for await (const chunk of readPlan(connection, made, shape, concurrency, ctx)) {
-        for (const fields of decoder.push(chunk)) {
-          rows.push(build(fields))
-          if (rows.length >= batchSize) {
-            yield { rows }
-            rows = []
-          }
-        }
-      }
-      decoder.end()
-    } catch (error) {
-      throw classifyError(error, 'source', context, SourceQueryError)
-    }
-    if (rows.length) yield { rows }
+    yield* decodeCopyBatches(readPlan(connection, made, shape, concurrency, ctx), shape.columns, { batchSize, context })
   }
 
   return Object.freeze({

@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { expect, it } from 'vitest'
-import { captureChanges, ensurePublication, ensureSlot } from '../src/index.js'
+import { ensurePublication, ensureSlot } from '../src/index.js'
+import { captureUntil } from './support/capture.js'
 import { checksum } from './support/checksum.js'
 import { useDatabases } from './support/fixtures.js'
 import { seededRandom } from './support/random.js'
@@ -58,20 +59,7 @@ it('survives SIGKILL at random points: the change log has every change once and 
   expect(killedWhileCapturing).toBeGreaterThanOrEqual(5)
 
   // One last capture drains what is left; it stops once nothing new arrives.
-  const controller = new AbortController()
-  let quiet = setTimeout(() => controller.abort(), 3_000)
-  await captureChanges(db.source, {
-    slot: 'slot_crash',
-    publication: 'pub_crash',
-    to: db.warehouse,
-    maxBatchMs: 50,
-    apply: true,
-    signal: controller.signal,
-    onBatch: () => {
-      clearTimeout(quiet)
-      quiet = setTimeout(() => controller.abort(), 1_500)
-    },
-  })
+  await captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'slot_crash', publication: 'pub_crash', apply: true, firstMs: 3_000, idleMs: 1_500 })
 
   // Every change once: no (commit_lsn, seq) twice.
   const [unique] = await db.warehouseSql(`select count(*)::int as n, count(distinct (commit_lsn, seq))::int as distinct_changes from bronze.cdc_changes`)

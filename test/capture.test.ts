@@ -1,36 +1,15 @@
 import { describe, expect, it } from 'vitest'
 import { captureChanges, ConnectionLostError, ensurePublication, ensureSlot, slotStatus, type CaptureReport } from '../src/index.js'
+import { captureUntil as captureUntilQuiet } from './support/capture.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 
 const db = useDatabases('capture')
 
-/**
- * Runs a capture until `changes` changes have landed, then stops it; or after 5 s in which nothing landed (a margin
- * for a loaded machine: every caller expects to reach its count).
- */
-async function captureUntil(slot: string, publication: string, changes: number): Promise<CaptureReport> {
-  const controller = new AbortController()
-  let landed = 0
-  let timer = setTimeout(() => controller.abort(), 5_000)
-  try {
-    return await captureChanges(db.source, {
-      slot,
-      publication,
-      to: db.warehouse,
-      maxBatchMs: 100,
-      signal: controller.signal,
-      onBatch: (batch) => {
-        landed += batch.changes
-        clearTimeout(timer)
-        timer = setTimeout(() => controller.abort(), 5_000)
-        if (landed >= changes) controller.abort()
-      },
-    })
-  } finally {
-    clearTimeout(timer)
-  }
+/** A capture into the test warehouse until `changes` have landed (5 s of quiet is a margin for a loaded machine). */
+function captureUntil(slot: string, publication: string, changes: number): Promise<CaptureReport> {
+  return captureUntilQuiet({ source: db.source, warehouse: db.warehouse, slot, publication, changes })
 }
 
 describe('captureChanges', () => {
@@ -92,33 +71,18 @@ describe('captureChanges', () => {
     await ensurePublication(db.source, 'pub_profiles', [{ table: 'profiles' }])
     await ensureSlot(db.source, 'slot_profiles')
     // Each capture stops 500 ms after its last batch (or after 5 s without any).
-    const capture = async (_: number) => {
-      const controller = new AbortController()
-      let timer = setTimeout(() => controller.abort(), 5_000)
-      await captureChanges(db.source, {
-        slot: 'slot_profiles',
-        publication: 'pub_profiles',
-        to: db.warehouse,
-        apply: true,
-        maxBatchMs: 50,
-        signal: controller.signal,
-        onBatch: () => {
-          clearTimeout(timer)
-          timer = setTimeout(() => controller.abort(), 500)
-        },
-      })
-      clearTimeout(timer)
-    }
+    const capture = () =>
+      captureUntilQuiet({ source: db.source, warehouse: db.warehouse, slot: 'slot_profiles', publication: 'pub_profiles', apply: true, idleMs: 500 })
     await db.sourceSql(`insert into profiles select g, 'p' || g, repeat('b', 40000) || g, g from generate_series(1, 20) g`)
     await db.sourceSql(`update profiles set score = score * 2 where id <= 10`) // bio not sent: must stay
     await db.sourceSql(`update profiles set id = id + 100 where id in (3, 4)`)
     await db.sourceSql(`delete from profiles where id in (5, 6)`)
-    await capture(1)
+    await capture()
     const columns = ['id', 'name', 'bio', 'score']
     expect(await checksum(db.warehouseDatabase, 'bronze.br_profiles', columns)).toEqual(await checksum(db.sourceDatabase, 'profiles', columns))
     await db.sourceSql(`truncate profiles`)
     await db.sourceSql(`insert into profiles values (1, 'again', 'short', 1)`)
-    await capture(1)
+    await capture()
     expect(await checksum(db.warehouseDatabase, 'bronze.br_profiles', columns)).toEqual(await checksum(db.sourceDatabase, 'profiles', columns))
   })
 

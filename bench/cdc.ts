@@ -10,7 +10,6 @@ import { writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { promisify } from 'node:util'
 import pg from 'pg'
-import { captureChanges, connect, dropSlot, ensurePublication, ensureSlot } from '../src/index.js'
 import { findPostgresBinDir } from '../src/testing/index.js'
 
 const execFile = promisify(execFileCallback)
@@ -26,6 +25,10 @@ export interface CdcBenchResult {
 }
 
 export async function runCdcBench(url: string, transactions: number): Promise<CdcBenchResult> {
+  // The built library, as users run it (the caller builds dist/ first).
+  const { captureChanges, connect, dropSlot, ensurePublication, ensureSlot } = (await import(
+    new URL('../dist/index.js', import.meta.url).href
+  )) as typeof import('../src/index.js')
   const admin = new pg.Client({ connectionString: url })
   await admin.connect()
   const source = connect({ url, ssl: { mode: 'disable' } })
@@ -84,6 +87,8 @@ export async function runCdcBench(url: string, transactions: number): Promise<Cd
     await dropSlot(source, 'pgdk_bench_ceiling')
     await ensureSlot(source, 'pgdk_bench_ceiling')
     await pgbench(transactions)
+    // Dirty pages from the data generated before (and the workload) are written out first, not during the drain.
+    await admin.query('checkpoint')
     const started = performance.now()
     const drain = capture(transactions)
     await drain.done

@@ -32,6 +32,7 @@ export { parsePartitionBound, type BoundValue, type PartitionBound } from './pg/
 export {
   lsnFromBigInt,
   lsnFromText,
+  lsnText,
   PgOutputDecoder,
   timestampText,
   UNCHANGED,
@@ -42,8 +43,11 @@ export {
 } from './cdc/pgoutput.js'
 export { tupleReader } from './cdc/tuple.js'
 export { checkCdcReady, dropSlot, ensurePublication, ensureSlot, slotStatus, type SlotStatus } from './cdc/slots.js'
+export { TransactionAssembler, type CommittedTransaction, type RawChange } from './cdc/transactions.js'
+export { cdcSource, CdcSource, type CdcSourceOptions, type ChangeBatch } from './cdc/cdc-source.js'
+export { changeRecords, type ChangeRecord } from './cdc/change-records.js'
 export { captureChanges, type CaptureOptions, type CaptureReport } from './cdc/capture.js'
-export { CHANGE_LOG_COLUMNS, type ChangeRecord } from './cdc/change-log.js'
+export { CHANGE_LOG_COLUMNS } from './cdc/change-log.js'
 
 // Checkpoints
 export type { Checkpoint, CheckpointKey, CheckpointProposal, CheckpointStore } from './checkpoints/checkpoint.js'

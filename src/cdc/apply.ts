@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { valueToText } from '../pg/copy-text-encoder.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
-import type { ChangeRecord } from './change-log.js'
+import type { ChangeRecord } from './change-records.js'
 import type { RelationColumn } from './pgoutput.js'
 
 /** What the applier knows of a source table, from its Relation message. */

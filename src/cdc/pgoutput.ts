@@ -71,15 +71,39 @@ export const POSTGRES_EPOCH_MICROS = 946_684_800_000_000n
 
 /** A PostgreSQL timestamp (microseconds since 2000-01-01 UTC) as ISO text with microseconds. */
 export function timestampText(micros: bigint): string {
+  // As a double it is exact for ±285 years around 1970; beyond that the bigint path keeps every digit.
   const unix = micros + POSTGRES_EPOCH_MICROS
+  if (unix > -MAX_EXACT && unix < MAX_EXACT) {
+    const value = Number(unix)
+    const millis = Math.floor(value / 1000)
+    return `${new Date(millis).toISOString().slice(0, 23)}${String(value - millis * 1000).padStart(3, '0')}Z`
+  }
   const millis = unix / 1000n
   const rest = ((unix % 1000n) + 1000n) % 1000n
-  const iso = new Date(Number(millis)).toISOString()
-  return `${iso.slice(0, 23)}${rest.toString().padStart(3, '0')}Z`
+  return `${new Date(Number(unix < 0n && rest ? millis - 1n : millis)).toISOString().slice(0, 23)}${rest.toString().padStart(3, '0')}Z`
+}
+
+const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER)
+
+/** An LSN as PostgreSQL prints it. */
+export function lsnText(value: bigint): string {
+  return `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}`
+}
+
+/** Its text is made when first read: most LSNs the decoder meets are only compared. */
+class DecodedLsn implements Lsn {
+  #text: string | undefined
+  constructor(readonly value: bigint) {}
+  get text(): string {
+    return (this.#text ??= lsnText(this.value))
+  }
+  toJSON(): string {
+    return this.text
+  }
 }
 
 export function lsnFromBigInt(value: bigint): Lsn {
-  return { value, text: `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}` }
+  return new DecodedLsn(value)
 }
 
 export function lsnFromText(text: string): Lsn {
@@ -163,7 +187,8 @@ export class PgOutputDecoder {
         const lsn = reader.lsn()
         const prefix = reader.string()
         const length = reader.int32()
-        return { tag: 'message', xid, transactional: (flags & 1) === 1, lsn, prefix, content: reader.bytes(length) }
+        // Copied: the other values are decoded into new strings, but these bytes would still point into `message`.
+        return { tag: 'message', xid, transactional: (flags & 1) === 1, lsn, prefix, content: Buffer.from(reader.bytes(length)) }
       }
       case 'S': {
         this.#streaming = true

@@ -2,12 +2,11 @@ import { EventEmitter } from 'node:events'
 import type pg from 'pg'
 import { POSTGRES_EPOCH_MICROS } from './pgoutput.js'
 
-/** One WAL message from the server: where it starts, and the pgoutput bytes. */
-export interface XLogData {
-  readonly walStart: bigint
-  readonly walEnd: bigint
-  readonly payload: Buffer
-}
+/**
+ * Receives one WAL message: where its record starts, and the pgoutput bytes. `payload` is a view into pg's parser
+ * buffer, which pg reuses as more data arrives: decode it (or copy it) before the listener returns.
+ */
+export type XLogListener = (walStart: bigint, payload: Buffer) => void
 
 interface PgConnection {
   sendCopyFromChunk(chunk: Buffer): void
@@ -47,13 +46,8 @@ export class ReplicationStream extends EventEmitter {
     const chunk = message.chunk
     const kind = chunk[0]
     if (kind === 0x77) {
-      // 'w': XLogData
-      // The payload is copied: `chunk` is a view into pg's parser buffer, which pg reuses as more data arrives.
-      this.emit('xlog', {
-        walStart: chunk.readBigUInt64BE(1),
-        walEnd: chunk.readBigUInt64BE(9),
-        payload: Buffer.from(chunk.subarray(25)),
-      } satisfies XLogData)
+      // 'w': XLogData: walStart, walEnd, sendTime, then the payload.
+      this.emit('xlog', chunk.readBigUInt64BE(1), chunk.subarray(25))
     } else if (kind === 0x6b) {
       // 'k': primary keepalive; the last byte asks for an immediate reply.
       if (chunk[17] === 1) this.sendStatus(false)

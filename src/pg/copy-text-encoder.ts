@@ -33,7 +33,7 @@ export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<s
                 ? value
                 : valueToText(value)
         if (index > 0) out += '\t'
-        out += text === undefined ? '\\N' : NEEDS_ESCAPE.test(text) ? escapeAll(text) : text
+        out += text === undefined ? '\\N' : copyField(text)
       }
       out += '\n'
     }
@@ -44,8 +44,9 @@ export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<s
 const NEEDS_ESCAPE = /[\\\t\n\r]/
 const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' }
 
-function escapeAll(text: string): string {
-  return text.replace(/[\\\t\n\r]/g, (char) => ESCAPES[char] as string)
+/** A non-NULL field of COPY's text format: backslash, tab, newline and carriage return escaped. */
+export function copyField(text: string): string {
+  return NEEDS_ESCAPE.test(text) ? text.replace(/[\\\t\n\r]/g, (char) => ESCAPES[char] as string) : text
 }
 
 /** PostgreSQL's text input form of a JS value. */

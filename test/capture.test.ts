@@ -86,6 +86,37 @@ describe('captureChanges', () => {
     expect(await checksum(db.warehouseDatabase, 'bronze.br_profiles', columns)).toEqual(await checksum(db.sourceDatabase, 'profiles', columns))
   })
 
+  it('applies REPLICA IDENTITY FULL tables: by the primary key when there is one, by all old values (duplicates too) when not', async () => {
+    await db.sourceSql(`create table full_keyed (id int primary key, doc json, note text)`)
+    await db.sourceSql(`create table full_bag (label text, doc json, spot point, amount numeric)`)
+    await db.sourceSql(`alter table full_keyed replica identity full`)
+    await db.sourceSql(`alter table full_bag replica identity full`)
+    await ensurePublication(db.source, 'pub_full', [{ table: 'full_keyed' }, { table: 'full_bag' }])
+    await ensureSlot(db.source, 'slot_full')
+    await db.sourceSql(`insert into full_keyed select g, json_build_object('n', g), null from generate_series(1, 10) g`)
+    // Identical rows: a delete or update of one of them touches exactly one.
+    await db.sourceSql(`insert into full_bag values ('twin', '{"a": 1}', '(1,2)', 1.50), ('twin', '{"a": 1}', '(1,2)', 1.50), ('twin', '{"a": 1}', '(1,2)', 1.50), ('solo', null, null, null)`)
+    await db.sourceSql(`update full_keyed set note = 'changed', doc = '{"n": [1, 2]}' where id <= 3`)
+    await db.sourceSql(`update full_keyed set id = id + 100 where id in (4, 5)`)
+    await db.sourceSql(`delete from full_keyed where id = 6`)
+    await db.sourceSql(`delete from full_bag where ctid = (select ctid from full_bag where label = 'twin' limit 1)`)
+    await db.sourceSql(`update full_bag set amount = 2 where ctid = (select ctid from full_bag where label = 'twin' limit 1)`)
+    await db.sourceSql(`update full_bag set label = 'alone' where label = 'solo'`)
+    await captureUntilQuiet({ source: db.source, warehouse: db.warehouse, slot: 'slot_full', publication: 'pub_full', apply: true, idleMs: 500 })
+    const keyed = ['id', 'doc', 'note']
+    const bag = ['label', 'doc', 'spot', 'amount']
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_full_keyed', keyed)).toEqual(await checksum(db.sourceDatabase, 'full_keyed', keyed))
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_full_bag', bag)).toEqual(await checksum(db.sourceDatabase, 'full_bag', bag))
+    const keys = await db.warehouseSql(
+      `select c.relname as table, array(select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey) where i.indrelid = c.oid and i.indisprimary)::text[] as key
+         from pg_class c where c.relname in ('br_full_keyed', 'br_full_bag') order by 1`,
+    )
+    expect(keys).toEqual([
+      { table: 'br_full_bag', key: [] },
+      { table: 'br_full_keyed', key: ['id'] },
+    ])
+  })
+
   it('decodes a large backlog exactly (messages queued while batches are written)', async () => {
     await db.sourceSql(`create table backlog (id int primary key, label text)`)
     await ensurePublication(db.source, 'pub_backlog', [{ table: 'backlog' }])

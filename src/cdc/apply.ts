@@ -1,17 +1,8 @@
 import type pg from 'pg'
 import { valueToText } from '../pg/copy-text-encoder.js'
-import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
+import { quoteIdent } from '../pg/identifiers.js'
+import { bronzeKey, bronzeTableName, ensureBronzeTable, type BronzeRelation } from './bronze-table.js'
 import type { ChangeRecord } from './change-records.js'
-import type { RelationColumn } from './pgoutput.js'
-
-/** What the applier knows of a source table, from its Relation message. */
-export interface AppliedRelation {
-  readonly schema: string
-  readonly table: string
-  readonly columns: readonly RelationColumn[]
-}
-
-const BUILTIN_OID_LIMIT = 16384
 
 /**
  * Applies changes to `<schema>.br_<table>`, in order, inside the caller's transaction (the one that writes the
@@ -20,58 +11,40 @@ const BUILTIN_OID_LIMIT = 16384
  * - update: the sent columns are upserted by the key; a changed key moves the row with an UPDATE. Columns pgoutput did
  *   not send (unchanged TOAST values) are never touched: the stored value stands;
  * - delete: by the old key; truncate: the whole table.
- * Tables are created on first use with the source's column types (built-in types by OID, others as text) and the
- * replica identity as primary key. Row by row: correct first; a set-based path is future work.
+ * A REPLICA IDENTITY FULL table without a primary key has no key: its updates and deletes match one row with all the
+ * old values pgoutput sent (compared as text, so every type compares), and its inserts are plain inserts.
+ * Tables are created on first use (`ensureBronzeTable`). Row by row: one statement per change.
  */
 export async function applyChanges(
   client: pg.ClientBase,
   schema: string,
-  relations: ReadonlyMap<string, AppliedRelation>,
+  relations: ReadonlyMap<string, BronzeRelation>,
   changes: readonly ChangeRecord[],
 ): Promise<void> {
-  const ready = new Set<string>()
+  const tables = new Map<string, ReadonlyMap<string, string>>()
   for (const change of changes) {
     if (!change.schema_name || !change.table_name) continue
     const name = `${change.schema_name}.${change.table_name}`
     const relation = relations.get(name)
     if (!relation) continue
-    const target = qualifiedName(schema, checkIdentifier(`br_${relation.table}`, 'table'))
-    if (!ready.has(name)) {
-      await ensureTable(client, target, relation)
-      ready.add(name)
-    }
-    const key = relation.columns.filter((column) => column.isKey).map((column) => column.name)
-    switch (change.operation) {
-      case 'truncate':
-        await client.query(`truncate ${target}`)
-        break
-      case 'delete':
-        await deleteByKey(client, target, key, change.key ?? {})
-        break
-      case 'insert':
-      case 'update': {
-        const data = change.data ?? {}
-        const oldKey = change.old_data && key.length ? Object.fromEntries(key.map((column) => [column, change.old_data?.[column]])) : undefined
-        // A changed key moves the row (an UPDATE keeps the columns pgoutput did not send); a row not there is inserted.
-        if (oldKey && key.some((column) => text(oldKey[column]) !== text(data[column])) && (await updateByKey(client, target, key, oldKey, data))) break
-        await upsert(client, target, key, data)
-        break
-      }
-      default:
-        break
+    const target = bronzeTableName(schema, relation)
+    let types = tables.get(name)
+    if (!types) tables.set(name, (types = await ensureBronzeTable(client, target, relation)))
+    const key = bronzeKey(relation)
+    const data = change.data ?? {}
+    if (change.operation === 'truncate') {
+      await client.query(`truncate ${target}`)
+    } else if (key.length === 0) {
+      await applyWithoutKey(client, target, types, change)
+    } else if (change.operation === 'delete') {
+      await deleteByKey(client, target, key, change.key ?? change.old_data ?? {})
+    } else if (change.operation === 'insert' || change.operation === 'update') {
+      const oldKey = change.old_data ? Object.fromEntries(key.map((column) => [column, change.old_data?.[column]])) : undefined
+      // A changed key moves the row (an UPDATE keeps the columns pgoutput did not send); a row not there is inserted.
+      const moved = oldKey && key.some((column) => text(oldKey[column]) !== text(data[column]))
+      if (!moved || !(await updateByKey(client, target, key, oldKey, data))) await upsert(client, target, key, data)
     }
   }
-}
-
-async function ensureTable(client: pg.ClientBase, target: string, relation: AppliedRelation): Promise<void> {
-  const types = await client.query<{ type: string }>(
-    `select case when oid < ${BUILTIN_OID_LIMIT} then format_type(oid, nullif(typmod, -1)) else 'text' end as type
-       from unnest($1::oid[], $2::int[]) with ordinality as t(oid, typmod, ord) order by ord`,
-    [relation.columns.map((column) => column.typeOid), relation.columns.map((column) => column.typeModifier)],
-  )
-  const key = relation.columns.filter((column) => column.isKey).map((column) => quoteIdent(column.name))
-  const body = relation.columns.map((column, index) => `${quoteIdent(column.name)} ${types.rows[index]?.type ?? 'text'}`).join(', ')
-  await client.query(`create table if not exists ${target} (${body}${key.length ? `, primary key (${key.join(', ')})` : ''})`)
 }
 
 function text(value: unknown): string | null {
@@ -79,7 +52,6 @@ function text(value: unknown): string | null {
 }
 
 async function deleteByKey(client: pg.ClientBase, target: string, key: readonly string[], values: Record<string, unknown>): Promise<void> {
-  if (key.length === 0) return
   const where = key.map((column, index) => `${quoteIdent(column)} = $${index + 1}`).join(' and ')
   await client.query(`delete from ${target} where ${where}`, key.map((column) => text(values[column])))
 }
@@ -108,4 +80,31 @@ async function upsert(client: pg.ClientBase, target: string, key: readonly strin
   const updates = columns.filter((column) => !key.includes(column)).map((column) => `${quoteIdent(column)} = excluded.${quoteIdent(column)}`)
   const conflict = key.length ? ` on conflict (${key.map(quoteIdent).join(', ')}) do ${updates.length ? `update set ${updates.join(', ')}` : 'nothing'}` : ''
   await client.query(`insert into ${target} (${list}) values (${values})${conflict}`, columns.map((column) => text(data[column])))
+}
+
+/**
+ * A table without a key (REPLICA IDENTITY FULL, no primary key): one row that has every old value sent is updated or
+ * deleted. Both sides are compared as the warehouse's text of the column's type, so types without an equality
+ * operator (json, point, ...) match too.
+ */
+async function applyWithoutKey(client: pg.ClientBase, target: string, types: ReadonlyMap<string, string>, change: ChangeRecord): Promise<void> {
+  const data = change.data ?? {}
+  if (change.operation === 'insert' || !change.old_data) {
+    if (change.operation !== 'delete') await upsert(client, target, [], data)
+    return
+  }
+  const old = Object.entries(change.old_data)
+  const match = old
+    .map(([column], index) => `${quoteIdent(column)}::text is not distinct from $${index + 1}::${types.get(column) ?? 'text'}::text`)
+    .join(' and ')
+  const row = `(select ctid from ${target} where ${match || 'true'} limit 1)`
+  const oldValues = old.map(([, value]) => text(value))
+  if (change.operation === 'delete') {
+    await client.query(`delete from ${target} where ctid = ${row}`, oldValues)
+    return
+  }
+  const columns = Object.keys(data)
+  const set = columns.map((column, index) => `${quoteIdent(column)} = $${old.length + index + 1}`).join(', ')
+  const result = await client.query(`update ${target} set ${set} where ctid = ${row}`, [...oldValues, ...columns.map((column) => text(data[column]))])
+  if (result.rowCount === 0) await upsert(client, target, [], data)
 }

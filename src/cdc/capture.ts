@@ -2,9 +2,11 @@ import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { classifyError, SinkWriteError, SourceQueryError } from '../errors.js'
 import { checkIdentifier } from '../pg/identifiers.js'
-import { applyChanges, type AppliedRelation } from './apply.js'
+import { applyChanges } from './apply.js'
+import { sourcePrimaryKey, type BronzeRelation } from './bronze-table.js'
 import { cdcSource, type CdcSource, type ChangeBatch } from './cdc-source.js'
 import { ChangeLogLines } from './change-log-lines.js'
+import type { PgOutputMessage } from './pgoutput.js'
 import { ensureChangeLog, readDurableLsn, writeChanges } from './change-log.js'
 
 export interface CaptureOptions {
@@ -68,11 +70,12 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       ...(options.signal ? { signal: options.signal } : {}),
     })
     const lines = new ChangeLogLines()
+    const apply = options.apply ? bronzeApplier(source, schema) : undefined
     const report = { transactions: 0, changes: 0, batches: 0, lastCommitEndLsn: startAfter }
 
     const write = async (batch: ChangeBatch, copyText: string): Promise<void> => {
       try {
-        await writeChanges(writer, schema, options.slot, copyText, batch.lastCommitEndLsn, options.apply ? applier(schema, batch) : undefined)
+        await writeChanges(writer, schema, options.slot, copyText, batch.lastCommitEndLsn, apply?.(batch))
       } catch (error) {
         writerBroken = error as Error
         throw classifyError(error, 'sink', { ...context, table: 'cdc_changes' }, SinkWriteError)
@@ -104,14 +107,32 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   }
 }
 
-/** Applies a batch to the bronze tables, with the relations as the batch's changes were sent. */
-function applier(schema: string, batch: ChangeBatch): (client: pg.ClientBase) => Promise<void> {
-  const relations = new Map<string, AppliedRelation>()
-  for (const transaction of batch.transactions) {
-    for (const change of transaction.changes) {
-      if (change.kind === 'row') relations.set(`${change.relation.schema}.${change.relation.table}`, change.relation)
-      if (change.kind === 'truncate') for (const relation of change.relations) if (relation) relations.set(`${relation.schema}.${relation.table}`, relation)
-    }
+/**
+ * Applies batches to the bronze tables, with each relation as the batch's changes were sent. REPLICA IDENTITY FULL
+ * tables are keyed by their primary key, asked of the source once per table.
+ */
+function bronzeApplier(source: Connection, schema: string): (batch: ChangeBatch) => (client: pg.ClientBase) => Promise<void> {
+  const primaryKeys = new Map<number, Promise<readonly string[]>>()
+  const primaryKey = (oid: number) => {
+    let key = primaryKeys.get(oid)
+    if (!key) primaryKeys.set(oid, (key = sourcePrimaryKey(source, oid)))
+    return key
   }
-  return (client) => applyChanges(client, schema, relations, batch.records())
+  return (batch) => async (client) => {
+    const relations = new Map<string, BronzeRelation>()
+    const seen = new Set<Extract<PgOutputMessage, { tag: 'relation' }>>()
+    const add = async (relation: Extract<PgOutputMessage, { tag: 'relation' }>) => {
+      if (seen.has(relation)) return
+      seen.add(relation)
+      const keyed = relation.replicaIdentity === 'f' ? { ...relation, primaryKey: await primaryKey(relation.relationOid) } : relation
+      relations.set(`${relation.schema}.${relation.table}`, keyed)
+    }
+    for (const transaction of batch.transactions) {
+      for (const change of transaction.changes) {
+        if (change.kind === 'row') await add(change.relation)
+        if (change.kind === 'truncate') for (const relation of change.relations) if (relation) await add(relation)
+      }
+    }
+    await applyChanges(client, schema, relations, batch.records())
+  }
 }

@@ -7,6 +7,8 @@ import { sourcePrimaryKey, type BronzeRelation } from './bronze-table.js'
 import { cdcSource, type CdcSource, type ChangeBatch } from './cdc-source.js'
 import { ChangeLogLines } from './change-log-lines.js'
 import type { PgOutputMessage } from './pgoutput.js'
+import { takeInitialSnapshot, type InitialSnapshotReport } from './initial-snapshot.js'
+import { checkCdcReady } from './slots.js'
 import { ensureChangeLog, readDurableLsn, writeChanges } from './change-log.js'
 
 export interface CaptureOptions {
@@ -27,6 +29,15 @@ export interface CaptureOptions {
    * transaction as the change log. Default false.
    */
   readonly apply?: boolean
+  /**
+   * Start with the initial snapshot hand-off (`takeInitialSnapshot`): make the slot with an exported snapshot, copy the
+   * published tables as of it into `<schema>.br_<table>`, then stream from its consistent point. Needs a slot that does
+   * not exist yet (or one an unfinished snapshot left); once the warehouse holds a position for the slot, it is skipped.
+   * Default false.
+   */
+  readonly initialSnapshot?: boolean
+  /** After the initial snapshot is in the warehouse. */
+  readonly onSnapshot?: (snapshot: InitialSnapshotReport) => void
   /** After each batch is durable in the warehouse (and acknowledged to the server). */
   readonly onBatch?: (batch: { transactions: number; changes: number; lastCommitEndLsn: string }) => void
 }
@@ -59,6 +70,11 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   let changes: CdcSource | undefined
   try {
     await ensureChangeLog(writer, schema)
+    if (options.initialSnapshot) {
+      await checkCdcReady(source, { publication: options.publication, slot: options.slot })
+      const snapshot = await takeInitialSnapshot(source, writer, { slot: options.slot, publication: options.publication, schema, ...(options.signal ? { signal: options.signal } : {}) })
+      if (snapshot) options.onSnapshot?.(snapshot)
+    }
     const startAfter = await readDurableLsn(writer, schema, options.slot)
     changes = cdcSource(source, {
       slot: options.slot,

@@ -35,27 +35,45 @@ export async function ensureChangeLog(client: pg.ClientBase, schema: string): Pr
   await client.query(`create table if not exists ${qualifiedName(schema, 'cdc_changes')} (
     ${CHANGE_LOG_COLUMNS.map((column) => `${quoteIdent(column.name)} ${column.type}${column === LOADED_AT ? ' not null default now()' : ''}`).join(', ')},
     primary key (commit_lsn, seq))`)
-  await client.query(`create table if not exists ${qualifiedName(schema, 'cdc_state')} (
-    slot text primary key, last_commit_end_lsn pg_lsn not null, updated_at timestamptz not null)`)
+  const state = qualifiedName(schema, 'cdc_state')
+  await client.query(`create table if not exists ${state} (
+    slot text primary key, last_commit_end_lsn pg_lsn not null, updated_at timestamptz not null, initial_snapshot text)`)
+  await client.query(`alter table ${state} add column if not exists initial_snapshot text`)
+}
+
+/** What the warehouse holds for a slot: its position, and where an initial snapshot stands ('pending', 'done'). */
+export async function readCaptureState(
+  client: pg.ClientBase,
+  schema: string,
+  slot: string,
+): Promise<{ readonly lsn: string; readonly initialSnapshot: string | null } | undefined> {
+  const { rows } = await client.query<{ lsn: string; initial_snapshot: string | null }>(
+    `select last_commit_end_lsn::text as lsn, initial_snapshot from ${qualifiedName(schema, 'cdc_state')} where slot = $1`,
+    [slot],
+  )
+  return rows[0] ? { lsn: rows[0].lsn, initialSnapshot: rows[0].initial_snapshot } : undefined
 }
 
 /** The end LSN of the last transaction the warehouse holds for this slot (0/0 when none). */
 export async function readDurableLsn(client: pg.ClientBase, schema: string, slot: string): Promise<string> {
-  const { rows } = await client.query<{ lsn: string }>(
-    `select last_commit_end_lsn::text as lsn from ${qualifiedName(schema, 'cdc_state')} where slot = $1`,
-    [slot],
-  )
-  return rows[0]?.lsn ?? '0/0'
+  return (await readCaptureState(client, schema, slot))?.lsn ?? '0/0'
 }
 
 /** Stores the slot's position (it only moves forward), inside the caller's transaction. */
-export async function storeDurableLsn(client: pg.ClientBase, schema: string, slot: string, lastCommitEndLsn: string): Promise<void> {
+export async function storeDurableLsn(
+  client: pg.ClientBase,
+  schema: string,
+  slot: string,
+  lastCommitEndLsn: string,
+  initialSnapshot?: 'pending' | 'done',
+): Promise<void> {
   const state = qualifiedName(schema, 'cdc_state')
   await client.query(
-    `insert into ${state} (slot, last_commit_end_lsn, updated_at) values ($1, $2, now())
+    `insert into ${state} (slot, last_commit_end_lsn, updated_at, initial_snapshot) values ($1, $2, now(), $3)
      on conflict (slot) do update set last_commit_end_lsn = greatest(excluded.last_commit_end_lsn, ${state}.last_commit_end_lsn),
-                                      updated_at = now()`,
-    [slot, lastCommitEndLsn],
+                                      updated_at = now(),
+                                      initial_snapshot = coalesce(excluded.initial_snapshot, ${state}.initial_snapshot)`,
+    [slot, lastCommitEndLsn, initialSnapshot ?? null],
   )
 }
 

@@ -161,4 +161,26 @@ describe('the initial snapshot hand-off', () => {
     const [state] = await db.warehouseSql(`select initial_snapshot from bronze.cdc_state where slot = 'slot_parts'`)
     expect(state?.initial_snapshot).toBe('done')
   })
+
+  it('copies what the publication publishes: its column list and row filter', async () => {
+    await db.sourceSql(`create table members (id int primary key, region text, secret text)`)
+    await db.sourceSql(`insert into members select g, case when g % 2 = 0 then 'eu' else 'us' end, 'hidden' from generate_series(1, 40) g`)
+    await db.sourceSql(`create publication pub_members for table members (id, region) where (region = 'eu')`)
+    let report: InitialSnapshotReport | undefined
+    await captureChanges(db.source, {
+      slot: 'slot_members',
+      publication: 'pub_members',
+      to: db.warehouse,
+      initialSnapshot: true,
+      onSnapshot: (snapshot) => (report = snapshot),
+      signal: AbortSignal.timeout(1_000),
+    })
+    expect(report?.tables).toEqual([{ schema: 'public', table: 'members', rows: 20 }])
+    const columns = await db.warehouseSql(
+      `select column_name from information_schema.columns where table_schema = 'bronze' and table_name = 'br_members' order by ordinal_position`,
+    )
+    expect(columns.map((column) => column.column_name)).toEqual(['id', 'region'])
+    const [regions] = await db.warehouseSql(`select array_agg(distinct region) as regions from bronze.br_members`)
+    expect(regions?.regions).toEqual(['eu'])
+  })
 })

@@ -152,15 +152,22 @@ describe('captureChanges', () => {
     try {
       await db.sourceSql(`insert into ledger select g, g from generate_series(1, 10) g`)
       await waitFor(async () => (await db.warehouseSql(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`))[0]?.n === 1)
+      let settled = false
+      void capture.then(() => (settled = true))
       await db.sourceSql(`select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'walsender' and datname = current_database()`)
       // Nothing was acknowledged while the rows were not in the warehouse.
       expect((await slotStatus(db.source, 'slot_ledger'))?.confirmedFlushLsn).toBe(before)
+      // The capture does not return while its warehouse write is still running (its client is not handed back busy).
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      expect(settled).toBe(false)
     } finally {
       await locker.query('rollback')
       await locker.end()
     }
     const failure = await capture
     expect(failure).toBeInstanceOf(ConnectionLostError)
+    // The held batch finished before the capture returned.
+    expect(await db.warehouseSql(`select count(*)::int as n from bronze.cdc_changes where table_name = 'ledger'`)).toEqual([{ n: 10 }])
 
     // Restart: the server re-sends from the old position; what the warehouse holds is skipped, the rest lands.
     await db.sourceSql(`insert into ledger select g, g from generate_series(11, 15) g`)

@@ -68,6 +68,8 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   const writer = await options.to.acquire(options.signal)
   let writerBroken: Error | undefined
   let changes: CdcSource | undefined
+  // The batch being written; never left running when this returns (the writer goes back to the pool after it).
+  let writing: Promise<void> = Promise.resolve()
   try {
     await ensureChangeLog(writer, schema)
     if (options.initialSnapshot) {
@@ -104,7 +106,6 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       options.onBatch?.({ transactions: batch.transactions.length, changes: batch.changes, lastCommitEndLsn: batch.lastCommitEndLsn })
     }
 
-    let writing: Promise<void> = Promise.resolve()
     for await (const batch of changes) {
       // Encoded while the previous batch is still being written: Node works while the warehouse does.
       const copyText = lines.encode(batch.transactions)
@@ -118,6 +119,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   } catch (error) {
     throw classifyError(error, 'source', context, SourceQueryError)
   } finally {
+    await writing.catch(() => undefined)
     await changes?.close()
     writer.release(writerBroken)
   }

@@ -1,7 +1,5 @@
 import type pg from 'pg'
-import { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
-import { from as copyFrom } from 'pg-copy-streams'
+import { copyIn } from '../pg/copy-in.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { OID, type Column } from '../pg/types.js'
 
@@ -91,10 +89,7 @@ export async function writeChanges(
 ): Promise<void> {
   await client.query('begin')
   try {
-    if (copyText.length) {
-      const stream = client.query(copyFrom(`copy ${qualifiedName(schema, 'cdc_changes')} (${WRITTEN}) from stdin`))
-      await pipeline(Readable.from([Buffer.from(copyText)]), stream)
-    }
+    if (copyText.length) await copyIn(client, `copy ${qualifiedName(schema, 'cdc_changes')} (${WRITTEN}) from stdin`, [Buffer.from(copyText)])
     if (apply) await apply(client)
     await storeDurableLsn(client, schema, slot, lastCommitEndLsn)
     await client.query('commit')

@@ -1,5 +1,5 @@
 import { toJsonText } from '../pg/json-text.js'
-import { identity, typeParsersFor } from '../pg/type-parsers.js'
+import { identity, losslessTypes } from '../pg/type-parsers.js'
 import { OID } from '../pg/types.js'
 
 type Parser = (text: string) => unknown
@@ -19,7 +19,7 @@ export function columnJson(typeOid: number): (text: string) => string {
     case OID.oid:
       return (text) => text
     default: {
-      const parse = typeParsersFor([]).getTypeParser(typeOid, 'text') as Parser
+      const parse = losslessTypes.getTypeParser(typeOid, 'text') as Parser
       return parse === identity ? (text) => JSON.stringify(text) : (text) => toJsonText(parse(text))
     }
   }

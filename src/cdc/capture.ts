@@ -8,7 +8,6 @@ import { cdcSource, type CdcSource, type ChangeBatch } from './cdc-source.js'
 import { ChangeLogLines } from './change-log-lines.js'
 import type { PgOutputMessage } from './pgoutput.js'
 import { takeInitialSnapshot, type InitialSnapshotReport } from './initial-snapshot.js'
-import { checkCdcReady } from './slots.js'
 import { ensureChangeLog, readDurableLsn, writeChanges } from './change-log.js'
 
 export interface CaptureOptions {
@@ -73,7 +72,6 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   try {
     await ensureChangeLog(writer, schema)
     if (options.initialSnapshot) {
-      await checkCdcReady(source, { publication: options.publication, slot: options.slot })
       const snapshot = await takeInitialSnapshot(source, writer, { slot: options.slot, publication: options.publication, schema, ...(options.signal ? { signal: options.signal } : {}) })
       if (snapshot) options.onSnapshot?.(snapshot)
     }

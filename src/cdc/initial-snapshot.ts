@@ -7,7 +7,7 @@ import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { literal } from '../pg/inline-parameters.js'
 import { bronzeTableName, ensureBronzeTable, type BronzeRelation } from './bronze-table.js'
 import { readCaptureState, storeDurableLsn } from './change-log.js'
-import { dropSlot, slotStatus } from './slots.js'
+import { checkCdcReady, dropSlot, slotStatus } from './slots.js'
 
 export interface InitialSnapshotOptions {
   readonly slot: string
@@ -42,6 +42,8 @@ export async function takeInitialSnapshot(
   const { slot, publication, schema } = options
   const state = await readCaptureState(writer, schema, slot)
   if (state && state.initialSnapshot !== 'pending') return undefined
+  // Before a slot is made: a missing publication would otherwise snapshot nothing and call it done.
+  await checkCdcReady(source, { publication, slot })
   const existing = await slotStatus(source, slot)
   if (existing && !state) {
     throw new ConfigError(
@@ -76,9 +78,8 @@ export async function takeInitialSnapshot(
         const columns = relation.columns.map((column) => quoteIdent(column.name)).join(', ')
         const select = `select ${columns} from ${qualifiedName(relation.schema, relation.table)}${filter ? ` where ${filter}` : ''}`
         const context = { schema: relation.schema, table: relation.table }
-        await copyIn(writer, `copy ${target} (${columns}) from stdin`, copyOutOn(reader, `copy (${select}) to stdout`, context, options.signal), options.signal)
-        const counted = await writer.query<{ n: string }>(`select count(*)::text as n from ${target}`)
-        tables.push({ schema: relation.schema, table: relation.table, rows: Number(counted.rows[0]?.n ?? 0) })
+        const rows = await copyIn(writer, `copy ${target} (${columns}) from stdin`, copyOutOn(reader, `copy (${select}) to stdout`, context, options.signal), options.signal)
+        tables.push({ schema: relation.schema, table: relation.table, rows })
       }
       await storeDurableLsn(writer, schema, slot, consistentPoint, 'done')
       await writer.query('commit')

@@ -164,8 +164,8 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
         while (count < ready.length && (count === 0 || changes < maxBatchChanges)) changes += (ready[count++] as CommittedTransaction).changeCount
         const batch = this.#batch(ready.slice(0, count), changes)
         ready = ready.slice(count)
+        // `readySince` stays: what is left arrived after it, so the wait bound holds (it may only come early).
         readyChanges -= changes
-        readySince = Date.now()
         if (paused && readyChanges < maxBatchChanges) {
           paused = false
           stream.pause(false)

@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest'
-import { captureChanges, ConfigError, ensurePublication, ensureSlot, lsnFromText, slotStatus, type InitialSnapshotReport } from '../src/index.js'
+import {
+  captureChanges,
+  ConfigError,
+  ensurePublication,
+  ensureSlot,
+  lsnFromText,
+  MissingPublicationError,
+  slotStatus,
+  takeInitialSnapshot,
+  type InitialSnapshotReport,
+} from '../src/index.js'
+import { ensureChangeLog } from '../src/cdc/change-log.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
@@ -183,4 +194,18 @@ describe('the initial snapshot hand-off', () => {
     const [regions] = await db.warehouseSql(`select array_agg(distinct region) as regions from bronze.br_members`)
     expect(regions?.regions).toEqual(['eu'])
   })
+
+  it('refuses to snapshot for a publication that does not exist, before making a slot', async () => {
+    const writer = await db.warehouse.acquire()
+    try {
+      await ensureChangeLog(writer, 'bronze')
+      await expect(takeInitialSnapshot(db.source, writer, { slot: 'slot_nopub', publication: 'no_such_pub', schema: 'bronze' })).rejects.toThrow(
+        MissingPublicationError,
+      )
+    } finally {
+      writer.release()
+    }
+    expect(await slotStatus(db.source, 'slot_nopub')).toBeUndefined()
+  })
 })
+

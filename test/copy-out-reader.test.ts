@@ -36,11 +36,10 @@ async function feed(
     toPg.push(chunk)
   })
   let failure: Error | undefined
-  reader.on('error', (error) => (failure = error))
   reader.submit({ stream: socket as never, query: () => undefined })
   const chunks: string[] = []
   const reading = (async () => {
-    for await (const chunk of reader) chunks.push((chunk as Buffer).toString())
+    for await (const chunk of reader) chunks.push(chunk.toString())
   })().catch((error: unknown) => (failure = error as Error))
   let from = 0
   for (const cut of [...cuts, bytes.length]) {
@@ -83,5 +82,26 @@ describe('CopyOutReader', () => {
       expect(ROWS[0]?.startsWith(out)).toBe(true)
       expect(toPg.equals(Buffer.concat([error, message('Z', 'I')]))).toBe(true)
     }
+  })
+})
+
+describe('CopyOutReader backpressure', () => {
+  it('pauses the socket while unread rows pile up, and resumes it when they are read', async () => {
+    const socket = new PassThrough()
+    const reader = new CopyOutReader('copy t to stdout')
+    socket.on('data', () => undefined)
+    reader.submit({ stream: socket as never, query: () => undefined })
+    const row = `${'y'.repeat(1023)}\n`
+    // 1 MiB of rows, far above the high-water mark, while nobody reads.
+    socket.write(message('H', Buffer.from([0, 0, 0])))
+    for (let index = 0; index < 1024; index++) socket.write(message('d', row))
+    socket.write(Buffer.concat([message('c'), AFTER]))
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(socket.isPaused()).toBe(true)
+    let bytes = 0
+    for await (const chunk of reader) bytes += chunk.length
+    expect(bytes).toBe(1024 * row.length)
+    expect(reader.rows).toBe(1024)
+    expect(socket.isPaused()).toBe(false)
   })
 })

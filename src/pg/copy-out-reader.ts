@@ -1,30 +1,34 @@
-import { Readable } from 'node:stream'
-
 /**
- * `COPY ... TO STDOUT` as a Readable of COPY text, parsing the protocol itself
+ * `COPY ... TO STDOUT` as an async iterable of COPY text, parsing the protocol itself
  * (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-COPY): each CopyData message of text-format
  * COPY is one row, ending with a newline. It strips the message headers in place, in the socket read's own buffer
- * (pg-copy-streams copies every row twice, in many small pieces), and it only ever emits whole rows (a row cut by
+ * (pg-copy-streams copies every row twice, in many small pieces), and it only ever yields whole rows (a row cut by
  * the socket is held back), so streams of several COPYs can be interleaved chunk by chunk. Like pg-copy-streams, it
  * takes the connection's socket over while the COPY runs and hands it back to pg at CopyDone or ErrorResponse, so pg
  * sees the messages that follow.
  *
+ * It is its own iterator rather than a Readable: a chunk goes from the socket's 'data' event straight to a waiting
+ * `next()`, with no stream buffer between (a Readable's async iterator costs several promise turns per chunk, and
+ * concatenates what it buffered). The socket is paused while more than `HIGH_WATER_MARK` bytes wait unread, which
+ * stops the server through TCP.
+ *
  * A reader that is not consumed to its end leaves the connection mid-protocol: destroy that client.
  */
-export class CopyOutReader extends Readable {
+export class CopyOutReader implements AsyncIterableIterator<Buffer> {
   /** Rows (CopyData messages) read so far. */
   rows = 0
   readonly text: string
   #connection: PgConnection | undefined
   #pgDataHandler: ((chunk: Buffer) => void) | undefined
-  // Socket reads arrive as 'data' events, one buffer each (no concatenation); the socket is paused while the
-  // consumer is not reading, which stops the server through TCP.
-  readonly #onData = (chunk: Buffer) => {
-    this.#parse(chunk)
-    if (this.#attached && !this.#wanted) this.#connection?.stream.pause()
-  }
+  readonly #onData = (chunk: Buffer) => this.#parse(chunk)
   #attached = false
-  #wanted = true
+  #paused = false
+  // Whole rows not yet taken, and the consumer waiting for them.
+  #queue: Buffer[] = []
+  #queued = 0
+  #waiting: { resolve: (result: IteratorResult<Buffer>) => void; reject: (error: Error) => void } | undefined
+  #ended = false
+  #failure: Error | undefined
   // Protocol state carried across socket reads.
   readonly #header = Buffer.alloc(5)
   #headerFill = 0
@@ -35,7 +39,6 @@ export class CopyOutReader extends Readable {
   #carry: Buffer[] = []
 
   constructor(text: string) {
-    super({ highWaterMark: 64 * 1024 })
     this.text = text
   }
 
@@ -52,16 +55,75 @@ export class CopyOutReader extends Readable {
     connection.query(this.text)
   }
 
+  /** Called by pg for an ErrorResponse, or when the connection breaks. */
   handleError(error: Error): void {
-    this.destroy(error)
+    this.#fail(error)
   }
 
   handleCommandComplete(): void {}
 
   handleReadyForQuery(): void {}
 
-  override _read(): void {
-    this.#wanted = true
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+
+  next(): Promise<IteratorResult<Buffer>> {
+    const chunk = this.#queue.shift()
+    if (chunk) {
+      this.#queued -= chunk.length
+      if (this.#paused && this.#queued < HIGH_WATER_MARK) this.#resume()
+      return Promise.resolve({ value: chunk, done: false })
+    }
+    if (this.#failure) return Promise.reject(this.#failure)
+    if (this.#ended) return Promise.resolve({ value: undefined, done: true })
+    if (this.#paused) this.#resume()
+    return new Promise((resolve, reject) => (this.#waiting = { resolve, reject }))
+  }
+
+  /** Leaving early: what is queued is dropped. The connection stays mid-protocol (its owner destroys it). */
+  return(): Promise<IteratorResult<Buffer>> {
+    this.#queue = []
+    this.#queued = 0
+    this.#ended = true
+    return Promise.resolve({ value: undefined, done: true })
+  }
+
+  #deliver(chunk: Buffer): void {
+    const waiting = this.#waiting
+    if (waiting) {
+      this.#waiting = undefined
+      waiting.resolve({ value: chunk, done: false })
+      return
+    }
+    if (this.#ended) return
+    this.#queue.push(chunk)
+    this.#queued += chunk.length
+    if (this.#attached && !this.#paused && this.#queued >= HIGH_WATER_MARK) {
+      this.#paused = true
+      this.#connection?.stream.pause()
+    }
+  }
+
+  #end(): void {
+    this.#ended = true
+    const waiting = this.#waiting
+    this.#waiting = undefined
+    waiting?.resolve({ value: undefined, done: true })
+  }
+
+  #fail(error: Error): void {
+    if (this.#failure || (this.#ended && !this.#waiting && this.#queue.length === 0)) return
+    this.#failure = error
+    this.#queue = []
+    this.#queued = 0
+    const waiting = this.#waiting
+    this.#waiting = undefined
+    waiting?.reject(error)
+  }
+
+  #resume(): void {
+    this.#paused = false
     if (this.#attached) this.#connection?.stream.resume()
   }
 
@@ -139,8 +201,8 @@ export class CopyOutReader extends Readable {
     } else if (write > lastRowEnd) {
       this.#carry = [chunk.subarray(lastRowEnd, write)]
     }
-    if (completed) this.#wanted = this.push(completed)
-    if (lastRowEnd > completedAt) this.#wanted = this.push(chunk.subarray(completedAt, lastRowEnd))
+    if (completed) this.#deliver(completed)
+    if (lastRowEnd > completedAt) this.#deliver(chunk.subarray(completedAt, lastRowEnd))
     if (done) this.#finish(rest, failed)
   }
 
@@ -149,6 +211,7 @@ export class CopyOutReader extends Readable {
     const connection = this.#connection as PgConnection
     const stream = connection.stream
     this.#attached = false
+    this.#paused = false
     stream.removeListener('data', this.#onData)
     const handler = this.#pgDataHandler as (chunk: Buffer) => void
     // What followed CopyDone in this read goes to pg first; later reads reach pg's listener in order.
@@ -157,12 +220,15 @@ export class CopyOutReader extends Readable {
     stream.resume()
     if (failed) return
     if (this.#carry.some((part) => part.length > 0)) {
-      this.destroy(new SyntaxError('COPY data ended in the middle of a row'))
+      this.#fail(new SyntaxError('COPY data ended in the middle of a row'))
       return
     }
-    this.push(null)
+    this.#end()
   }
 }
+
+/** Unread bytes at which the socket is paused. */
+const HIGH_WATER_MARK = 256 * 1024
 
 const COPY_DATA = 0x64 // 'd'
 const COPY_DONE = 0x63 // 'c'

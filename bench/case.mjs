@@ -62,6 +62,32 @@ async function psqlPipe() {
   return performance.now() - started
 }
 
+/**
+ * The limits of the partition cases: psql reading the same 4 partitions and dropping the bytes (`to: 'stdout'`), or
+ * the server writing them to its own /dev/null with no client at all (`to: 'server'`, needs pg_write_server_files),
+ * on `connections` psql processes that take the partitions in turn, as partitionedSource's workers do.
+ */
+async function psqlPartitions(connections, to) {
+  const psql = join(findPostgresBinDir() ?? '/usr/bin', 'psql')
+  const destination = to === 'server' ? "'/dev/null'" : 'stdout'
+  const commands = [0, 1, 2, 3].map((part) => ['-c', `copy (select * from ${table}_parts_${part}) to ${destination}`])
+  const started = performance.now()
+  await Promise.all(
+    Array.from({ length: connections }, (_, worker) =>
+      run(psql, [url, '-qAt', ...commands.filter((_, part) => part % connections === worker).flat()], { stdio: ['ignore', 'ignore', 'inherit'] }),
+    ),
+  )
+  return performance.now() - started
+}
+
+const LIMITS = {
+  limit: psqlPipe,
+  'partitions-psql-serial': () => psqlPartitions(1, 'stdout'),
+  'partitions-psql-parallel': () => psqlPartitions(2, 'stdout'),
+  'partitions-server-serial': () => psqlPartitions(1, 'server'),
+  'partitions-server-parallel': () => psqlPartitions(2, 'server'),
+}
+
 async function pipeline() {
   const conn = connect({ url, ssl: { mode: 'disable' } })
   try {
@@ -85,7 +111,7 @@ async function pipeline() {
 // RSS sampled through the run: a leak shows as a second half that peaks higher than the first.
 const samples = []
 const sampler = setInterval(() => samples.push(process.memoryUsage.rss()), 100)
-const result = caseName === 'limit' ? { wallMs: await psqlPipe(), rows: null } : await pipeline()
+const result = LIMITS[caseName] ? { wallMs: await LIMITS[caseName](), rows: null } : await pipeline()
 clearInterval(sampler)
 const half = Math.floor(samples.length / 2)
 const peak = (values) => (values.length ? Math.max(...values) : 0)

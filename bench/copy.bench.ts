@@ -7,8 +7,11 @@
  *   (c) decoded  copySource + bronzeMetadata() + a JS transform: rows decoded and re-encoded
  *   (d) cursor   tableSource (server-side cursor) + bronzeMetadata() + postgresSink
  *   (e), (f)     partitionedSource over a 4-partition copy of the table, read (and dropped) with 1 and 2 connections
+ *   (g), (h)     their limit: psql reading the same partitions, 1 and 2 connections, bytes dropped
+ *   (i), (j)     the server alone: the same partitions COPYed to the server's /dev/null (needs pg_write_server_files)
  *   cdc          a pgbench workload captured into bronze.cdc_changes (--cdc-transactions, default 50000)
- * Each run is a fresh process running dist/ (so peak RSS is the run's own); one warm-up, then the median of --runs.
+ * Each run is a fresh process running dist/ (so peak RSS is the run's own); a warm-up round, then --runs rounds in which
+ * the cases take turns (so a ratio compares cases under the same background load); medians per case.
  * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
  */
 import { execFile as execFileCallback } from 'node:child_process'
@@ -28,9 +31,34 @@ const CASES = {
   cursor: '(d) cursor (tableSource)',
   'partitions-serial': '(e) 4 partitions, 1 connection',
   'partitions-parallel': '(f) 4 partitions, 2 connections',
+  'partitions-psql-serial': '(g) limit: psql, 4 partitions, 1 conn.',
+  'partitions-psql-parallel': '(h) limit: psql, 4 partitions, 2 conn.',
+  'partitions-server-serial': '(i) server alone, 4 partitions, 1 conn.',
+  'partitions-server-parallel': '(j) server alone, 4 partitions, 2 conn.',
 } as const
 const TARGETS: Partial<Record<keyof typeof CASES, number>> = { fast: 1.15, decoded: 2.0 }
 type CaseName = keyof typeof CASES
+/** The case each one is measured against, in the "x limit" column. */
+const LIMIT_OF: Partial<Record<CaseName, CaseName>> = {
+  fast: 'limit',
+  decoded: 'limit',
+  cursor: 'limit',
+  'partitions-serial': 'partitions-psql-serial',
+  'partitions-parallel': 'partitions-psql-parallel',
+}
+/** Cases that run no pg-datakit code: the orchestrating Node process's RSS says nothing about them. */
+const PSQL_ONLY = new Set<CaseName>(['limit', 'partitions-psql-serial', 'partitions-psql-parallel', 'partitions-server-serial', 'partitions-server-parallel'])
+/** Cases that only read: they run first, before the write cases give the server background work. */
+const READ_ONLY = new Set<CaseName>([
+  'partitions-serial',
+  'partitions-parallel',
+  'partitions-psql-serial',
+  'partitions-psql-parallel',
+  'partitions-server-serial',
+  'partitions-server-parallel',
+])
+/** Cases that may be refused by a server the bench does not own (COPY to a server file). */
+const OPTIONAL = new Set<CaseName>(['partitions-server-serial', 'partitions-server-parallel'])
 
 function argument(name: string): string | undefined {
   const index = process.argv.indexOf(`--${name}`)
@@ -41,7 +69,10 @@ function argument(name: string): string | undefined {
 
 const rows = Number(argument('rows') ?? 1_000_000)
 const runs = Number(argument('runs') ?? 3)
-const requested = (argument('cases') ?? 'limit,fast,decoded,cursor,partitions-serial,partitions-parallel,cdc').split(',')
+const requested = (
+  argument('cases') ??
+  'limit,fast,decoded,cursor,partitions-serial,partitions-parallel,partitions-psql-serial,partitions-psql-parallel,partitions-server-serial,partitions-server-parallel,cdc'
+).split(',')
 const withCdc = requested.includes('cdc')
 const cases = requested.filter((name) => name !== 'cdc') as CaseName[]
 const cdcTransactions = Number(argument('cdc-transactions') ?? 50_000)
@@ -91,6 +122,22 @@ async function generate(url: string): Promise<{ bytes: number }> {
   }
 }
 
+/** Waits for the server's background work: a checkpoint (best effort: it needs pg_checkpoint) and no autovacuum. */
+async function settle(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    await client.query('checkpoint').catch(() => undefined)
+    for (let waited = 0; waited < 60_000; waited += 500) {
+      const busy = await client.query(`select count(*)::int as n from pg_stat_activity where backend_type = 'autovacuum worker'`)
+      if (busy.rows[0]?.n === 0) return
+      await new Promise((resolve) => setTimeout(resolve, 500))
+    }
+  } finally {
+    await client.end()
+  }
+}
+
 interface Measurement {
   wallMs: number
   maxRssBytes: number
@@ -128,43 +175,62 @@ async function main() {
       cdc = await runCdcBench(url, cdcTransactions)
     }
     const { bytes } = cases.length ? await generate(url) : { bytes: 0 }
-    if (cases.length) console.error(`table ${table}: ${(bytes / 1e6).toFixed(0)} MB on disk; ${runs} runs per case after 1 warm-up`)
+    if (cases.length) console.error(`table ${table}: ${(bytes / 1e6).toFixed(0)} MB on disk; ${runs} runs per case after a warm-up round; the cases take turns in each round`)
     const results: Record<
       string,
       { label: string; wallMs: number; runsMs: number[]; rowsPerSecond: number; peakRssMb: number | null; rssHalvesMb: [number, number] | null }
     > = {}
+    // The read-only partition cases run first, on a quiet server: after the write cases the server spends a core
+    // writing out and vacuuming what they loaded. Within each group, a warm-up round, then `runs` rounds in which the
+    // cases take turns, so a ratio compares cases measured under the same background work.
+    const samples = new Map<CaseName, Measurement[]>()
+    const groups = [cases.filter((name) => READ_ONLY.has(name)), cases.filter((name) => !READ_ONLY.has(name))]
+    for (const group of groups.filter((names) => names.length > 0)) {
+      await settle(url)
+      const measured: CaseName[] = []
+      for (const name of group) {
+        try {
+          await measure(name, url)
+          measured.push(name)
+        } catch (error) {
+          if (!OPTIONAL.has(name)) throw error
+          console.error(`  ${CASES[name]}: skipped (${String((error as { stderr?: string }).stderr ?? error).trim().split('\n')[0]})`)
+        }
+      }
+      for (const name of measured) samples.set(name, [])
+      for (let run = 0; run < runs; run++) {
+        for (const name of measured) samples.get(name)?.push(await measure(name, url))
+        console.error(`  ${measured.join(', ')}: round ${run + 1} of ${runs} done`)
+      }
+    }
     for (const name of cases) {
-      await measure(name, url) // warm-up
-      const samples: Measurement[] = []
-      for (let run = 0; run < runs; run++) samples.push(await measure(name, url))
-      const wallMs = median(samples.map((sample) => sample.wallMs))
+      const taken = samples.get(name)
+      if (!taken) continue
+      const wallMs = median(taken.map((sample) => sample.wallMs))
       results[name] = {
         label: CASES[name],
         wallMs,
-        runsMs: samples.map((sample) => Math.round(sample.wallMs)),
+        runsMs: taken.map((sample) => Math.round(sample.wallMs)),
         rowsPerSecond: Math.round((rows * 1000) / wallMs),
         // The limit's work happens in psql processes; the orchestrating Node process's RSS says nothing.
-        peakRssMb: name === 'limit' ? null : Math.round(Math.max(...samples.map((sample) => sample.maxRssBytes)) / 1e6),
+        peakRssMb: PSQL_ONLY.has(name) ? null : Math.round(Math.max(...taken.map((sample) => sample.maxRssBytes)) / 1e6),
         // Peak RSS in the first and the second half of the runs: flat memory shows as two close numbers.
-        rssHalvesMb:
-          name === 'limit'
-            ? null
-            : [
-                Math.round(Math.max(...samples.map((sample) => sample.firstHalfPeakRssBytes)) / 1e6),
-                Math.round(Math.max(...samples.map((sample) => sample.secondHalfPeakRssBytes)) / 1e6),
-              ],
+        rssHalvesMb: PSQL_ONLY.has(name)
+          ? null
+          : [
+              Math.round(Math.max(...taken.map((sample) => sample.firstHalfPeakRssBytes)) / 1e6),
+              Math.round(Math.max(...taken.map((sample) => sample.secondHalfPeakRssBytes)) / 1e6),
+            ],
       }
-      console.error(`  ${CASES[name]}: ${(wallMs / 1000).toFixed(2)} s`)
     }
-    const limit = results.limit?.wallMs
-    const serial = results['partitions-serial']?.wallMs
-    const parallel = results['partitions-parallel']?.wallMs
     const lines = [
       `pg-datakit COPY benchmark: ${rows.toLocaleString('en')} rows, median of ${runs} runs after a warm-up`,
       `${'case'.padEnd(40)}${'wall s'.padStart(9)}${'rows/s'.padStart(12)}${'peak RSS'.padStart(10)}${'halves'.padStart(11)}${'x limit'.padStart(9)}  target`,
     ]
     const summary: Record<string, unknown> = { rows, runs, tableBytes: bytes, cases: {} }
     for (const [name, result] of Object.entries(results)) {
+      const limitName = LIMIT_OF[name as CaseName]
+      const limit = limitName ? results[limitName]?.wallMs : undefined
       const ratio = limit ? result.wallMs / limit : null
       const target = TARGETS[name as CaseName]
       lines.push(
@@ -172,10 +238,24 @@ async function main() {
       )
       ;(summary.cases as Record<string, unknown>)[name] = { ...result, ratioToLimit: ratio, target: target ?? null }
     }
-    if (serial && parallel) {
-      const speedup = serial / parallel
-      lines.push(`partitioned read, 2 connections vs 1: ${speedup.toFixed(2)}x faster (target >= 1.60: ${speedup >= 1.6 ? 'met' : 'MISSED'})`)
-      summary.partitionSpeedup = speedup
+    const speedup = (serial: CaseName, parallel: CaseName) => {
+      const one = results[serial]?.wallMs
+      const two = results[parallel]?.wallMs
+      return one && two ? one / two : undefined
+    }
+    const partitionSpeedup = speedup('partitions-serial', 'partitions-parallel')
+    if (partitionSpeedup) {
+      const limits = [
+        ['psql', speedup('partitions-psql-serial', 'partitions-psql-parallel')],
+        ['the server alone', speedup('partitions-server-serial', 'partitions-server-parallel')],
+      ] as const
+      const measured = limits.filter(([, value]) => value !== undefined).map(([who, value]) => `${who} ${value?.toFixed(2)}x`)
+      lines.push(
+        `partitioned read, 2 connections vs 1: ${partitionSpeedup.toFixed(2)}x faster (target >= 1.60: ${partitionSpeedup >= 1.6 ? 'met' : 'MISSED'})` +
+          (measured.length ? `; in the same run ${measured.join(', ')}` : ''),
+      )
+      summary.partitionSpeedup = partitionSpeedup
+      summary.partitionSpeedupLimits = Object.fromEntries(limits)
     }
     if (cdc) {
       lines.push(

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   bronzeMetadata,
   connect,
@@ -110,6 +110,8 @@ describe('partitionedSource', () => {
     const attached = await extract({ from: partitionedSource(db.source, { table: 'measurements', plan }), to: memorySink() }).catch((error: unknown) => error)
     expect(attached).toBeInstanceOf(PartitionsChangedError)
     expect((attached as Error).message).toMatch(/attached: public\.m_2025/)
+    // No connection is left checked out.
+    await vi.waitFor(() => expect(db.source.stats().total - db.source.stats().idle).toBe(0))
   })
 
   it('refuses a table that is not partitioned', async () => {

@@ -4,6 +4,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { watchForOrphan } from './orphan-watchdog.js'
 
 const execFile = promisify(execFileCallback)
 
@@ -69,8 +70,11 @@ export async function startThrowawayCluster(options: ThrowawayClusterOptions = {
   const dataDir = join(root, 'data')
   const asUser = runAs()
   if (asUser) chownSync(root, asUser.uid, asUser.gid)
-  const run = async (command: string, args: string[]) => {
-    const [file, fullArgs] = asUser ? ['runuser', ['-u', asUser.name, '--', join(binDir, command), ...args]] : [join(binDir, command), args]
+  // A server binary's argv, run as the cluster's OS user.
+  const command = (name: string, args: readonly string[]): string[] =>
+    asUser ? ['runuser', '-u', asUser.name, '--', join(binDir, name), ...args] : [join(binDir, name), ...args]
+  const run = async (name: string, args: readonly string[]) => {
+    const [file, ...fullArgs] = command(name, args) as [string, ...string[]]
     return execFile(file, fullArgs, { cwd: root, env: { ...process.env, LC_ALL: 'C', LANG: 'C' } })
   }
   try {
@@ -91,6 +95,8 @@ export async function startThrowawayCluster(options: ThrowawayClusterOptions = {
       try {
         await run('pg_ctl', ['-D', dataDir, '-l', join(root, 'server.log'), '-w', '-t', '60', 'start'])
         const url = `postgresql://postgres@127.0.0.1:${port}/postgres`
+        const stopCommand = ['pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', 'stop']] as const
+        const watchdog = watchForOrphan(command(...stopCommand), root)
         let stopped = false
         return {
           url,
@@ -98,7 +104,8 @@ export async function startThrowawayCluster(options: ThrowawayClusterOptions = {
           stop: async () => {
             if (stopped) return
             stopped = true
-            await run('pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', 'stop']).catch(() => undefined)
+            watchdog.cancel()
+            await run(...stopCommand).catch(() => undefined)
             rmSync(root, { recursive: true, force: true })
           },
         }

@@ -132,6 +132,47 @@ describe('parallelSource', () => {
     expect(await checksum(db.warehouseDatabase, 'bronze.br_big', ['id', 'payload'])).toEqual(await checksum(db.sourceDatabase, 'big', ['id', 'payload']))
   })
 
+  it('leaving a parallel read early (break or abort) gives every connection back and leaves no COPY running', async () => {
+    await db.sourceSql(`create table early (id int primary key, payload text)`)
+    await db.sourceSql(`insert into early select g, repeat(md5(g::text), 8) from generate_series(1, 200000) g`)
+    const source = connect({ url: db.sourceUrl, pool: { max: 4 }, applicationName: 'pgdk-early' })
+    const copies = async () =>
+      (await db.sourceSql(`select count(*)::int as n from pg_stat_activity where application_name = 'pgdk-early' and query ilike 'copy%' and state = 'active'`))[0]?.n
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const reader = parallelSource(source, { table: 'early', concurrency: 2, pieces: 6 })
+        let chunks = 0
+        for await (const chunk of reader.copyText?.() ?? []) {
+          chunks += chunk.length > 0 ? 1 : 0
+          // Both workers are in their COPY (held back by the unread chunks) when the loop is left.
+          await vi.waitFor(async () => expect(await copies()).toBe(2), { timeout: 10_000 })
+          break
+        }
+        expect(chunks).toBe(1)
+        await vi.waitFor(() => expect(source.stats().total - source.stats().idle).toBe(0), { timeout: 10_000 })
+        await vi.waitFor(async () => expect(await copies()).toBe(0), { timeout: 10_000 })
+      }
+      const controller = new AbortController()
+      const aborted = await extract({
+        from: parallelSource(source, { table: 'early', concurrency: 2, pieces: 6 }),
+        to: memorySink(),
+        signal: controller.signal,
+        onProgress: (event) => {
+          if (event.rows > 0) controller.abort()
+        },
+      }).catch((error: unknown) => error)
+      expect((aborted as Error).name).toBe('AbortedError')
+      await vi.waitFor(() => expect(source.stats().total - source.stats().idle).toBe(0), { timeout: 10_000 })
+      await vi.waitFor(async () => expect(await copies()).toBe(0), { timeout: 10_000 })
+      // The pool still works: a whole read afterwards lands every row.
+      const sink = memorySink()
+      await extract({ from: parallelSource(source, { table: 'early', concurrency: 2, pieces: 6 }), to: sink })
+      expect(sink.rows).toHaveLength(200000)
+    } finally {
+      await source.close()
+    }
+  })
+
   it('sees one point in time while a writer inserts and deletes during the read', async () => {
     await db.sourceSql(`create table moving (id int primary key, grp int not null)`)
     await db.sourceSql(`insert into moving select g, g % 10 from generate_series(1, 100000) g`)

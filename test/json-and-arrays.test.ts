@@ -20,7 +20,9 @@ describe('parseJsonb', () => {
       (1, '{"a": 1, "b": [true, null]}', '{"ok": "yes"}', '{"n": 12345678901234567890}'),
       (2, '"just a string"', 'not json {', null),
       (3, null, '', '[1.5, -0, 1e3]'),
-      (4, '[]', '{"unterminated": ', '{}')`)
+      (4, '[]', '{"unterminated": ', '{}'),
+      (5, '{"id": -9223372036854775808, "s": "12345678901234567890", "safe": 9007199254740991, "arr": [18446744073709551615, 1.5]}',
+          '{"deep": {"n": [99999999999999999999999999999]}}', '[9007199254740993]')`)
     const sink = memorySink()
     const report = await extract({
       from: tableSource(db.source, { table: 'docs' }),
@@ -32,6 +34,9 @@ describe('parseJsonb', () => {
     expect(byId[2]).toMatchObject({ body_parsed: 'just a string', raw_parsed: { _error: 'parse_failed', _raw: 'not json {' } })
     expect(byId[3]).toMatchObject({ body_parsed: null, raw_parsed: { _error: 'parse_failed', _raw: '' } })
     expect(byId[4]).toMatchObject({ body_parsed: [], raw_parsed: { _error: 'parse_failed', _raw: '{"unterminated": ' } })
+    // Integers beyond 2^53 keep every digit, as bigint; safe ones and digits inside strings stay as they were.
+    expect(byId[5]?.body_parsed).toEqual({ id: -9223372036854775808n, s: '12345678901234567890', safe: 9007199254740991, arr: [18446744073709551615n, 1.5] })
+    expect(byId[5]?.raw_parsed).toEqual({ deep: { n: [99999999999999999999999999999n] } })
     expect(report.counters).toEqual({ 'parseJsonb.failed': 3 })
   })
 
@@ -47,12 +52,15 @@ describe('parseJsonb', () => {
          from bronze.br_docs order by id`,
     )
     expect(rows).toEqual([
-      { id: 1, body: '{"a": 1, "b": [true, null]}', big: '{"n": 12345678901234567890}', big_parsed: expect.any(String), type: 'jsonb' },
+      { id: 1, body: '{"a": 1, "b": [true, null]}', big: '{"n": 12345678901234567890}', big_parsed: '{"n": 12345678901234567890}', type: 'jsonb' },
       { id: 2, body: '"just a string"', big: null, big_parsed: null, type: 'jsonb' },
       // jsonb itself normalises numbers: the source already holds [1.5, 0, 1000].
       { id: 3, body: null, big: '[1.5, 0, 1000]', big_parsed: '[1.5, 0, 1000]', type: 'jsonb' },
       { id: 4, body: '[]', big: '{}', big_parsed: '{}', type: 'jsonb' },
+      { id: 5, body: expect.any(String), big: '[9007199254740993]', big_parsed: '[9007199254740993]', type: 'jsonb' },
     ])
+    // Every parsed value equals its source as jsonb, large integers included (raw holds text, some of it bad JSON).
+    expect(await db.warehouseSql(`select id from bronze.br_docs where body_parsed is distinct from body or big_parsed is distinct from big`)).toEqual([])
   })
 
   it('names an unknown column', () => {

@@ -6,6 +6,7 @@ import { parseArrayLiteral } from '../pg/array-literal.js'
 import { scalarParser } from '../pg/type-parsers.js'
 import { OID, type Column } from '../pg/types.js'
 import { checkNewColumns, selectColumns } from './select-columns.js'
+import { parseJsonLossless } from '../util/lossless-json.js'
 
 const expandArraysSchema = z.strictObject({
   /** Array columns to expand; all array columns when absent (explode takes exactly one). */
@@ -39,7 +40,7 @@ const isJsonElement = (column: Column) => column.elementOid === OID.json || colu
 function parseElement(value: unknown): unknown {
   if (typeof value !== 'string') return value
   try {
-    return JSON.parse(value) as unknown
+    return parseJsonLossless(value)
   } catch {
     return value
   }

@@ -3,6 +3,7 @@ import type { Batch, Row, RunContext, Shape, Transform } from '../contracts.js'
 import { parseOptions } from '../connection/options.js'
 import { OID, type Column } from '../pg/types.js'
 import { checkNewColumns, selectColumns } from './select-columns.js'
+import { parseJsonLossless } from '../util/lossless-json.js'
 
 const parseJsonbSchema = z.strictObject({
   /** Columns holding JSON text; all json and jsonb columns when absent. */
@@ -70,7 +71,7 @@ function parseJson(value: unknown): unknown {
   if (value === null || value === undefined) return null
   if (typeof value !== 'string') return value
   try {
-    return JSON.parse(value) as unknown
+    return parseJsonLossless(value)
   } catch {
     return new Failure({ _error: 'parse_failed', _raw: value })
   }

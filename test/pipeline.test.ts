@@ -5,10 +5,12 @@ import {
   bronzeMetadata,
   connect,
   ConfigError,
+  copySource,
   extract,
   memorySink,
   postgresSink,
   PoolTimeoutError,
+  SinkWriteError,
   tableSource,
   TransformError,
   UnknownColumnError,
@@ -101,6 +103,45 @@ describe('extract()', () => {
 
     await extract({ from: tableSource(db.source, { table: 'orders' }), to: postgresSink(db.warehouse, { mode: 'replace' }) })
     expect(await db.warehouseSql('select count(*)::int as n from bronze.br_orders')).toEqual([{ n: 9000 }])
+  })
+
+  it('replace refuses, naming them, when views depend on the bronze table, and leaves the table as it was', async () => {
+    await seedOrders('viewed', 100)
+    await extract({ from: tableSource(db.source, { table: 'viewed' }), to: postgresSink(db.warehouse) })
+    await db.warehouseSql(`create view bronze.paid_viewed as select * from bronze.br_viewed where status = 'paid'`)
+    await db.sourceSql(`insert into viewed values (101, 'paid', 1)`)
+    const failure = await extract({ from: tableSource(db.source, { table: 'viewed' }), to: postgresSink(db.warehouse) }).catch((error: unknown) => error)
+    expect(failure).toBeInstanceOf(SinkWriteError)
+    expect((failure as Error).message).toMatch(/view bronze\.paid_viewed depends on table bronze\.br_viewed.*use mode 'append' or 'merge'/)
+    expect(await db.warehouseSql('select count(*)::int as n from bronze.br_viewed')).toEqual([{ n: 100 }])
+    expect(await db.warehouseSql(`select relname from pg_class where relname like 'pgdk_stage_%'`)).toEqual([])
+    // append keeps the table, so the view lives on: 33 paid rows before, 34 more appended.
+    await extract({ from: tableSource(db.source, { table: 'viewed' }), to: postgresSink(db.warehouse, { mode: 'append' }) })
+    expect(await db.warehouseSql('select count(*)::int as n from bronze.paid_viewed')).toEqual([{ n: 67 }])
+  })
+
+  it('merge upserts by the source table\'s primary key, which table and COPY sources report; a subset without it is refused', async () => {
+    await db.sourceSql(`drop table if exists keyed`)
+    await db.sourceSql(`create table keyed (region text, id int, status text, primary key (id, region))`)
+    await db.sourceSql(`insert into keyed select 'eu', g, 'open' from generate_series(1, 50) g`)
+    for (const from of [tableSource(db.source, { table: 'keyed' }), copySource(db.source, { table: 'keyed' })]) {
+      expect((await from.shape()).primaryKey).toEqual(['id', 'region'])
+    }
+    await extract({ from: tableSource(db.source, { table: 'keyed' }), to: postgresSink(db.warehouse, { mode: 'merge' }) })
+    await db.sourceSql(`update keyed set status = 'paid' where id <= 10`)
+    await db.sourceSql(`insert into keyed values ('us', 1, 'new')`)
+    await extract({ from: copySource(db.source, { table: 'keyed' }), to: postgresSink(db.warehouse, { mode: 'merge' }) })
+    expect(await db.warehouseSql(`select status, count(*)::int as n from bronze.br_keyed group by status order by status`)).toEqual([
+      { status: 'new', n: 1 },
+      { status: 'open', n: 40 },
+      { status: 'paid', n: 10 },
+    ])
+    const subset = await extract({
+      from: tableSource(db.source, { table: 'keyed', columns: ['id', 'status'] }),
+      to: postgresSink(db.warehouse, { mode: 'merge', table: 'keyed_subset' }),
+    }).catch((error: unknown) => error)
+    expect(subset).toBeInstanceOf(ConfigError)
+    expect((subset as Error).message).toMatch(/merge needs a primary key/)
   })
 
   it('append adds rows in one transaction and adds new source columns to the table', async () => {

@@ -4,7 +4,7 @@ import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
 import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult } from '../contracts.js'
 import type pg from 'pg'
-import { AbortedError, classifyError, ConfigError, DatakitError, SinkWriteError } from '../errors.js'
+import { AbortedError, classifyError, ConfigError, DatakitError, SinkWriteError, sqlStateOf, type ErrorContext } from '../errors.js'
 import { countLines } from '../pg/copy-line-suffix.js'
 import { copyIn } from '../pg/copy-in.js'
 import { encodeRows, rowEncoder } from '../pg/copy-text-encoder.js'
@@ -99,7 +99,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       if (copied !== columns && constants) await addConstantColumns(client, schema, staging, constants)
 
       if (mode === 'replace') {
-        await client.query(`drop table if exists ${qualifiedName(schema, target)}`)
+        await dropForReplace(client, schema, target, context)
         await client.query(`alter table ${qualifiedName(schema, staging)} rename to ${quoteIdent(target)}`)
       }
       if (key) await client.query(upsertSql(qualifiedName(schema, target), quoteIdent(staging), columns, key))
@@ -204,4 +204,23 @@ async function copyCounting(
   }
   await copyIn(client, statement, counted(), ctx.signal)
   return { rows, bytes }
+}
+
+/**
+ * Drops the table a replace swaps out. Views (or other objects) that depend on it stop the drop: the error names them
+ * and says what to do, and the transaction rolls back, leaving the table as it was.
+ */
+async function dropForReplace(client: pg.ClientBase, schema: string, target: string, context: ErrorContext): Promise<void> {
+  try {
+    await client.query(`drop table if exists ${qualifiedName(schema, target)}`)
+  } catch (error) {
+    if (sqlStateOf(error) !== '2BP01') throw error
+    const detail = (error as { detail?: string }).detail?.replaceAll('\n', '; ')
+    throw new SinkWriteError(
+      `${schema}.${target} has objects that depend on it${detail ? ` (${detail})` : ''}: mode 'replace' loads a new table and drops the old one, ` +
+        `which PostgreSQL refuses while they exist. Drop them and create them again after the load, or use mode 'append' or 'merge'; ` +
+        `${schema}.${target} was left as it was`,
+      { step: 'sink', context, cause: error },
+    )
+  }
 }

@@ -2,7 +2,7 @@ import type { CompiledQuery } from 'kysely'
 import type { Connection } from '../connection/connection.js'
 import type { ExtractionType, RunContext, Shape } from '../contracts.js'
 import { classifyError, ConfigError, SourceQueryError } from '../errors.js'
-import { describeFields, describeTable, type TableDescription } from '../pg/catalog.js'
+import { describeFields, describeTable, primaryKeyOf, type TableDescription } from '../pg/catalog.js'
 import { OID, type Column } from '../pg/types.js'
 
 /** A table's shape (and relkind) from the catalog; `columns` keeps those, in that order. */
@@ -24,9 +24,13 @@ export async function describeTableShape(
       const description = await describeTable(client, schema, table, target.columns)
       // Names in an equality filter are checked like selected columns, before anything runs.
       if (target.filterColumns?.length) await describeTable(client, schema, table, target.filterColumns)
+      // The primary key travels with the shape (a merge sink upserts by it) when every key column is read.
+      const primaryKey = await primaryKeyOf(client, schema, table)
+      const complete = primaryKey.length > 0 && primaryKey.every((name) => description.columns.some((column) => column.name === name))
       return {
         origin: { source: connection.label, schema, table, extractionType },
         columns: description.columns.map((column) => (target.largeObjects?.includes(column.name) ? asLargeObject(column) : column)),
+        ...(complete ? { primaryKey } : {}),
         kind: description.kind,
       }
     }, ctx.signal)

@@ -104,8 +104,8 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
           })
         }
         if (lookback !== undefined) await checkLookback(client, facts, lookback)
-        const primaryKey = parsed.primaryKey ?? (await primaryKeyOf(client, schema, table))
-        return { ...shape, ...(primaryKey.length ? { primaryKey } : {}), facts }
+        // The table's primary key comes with its shape (when every key column is read); an option overrides it.
+        return { ...shape, ...(parsed.primaryKey ? { primaryKey: parsed.primaryKey } : {}), facts }
       }, ctx.signal)
     } catch (error) {
       throw classifyError(error, 'source', context, SourceQueryError)
@@ -291,16 +291,4 @@ async function checkLookback(client: pg.ClientBase, facts: CursorFacts, lookback
       throw new ConfigError('lookback', `"${lookback}" is not an interval PostgreSQL understands`, { cause })
     }
   }
-}
-
-async function primaryKeyOf(client: pg.ClientBase, schema: string, table: string): Promise<string[]> {
-  const { rows } = await client.query<{ name: string }>(
-    `select a.attname as name
-       from pg_index i join pg_class r on r.oid = i.indrelid join pg_namespace n on n.oid = r.relnamespace
-       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
-      where n.nspname = $1 and r.relname = $2 and i.indisprimary
-      order by array_position(i.indkey::int2[], a.attnum)`,
-    [schema, table],
-  )
-  return rows.map((row) => row.name)
 }

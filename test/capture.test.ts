@@ -86,6 +86,50 @@ describe('captureChanges', () => {
     expect(await checksum(db.warehouseDatabase, 'bronze.br_profiles', columns)).toEqual(await checksum(db.sourceDatabase, 'profiles', columns))
   })
 
+  it('applies runs of changes in few statements with the result of one statement per change', async () => {
+    await db.sourceSql(`create table runs_a (id int primary key, v text, n int)`)
+    await db.sourceSql(`create table runs_b (id int primary key, v text)`)
+    await ensurePublication(db.source, 'pub_runs', [{ table: 'runs_a' }, { table: 'runs_b' }])
+    await ensureSlot(db.source, 'slot_runs')
+    // 12,000 inserts in one transaction: a run longer than one statement takes.
+    await db.sourceSql(`insert into runs_a select g, 'v' || g, 0 from generate_series(1, 12000) g`)
+    const client = await clientFor(db.sourceUrl)
+    try {
+      await client.query('begin')
+      for (let step = 1; step <= 3; step++) await client.query(`update runs_a set n = $1, v = $2 where id = 1`, [step, `step ${step}`])
+      await client.query(`delete from runs_a where id = 2`)
+      await client.query(`insert into runs_a values (2, 'back', 7)`)
+      await client.query(`update runs_a set n = 8 where id = 2`)
+      await client.query(`update runs_a set id = 30003 where id = 3`)
+      await client.query(`update runs_a set n = 9 where id = 30003`)
+      await client.query(`insert into runs_a values (3, 'new three', 3)`)
+      await client.query(`delete from runs_a where id in (4, 6)`)
+      // Two tables interleaved: each change closes the other table's run.
+      await client.query(`insert into runs_b values (1, 'b1')`)
+      await client.query(`update runs_a set n = 50 where id = 5`)
+      await client.query(`insert into runs_b values (2, 'b2')`)
+      await client.query(`update runs_a set n = 51 where id = 5`)
+      await client.query(`delete from runs_b where id = 1`)
+      await client.query(`delete from runs_a where id = 8`)
+      await client.query(`delete from runs_a where id = 7`)
+      await client.query(`insert into runs_a values (7, 'seven again', 77)`)
+      await client.query('commit')
+    } finally {
+      await client.end()
+    }
+    await captureUntilQuiet({ source: db.source, warehouse: db.warehouse, slot: 'slot_runs', publication: 'pub_runs', apply: true, idleMs: 500 })
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_runs_a', ['id', 'v', 'n'])).toEqual(await checksum(db.sourceDatabase, 'runs_a', ['id', 'v', 'n']))
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_runs_b', ['id', 'v'])).toEqual(await checksum(db.sourceDatabase, 'runs_b', ['id', 'v']))
+    expect(await db.warehouseSql(`select id, v, n from bronze.br_runs_a where id in (1, 2, 3, 5, 7, 30003) order by id`)).toEqual([
+      { id: 1, v: 'step 3', n: 3 },
+      { id: 2, v: 'back', n: 8 },
+      { id: 3, v: 'new three', n: 3 },
+      { id: 5, v: 'v5', n: 51 },
+      { id: 7, v: 'seven again', n: 77 },
+      { id: 30003, v: 'v3', n: 9 },
+    ])
+  })
+
   it('applies REPLICA IDENTITY FULL tables: by the primary key when there is one, by all old values (duplicates too) when not', async () => {
     await db.sourceSql(`create table full_keyed (id int primary key, doc json, note text)`)
     await db.sourceSql(`create table full_bag (label text, doc json, spot point, amount numeric)`)

@@ -13,7 +13,12 @@ import type { ChangeRecord } from './change-records.js'
  * - delete: by the old key; truncate: the whole table.
  * A REPLICA IDENTITY FULL table without a primary key has no key: its updates and deletes match one row with all the
  * old values pgoutput sent (compared as text, so every type compares), and its inserts are plain inserts.
- * Tables are created on first use (`ensureBronzeTable`). Row by row: one statement per change.
+ * Tables are created on first use (`ensureBronzeTable`).
+ *
+ * Consecutive upserts into one table with the same columns go in one multi-row INSERT ... ON CONFLICT, and
+ * consecutive deletes from one table in one DELETE: the same result as one statement per change (a key met twice in
+ * a run keeps its last row, as the later statement would have), without a round trip per change. Key moves and keyless
+ * tables are applied one change at a time, in order with the runs around them.
  */
 export async function applyChanges(
   client: pg.ClientBase,
@@ -22,6 +27,23 @@ export async function applyChanges(
   changes: readonly ChangeRecord[],
 ): Promise<void> {
   const tables = new Map<string, ReadonlyMap<string, string>>()
+  let run: Run | undefined
+  const flush = async () => {
+    if (run) await applyRun(client, run)
+    run = undefined
+  }
+  // Adds a row to the open run when it continues it, else flushes that run and opens a new one.
+  const extend = async (kind: Run['kind'], target: string, key: readonly string[], columns: readonly string[], values: Record<string, unknown>) => {
+    const signature = columns.join('\u0000')
+    if (!run || run.kind !== kind || run.target !== target || run.signature !== signature || run.rows.size >= maxRows(columns.length)) {
+      await flush()
+      run = { kind, target, key, columns, signature, rows: new Map() }
+    }
+    const row = columns.map((column) => text(values[column]))
+    const id = JSON.stringify(key.map((column) => text(values[column])))
+    run.rows.delete(id) // the last row of a key wins, at the end of the run like its statement
+    run.rows.set(id, row)
+  }
   for (const change of changes) {
     if (!change.schema_name || !change.table_name) continue
     const name = `${change.schema_name}.${change.table_name}`
@@ -29,31 +51,65 @@ export async function applyChanges(
     if (!relation) continue
     const target = bronzeTableName(schema, relation)
     let types = tables.get(name)
-    if (!types) tables.set(name, (types = await ensureBronzeTable(client, target, relation)))
+    if (!types) {
+      await flush()
+      tables.set(name, (types = await ensureBronzeTable(client, target, relation)))
+    }
     const key = bronzeKey(relation)
     const data = change.data ?? {}
     if (change.operation === 'truncate') {
+      await flush()
       await client.query(`truncate ${target}`)
     } else if (key.length === 0) {
+      await flush()
       await applyWithoutKey(client, target, types, change)
     } else if (change.operation === 'delete') {
-      await deleteByKey(client, target, key, change.key ?? change.old_data ?? {})
+      await extend('delete', target, key, key, change.key ?? change.old_data ?? {})
     } else if (change.operation === 'insert' || change.operation === 'update') {
       const oldKey = change.old_data ? Object.fromEntries(key.map((column) => [column, change.old_data?.[column]])) : undefined
       // A changed key moves the row (an UPDATE keeps the columns pgoutput did not send); a row not there is inserted.
       const moved = oldKey && key.some((column) => text(oldKey[column]) !== text(data[column]))
-      if (!moved || !(await updateByKey(client, target, key, oldKey, data))) await upsert(client, target, key, data)
+      if (moved) {
+        await flush()
+        if (!(await updateByKey(client, target, key, oldKey, data))) await upsert(client, target, key, data)
+      } else {
+        await extend('upsert', target, key, Object.keys(data), data)
+      }
     }
   }
+  await flush()
+}
+
+/** Consecutive changes of one kind to one table with the same columns, by key (text). */
+interface Run {
+  readonly kind: 'upsert' | 'delete'
+  readonly target: string
+  readonly key: readonly string[]
+  readonly columns: readonly string[]
+  readonly signature: string
+  readonly rows: Map<string, (string | null)[]>
+}
+
+/** Rows per statement: PostgreSQL takes at most 65,535 parameters. */
+function maxRows(columns: number): number {
+  return Math.max(1, Math.min(5_000, Math.floor(60_000 / Math.max(1, columns))))
+}
+
+async function applyRun(client: pg.ClientBase, run: Run): Promise<void> {
+  const rows = [...run.rows.values()]
+  const width = run.columns.length
+  const tuples = rows.map((_, row) => `(${run.columns.map((_, column) => `$${row * width + column + 1}`).join(', ')})`).join(', ')
+  const values = rows.flat()
+  if (run.kind === 'delete') {
+    const key = `(${run.key.map(quoteIdent).join(', ')})`
+    await client.query(`delete from ${run.target} where ${key} in (${tuples})`, values)
+    return
+  }
+  await client.query(`insert into ${run.target} (${run.columns.map(quoteIdent).join(', ')}) values ${tuples}${onConflict(run.key, run.columns)}`, values)
 }
 
 function text(value: unknown): string | null {
   return value === null || value === undefined ? null : valueToText(value)
-}
-
-async function deleteByKey(client: pg.ClientBase, target: string, key: readonly string[], values: Record<string, unknown>): Promise<void> {
-  const where = key.map((column, index) => `${quoteIdent(column)} = $${index + 1}`).join(' and ')
-  await client.query(`delete from ${target} where ${where}`, key.map((column) => text(values[column])))
 }
 
 async function updateByKey(
@@ -77,9 +133,14 @@ async function upsert(client: pg.ClientBase, target: string, key: readonly strin
   const columns = Object.keys(data)
   const list = columns.map(quoteIdent).join(', ')
   const values = columns.map((_, index) => `$${index + 1}`).join(', ')
+  await client.query(`insert into ${target} (${list}) values (${values})${onConflict(key, columns)}`, columns.map((column) => text(data[column])))
+}
+
+/** The ON CONFLICT clause of an upsert by `key` that sets `columns` (none without a key). */
+function onConflict(key: readonly string[], columns: readonly string[]): string {
+  if (key.length === 0) return ''
   const updates = columns.filter((column) => !key.includes(column)).map((column) => `${quoteIdent(column)} = excluded.${quoteIdent(column)}`)
-  const conflict = key.length ? ` on conflict (${key.map(quoteIdent).join(', ')}) do ${updates.length ? `update set ${updates.join(', ')}` : 'nothing'}` : ''
-  await client.query(`insert into ${target} (${list}) values (${values})${conflict}`, columns.map((column) => text(data[column])))
+  return ` on conflict (${key.map(quoteIdent).join(', ')}) do ${updates.length ? `update set ${updates.join(', ')}` : 'nothing'}`
 }
 
 /**

@@ -2,6 +2,7 @@
  * The CDC case of `npm run bench`, on a pgbench-like workload (one-row updates in small transactions, 2 clients):
  * - lag: `captureChanges` runs while the workload commits; p50/p99 of commit to durable in the warehouse;
  * - throughput: a backlog of committed changes drained into bronze.cdc_changes, in changes/s;
+ * - apply: the same backlog drained again on its own slot with `apply: true` (bronze_apply.br_cdc_accounts kept in step);
  * - the limit: the server decoding the same backlog with pg_logical_slot_get_binary_changes.
  */
 import { execFile as execFileCallback } from 'node:child_process'
@@ -22,7 +23,10 @@ export interface CdcBenchResult {
   lagP99Ms: number
   decodeCeilingPerSecond: number
   ratioToCeiling: number
+  applyPerSecond: number
 }
+
+const SLOTS = ['pgdk_bench', 'pgdk_bench_ceiling', 'pgdk_bench_apply']
 
 export async function runCdcBench(url: string, transactions: number): Promise<CdcBenchResult> {
   // The built library, as users run it (the caller builds dist/ first).
@@ -43,7 +47,7 @@ export async function runCdcBench(url: string, transactions: number): Promise<Cd
     await admin.query(`create table cdc_accounts (aid int primary key, abalance int not null, filler char(84))`)
     await admin.query(`insert into cdc_accounts select g, 0, '' from generate_series(1, 100000) g`)
     await ensurePublication(source, 'pgdk_bench_pub', [{ table: 'cdc_accounts' }])
-    for (const slot of ['pgdk_bench', 'pgdk_bench_ceiling']) await dropSlot(source, slot)
+    for (const slot of SLOTS) await dropSlot(source, slot)
     await ensureSlot(source, 'pgdk_bench')
 
     const warehouse = connect({ url: warehouseUrl.toString(), ssl: { mode: 'disable' } })
@@ -51,13 +55,15 @@ export async function runCdcBench(url: string, transactions: number): Promise<Cd
     await writeFile(script, '\\set aid random(1, 100000)\nupdate cdc_accounts set abalance = abalance + 1 where aid = :aid;\n')
     const pgbench = (count: number) =>
       execFile(join(findPostgresBinDir() ?? '/usr/bin', 'pgbench'), ['-n', '-c', '2', '-j', '2', '-t', String(Math.ceil(count / 2)), '-f', script, url])
-    const capture = (until: number, onFirst?: () => void) => {
+    const capture = (until: number, onFirst?: () => void, { slot = 'pgdk_bench', apply = false, schema = 'bronze' } = {}) => {
       const controller = new AbortController()
       let landed = 0
       let lastAt = 0
       const timeout = setTimeout(() => controller.abort(), 300_000)
       const done = captureChanges(source, {
-        slot: 'pgdk_bench',
+        slot,
+        apply,
+        schema,
         publication: 'pgdk_bench_pub',
         to: warehouse,
         maxBatchChanges: 10_000,
@@ -84,8 +90,10 @@ export async function runCdcBench(url: string, transactions: number): Promise<Cd
     )
 
     // Throughput: a backlog of committed changes, drained by the capture. The ceiling slot starts here too.
-    await dropSlot(source, 'pgdk_bench_ceiling')
-    await ensureSlot(source, 'pgdk_bench_ceiling')
+    for (const slot of ['pgdk_bench_ceiling', 'pgdk_bench_apply']) {
+      await dropSlot(source, slot)
+      await ensureSlot(source, slot)
+    }
     await pgbench(transactions)
     // Dirty pages from the data generated before (and the workload) are written out first, not during the drain.
     await admin.query('checkpoint')
@@ -94,6 +102,14 @@ export async function runCdcBench(url: string, transactions: number): Promise<Cd
     await drain.done
     const landed = drain.landed()
     const seconds = (drain.lastAt() - started) / 1000
+
+    // Apply: the same backlog on its own slot, into its own schema (the change log is keyed by commit LSN), with
+    // bronze_apply.br_cdc_accounts upserted in the same transactions.
+    await admin.query('checkpoint')
+    const applyStarted = performance.now()
+    const applied = capture(transactions, undefined, { slot: 'pgdk_bench_apply', apply: true, schema: 'bronze_apply' })
+    await applied.done
+    const applyPerSecond = applied.landed() / ((applied.lastAt() - applyStarted) / 1000)
     await warehouse.close()
 
     // The ceiling: the server decoding the same changes as pgoutput bytes, nothing else.
@@ -114,9 +130,10 @@ export async function runCdcBench(url: string, transactions: number): Promise<Cd
       lagP99Ms: Number(lag.rows[0]?.p99 ?? 0) * 1000,
       decodeCeilingPerSecond,
       ratioToCeiling: changesPerSecond / decodeCeilingPerSecond,
+      applyPerSecond,
     }
   } finally {
-    for (const slot of ['pgdk_bench', 'pgdk_bench_ceiling']) await dropSlot(source, slot).catch(() => undefined)
+    for (const slot of SLOTS) await dropSlot(source, slot).catch(() => undefined)
     await source.close()
     await admin.end()
   }

@@ -9,7 +9,7 @@
  *   (e), (f)     partitionedSource over a 4-partition copy of the table, read (and dropped) with 1 and 2 connections
  *   (g), (h)     their limit: psql reading the same partitions, 1 and 2 connections, bytes dropped
  *   (i), (j)     the server alone: the same partitions COPYed to the server's /dev/null (needs pg_write_server_files)
- *   cdc          a pgbench workload captured into bronze.cdc_changes (--cdc-transactions, default 50000)
+ *   cdc          a pgbench workload captured into bronze.cdc_changes, then applied (--cdc-transactions, default 50000)
  * Each run is a fresh process running dist/ (so peak RSS is the run's own); a warm-up round, then --runs rounds in which
  * the cases take turns (so a ratio compares cases under the same background load); medians per case.
  * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
@@ -260,7 +260,8 @@ async function main() {
     if (cdc) {
       lines.push(
         `cdc: ${Math.round(cdc.changesPerSecond).toLocaleString('en')} changes/s landed (target >= 50,000: ${cdc.changesPerSecond >= 50_000 ? 'met' : 'MISSED'}), ` +
-          `lag p50 ${Math.round(cdc.lagP50Ms)} ms, p99 ${Math.round(cdc.lagP99Ms)} ms; decode ceiling ${Math.round(cdc.decodeCeilingPerSecond).toLocaleString('en')} changes/s (${cdc.ratioToCeiling.toFixed(2)}x of it)`,
+          `lag p50 ${Math.round(cdc.lagP50Ms)} ms, p99 ${Math.round(cdc.lagP99Ms)} ms; decode ceiling ${Math.round(cdc.decodeCeilingPerSecond).toLocaleString('en')} changes/s (${cdc.ratioToCeiling.toFixed(2)}x of it); ` +
+          `with apply: ${Math.round(cdc.applyPerSecond).toLocaleString('en')} changes/s`,
       )
       summary.cdc = cdc
     }

@@ -114,6 +114,16 @@ describe('captureChanges', () => {
       await client.query(`delete from runs_a where id = 7`)
       await client.query(`insert into runs_a values (7, 'seven again', 77)`)
       await client.query('commit')
+      // Many small transactions touching both tables, with keys updated again and again, inserted and deleted.
+      for (let step = 0; step < 200; step++) {
+        await client.query('begin')
+        await client.query(`update runs_a set n = n + 1 where id = $1`, [10 + (step % 17)])
+        await client.query(`insert into runs_b values ($1, 't') on conflict (id) do update set v = 'again'`, [1000 + (step % 40)])
+        await client.query(`update runs_b set v = $1 where id = $2`, [`u${step}`, 1000 + (step % 5)])
+        if (step % 3 === 0) await client.query(`delete from runs_b where id = $1`, [1000 + ((step * 7) % 40)])
+        await client.query(`update runs_a set v = $1 where id = $2`, [`w${step}`, 10 + (step % 13)])
+        await client.query('commit')
+      }
     } finally {
       await client.end()
     }

@@ -15,10 +15,11 @@ import type { ChangeRecord } from './change-records.js'
  * old values pgoutput sent (compared as text, so every type compares), and its inserts are plain inserts.
  * Tables are created on first use (`ensureBronzeTable`).
  *
- * Consecutive upserts into one table with the same columns go in one multi-row INSERT ... ON CONFLICT, and
- * consecutive deletes from one table in one DELETE: the same result as one statement per change (a key met twice in
- * a run keeps its last row, as the later statement would have), without a round trip per change. Key moves and keyless
- * tables are applied one change at a time, in order with the runs around them.
+ * A table's consecutive upserts with the same columns go in one multi-row INSERT ... ON CONFLICT, and its consecutive
+ * deletes in one DELETE, whatever other tables' changes come between (bronze tables have no foreign keys, so only the
+ * order within a table matters): the same result as one statement per change (a key met twice in a run keeps its last
+ * row, as the later statement would have), without a round trip per change. Key moves and keyless tables are applied
+ * one change at a time, in order with the runs of their table.
  */
 export async function applyChanges(
   client: pg.ClientBase,
@@ -27,17 +28,20 @@ export async function applyChanges(
   changes: readonly ChangeRecord[],
 ): Promise<void> {
   const tables = new Map<string, ReadonlyMap<string, string>>()
-  let run: Run | undefined
-  const flush = async () => {
+  // One open run per table: bronze tables have no foreign keys, so only the order within a table matters.
+  const runs = new Map<string, Run>()
+  const flush = async (target: string) => {
+    const run = runs.get(target)
+    runs.delete(target)
     if (run) await applyRun(client, run)
-    run = undefined
   }
-  // Adds a row to the open run when it continues it, else flushes that run and opens a new one.
+  // Adds a row to the table's open run when it continues it, else applies that run and opens a new one.
   const extend = async (kind: Run['kind'], target: string, key: readonly string[], columns: readonly string[], values: Record<string, unknown>) => {
     const signature = columns.join('\u0000')
-    if (!run || run.kind !== kind || run.target !== target || run.signature !== signature || run.rows.size >= maxRows(columns.length)) {
-      await flush()
-      run = { kind, target, key, columns, signature, rows: new Map() }
+    let run = runs.get(target)
+    if (!run || run.kind !== kind || run.signature !== signature || run.rows.size >= maxRows(columns.length)) {
+      await flush(target)
+      runs.set(target, (run = { kind, target, key, columns, signature, rows: new Map() }))
     }
     const row = columns.map((column) => text(values[column]))
     const id = JSON.stringify(key.map((column) => text(values[column])))
@@ -51,17 +55,14 @@ export async function applyChanges(
     if (!relation) continue
     const target = bronzeTableName(schema, relation)
     let types = tables.get(name)
-    if (!types) {
-      await flush()
-      tables.set(name, (types = await ensureBronzeTable(client, target, relation)))
-    }
+    if (!types) tables.set(name, (types = await ensureBronzeTable(client, target, relation)))
     const key = bronzeKey(relation)
     const data = change.data ?? {}
     if (change.operation === 'truncate') {
-      await flush()
+      await flush(target)
       await client.query(`truncate ${target}`)
     } else if (key.length === 0) {
-      await flush()
+      await flush(target)
       await applyWithoutKey(client, target, types, change)
     } else if (change.operation === 'delete') {
       await extend('delete', target, key, key, change.key ?? change.old_data ?? {})
@@ -70,17 +71,17 @@ export async function applyChanges(
       // A changed key moves the row (an UPDATE keeps the columns pgoutput did not send); a row not there is inserted.
       const moved = oldKey && key.some((column) => text(oldKey[column]) !== text(data[column]))
       if (moved) {
-        await flush()
+        await flush(target)
         if (!(await updateByKey(client, target, key, oldKey, data))) await upsert(client, target, key, data)
       } else {
         await extend('upsert', target, key, Object.keys(data), data)
       }
     }
   }
-  await flush()
+  for (const target of [...runs.keys()]) await flush(target)
 }
 
-/** Consecutive changes of one kind to one table with the same columns, by key (text). */
+/** Consecutive changes of one kind to one table with the same columns (other tables' changes between them or not), by key (text). */
 interface Run {
   readonly kind: 'upsert' | 'delete'
   readonly target: string

@@ -17,6 +17,17 @@ import { useDatabases } from './support/fixtures.js'
 
 const db = useDatabases('snapshot')
 
+/**
+ * Stops a capture shortly after its snapshot is done (a fixed timeout could end it mid-snapshot on a loaded machine),
+ * or after 60 s whatever happens.
+ */
+function stopAfterSnapshot(): { signal: AbortSignal; soon: () => void } {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(), 60_000)
+  controller.signal.addEventListener('abort', () => clearTimeout(timer), { once: true })
+  return { signal: controller.signal, soon: () => void setTimeout(() => controller.abort(), 300) }
+}
+
 /** Inserts new rows and updates old ones, one small transaction after another, until stopped. */
 function startWriter(table: string, firstNewId: number): { stop: () => Promise<number> } {
   let running = true
@@ -151,20 +162,24 @@ describe('the initial snapshot hand-off', () => {
     // A slot someone else made: lining a snapshot up with it is impossible.
     await ensureSlot(db.source, 'slot_parts')
     const attempt = () =>
-      captureChanges(db.source, { slot: 'slot_parts', publication: 'pub_parts', to: db.warehouse, initialSnapshot: true, signal: AbortSignal.timeout(2_000) })
+      captureChanges(db.source, { slot: 'slot_parts', publication: 'pub_parts', to: db.warehouse, initialSnapshot: true, signal: AbortSignal.timeout(30_000) })
     await expect(attempt()).rejects.toThrow(ConfigError)
     await expect(attempt()).rejects.toThrow(/exists but the warehouse holds no position for it/)
     // What a run that died mid-copy leaves: its slot, and the attempt recorded as pending.
     await db.warehouseSql(`insert into bronze.cdc_state values ('slot_parts', '0/0', now(), 'pending')`)
     const before = await slotStatus(db.source, 'slot_parts')
+    const stop = stopAfterSnapshot()
     let copied = 0
     await captureChanges(db.source, {
       slot: 'slot_parts',
       publication: 'pub_parts',
       to: db.warehouse,
       initialSnapshot: true,
-      onSnapshot: (report) => (copied = report.tables[0]?.rows ?? 0),
-      signal: AbortSignal.timeout(1_000),
+      onSnapshot: (report) => {
+        copied = report.tables[0]?.rows ?? 0
+        stop.soon()
+      },
+      signal: stop.signal,
     })
     expect(copied).toBe(100)
     const after = await slotStatus(db.source, 'slot_parts')
@@ -178,13 +193,17 @@ describe('the initial snapshot hand-off', () => {
     await db.sourceSql(`insert into members select g, case when g % 2 = 0 then 'eu' else 'us' end, 'hidden' from generate_series(1, 40) g`)
     await db.sourceSql(`create publication pub_members for table members (id, region) where (region = 'eu')`)
     let report: InitialSnapshotReport | undefined
+    const stop = stopAfterSnapshot()
     await captureChanges(db.source, {
       slot: 'slot_members',
       publication: 'pub_members',
       to: db.warehouse,
       initialSnapshot: true,
-      onSnapshot: (snapshot) => (report = snapshot),
-      signal: AbortSignal.timeout(1_000),
+      onSnapshot: (snapshot) => {
+        report = snapshot
+        stop.soon()
+      },
+      signal: stop.signal,
     })
     expect(report?.tables).toEqual([{ schema: 'public', table: 'members', rows: 20 }])
     const columns = await db.warehouseSql(

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   checkCdcReady,
   connect,
@@ -149,9 +149,13 @@ describe('slots, publications and prerequisites', () => {
     expect((await ensureSlot(db.source, 'slot_status')).created).toBe(false)
     await db.sourceSql(`create table lagging (id int primary key)`)
     await db.sourceSql(`insert into lagging select generate_series(1, 10000)`)
-    const status = await slotStatus(db.source, 'slot_status')
+    // The throwaway cluster commits asynchronously: the WAL writer writes the insert out within a moment.
+    const status = await vi.waitFor(async () => {
+      const current = await slotStatus(db.source, 'slot_status')
+      expect(current!.lagBytes).toBeGreaterThan(100_000)
+      return current
+    }, { timeout: 10_000, interval: 100 })
     expect(status).toMatchObject({ name: 'slot_status', plugin: 'pgoutput', active: false, walStatus: 'reserved' })
-    expect(status!.lagBytes).toBeGreaterThan(100_000)
     expect(lsnFromText(status!.confirmedFlushLsn!).value).toBeGreaterThan(0n)
     await dropSlot(db.source, 'slot_status')
     expect(await slotStatus(db.source, 'slot_status')).toBeUndefined()

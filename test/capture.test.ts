@@ -127,7 +127,7 @@ describe('captureChanges', () => {
     } finally {
       await client.end()
     }
-    await captureUntilQuiet({ source: db.source, warehouse: db.warehouse, slot: 'slot_runs', publication: 'pub_runs', apply: true, idleMs: 500 })
+    await captureUntilQuiet({ source: db.source, warehouse: db.warehouse, slot: 'slot_runs', publication: 'pub_runs', apply: true, idleMs: 1_500 })
     expect(await checksum(db.warehouseDatabase, 'bronze.br_runs_a', ['id', 'v', 'n'])).toEqual(await checksum(db.sourceDatabase, 'runs_a', ['id', 'v', 'n']))
     expect(await checksum(db.warehouseDatabase, 'bronze.br_runs_b', ['id', 'v'])).toEqual(await checksum(db.sourceDatabase, 'runs_b', ['id', 'v']))
     expect(await db.warehouseSql(`select id, v, n from bronze.br_runs_a where id in (1, 2, 3, 5, 7, 30003) order by id`)).toEqual([

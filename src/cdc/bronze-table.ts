@@ -1,5 +1,4 @@
 import type pg from 'pg'
-import type { Connection } from '../connection/connection.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import type { RelationColumn } from './pgoutput.js'
 
@@ -43,17 +42,4 @@ export async function ensureBronzeTable(client: pg.ClientBase, target: string, r
   const body = relation.columns.map((column, index) => `${quoteIdent(column.name)} ${types.rows[index]?.type ?? 'text'}`).join(', ')
   await client.query(`create table if not exists ${target} (${body}${key.length ? `, primary key (${key.join(', ')})` : ''})`)
   return new Map(relation.columns.map((column, index) => [column.name, types.rows[index]?.type ?? 'text']))
-}
-
-/** The primary key columns of a source table, in key order (empty when it has none). */
-export async function sourcePrimaryKey(connection: Connection, relationOid: number): Promise<readonly string[]> {
-  const { rows } = await connection.query<{ name: string }>(
-    `select a.attname as name
-       from pg_index i cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
-       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-      where i.indrelid = $1 and i.indisprimary
-      order by k.ord`,
-    [relationOid],
-  )
-  return rows.map((row) => row.name)
 }

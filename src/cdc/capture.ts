@@ -3,12 +3,13 @@ import type { Connection } from '../connection/connection.js'
 import { classifyError, SinkWriteError, SourceQueryError } from '../errors.js'
 import { checkIdentifier } from '../pg/identifiers.js'
 import { applyChanges } from './apply.js'
-import { sourcePrimaryKey, type BronzeRelation } from './bronze-table.js'
+import type { BronzeRelation } from './bronze-table.js'
 import { cdcSource, type CdcSource, type ChangeBatch } from './cdc-source.js'
 import { ChangeLogLines } from './change-log-lines.js'
 import type { PgOutputMessage } from './pgoutput.js'
 import { takeInitialSnapshot, type InitialSnapshotReport } from './initial-snapshot.js'
 import { ensureChangeLog, readDurableLsn, writeChanges } from './change-log.js'
+import { primaryKeyOf } from '../pg/catalog.js'
 
 export interface CaptureOptions {
   readonly slot: string
@@ -131,7 +132,7 @@ function bronzeApplier(source: Connection, schema: string): (batch: ChangeBatch)
   const primaryKeys = new Map<number, Promise<readonly string[]>>()
   const primaryKey = (oid: number) => {
     let key = primaryKeys.get(oid)
-    if (!key) primaryKeys.set(oid, (key = sourcePrimaryKey(source, oid)))
+    if (!key) primaryKeys.set(oid, (key = source.withClient((client) => primaryKeyOf(client, oid))))
     return key
   }
   return (batch) => async (client) => {

@@ -125,14 +125,14 @@ export async function describeFields(
 }
 
 /** The columns of a table's primary key, in key order; empty when it has none. */
-export async function primaryKeyOf(client: pg.ClientBase, schema: string, table: string): Promise<string[]> {
+export async function primaryKeyOf(client: pg.ClientBase, relationOid: number): Promise<string[]> {
   const { rows } = await client.query<{ name: string }>(
     `select a.attname as name
-       from pg_index i join pg_class r on r.oid = i.indrelid join pg_namespace n on n.oid = r.relnamespace
-       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
-      where n.nspname = $1 and r.relname = $2 and i.indisprimary
-      order by array_position(i.indkey::int2[], a.attnum)`,
-    [schema, table],
+       from pg_index i cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+      where i.indrelid = $1 and i.indisprimary
+      order by k.ord`,
+    [relationOid],
   )
   return rows.map((row) => row.name)
 }

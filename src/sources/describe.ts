@@ -25,7 +25,7 @@ export async function describeTableShape(
       // Names in an equality filter are checked like selected columns, before anything runs.
       if (target.filterColumns?.length) await describeTable(client, schema, table, target.filterColumns)
       // The primary key travels with the shape (a merge sink upserts by it) when every key column is read.
-      const primaryKey = await primaryKeyOf(client, schema, table)
+      const primaryKey = await primaryKeyOf(client, description.oid)
       const complete = primaryKey.length > 0 && primaryKey.every((name) => description.columns.some((column) => column.name === name))
       return {
         origin: { source: connection.label, schema, table, extractionType },

@@ -98,15 +98,15 @@ function maxRows(columns: number): number {
 
 async function applyRun(client: pg.ClientBase, run: Run): Promise<void> {
   const rows = [...run.rows.values()]
-  const width = run.columns.length
-  const tuples = rows.map((_, row) => `(${run.columns.map((_, column) => `$${row * width + column + 1}`).join(', ')})`).join(', ')
-  const values = rows.flat()
-  if (run.kind === 'delete') {
-    const key = `(${run.key.map(quoteIdent).join(', ')})`
-    await client.query(`delete from ${run.target} where ${key} in (${tuples})`, values)
-    return
-  }
-  await client.query(`insert into ${run.target} (${run.columns.map(quoteIdent).join(', ')}) values ${tuples}${onConflict(run.key, run.columns)}`, values)
+  if (run.kind === 'upsert') return insertRows(client, run.target, run.key, run.columns, rows)
+  const key = `(${run.key.map(quoteIdent).join(', ')})`
+  await client.query(`delete from ${run.target} where ${key} in (${tuples(rows.length, run.columns.length)})`, rows.flat())
+}
+
+/** `($1, $2), ($3, $4), ...`: the placeholders of `count` rows of `width` values. */
+function tuples(count: number, width: number): string {
+  const row = (index: number) => `(${Array.from({ length: width }, (_, column) => `$${index * width + column + 1}`).join(', ')})`
+  return Array.from({ length: count }, (_, index) => row(index)).join(', ')
 }
 
 function text(value: unknown): string | null {
@@ -132,9 +132,19 @@ async function updateByKey(
 
 async function upsert(client: pg.ClientBase, target: string, key: readonly string[], data: Record<string, unknown>): Promise<void> {
   const columns = Object.keys(data)
-  const list = columns.map(quoteIdent).join(', ')
-  const values = columns.map((_, index) => `$${index + 1}`).join(', ')
-  await client.query(`insert into ${target} (${list}) values (${values})${onConflict(key, columns)}`, columns.map((column) => text(data[column])))
+  await insertRows(client, target, key, columns, [columns.map((column) => text(data[column]))])
+}
+
+/** Inserts rows of text values (upserted by `key`, when there is one). */
+async function insertRows(
+  client: pg.ClientBase,
+  target: string,
+  key: readonly string[],
+  columns: readonly string[],
+  rows: readonly (string | null)[][],
+): Promise<void> {
+  const values = tuples(rows.length, columns.length)
+  await client.query(`insert into ${target} (${columns.map(quoteIdent).join(', ')}) values ${values}${onConflict(key, columns)}`, rows.flat())
 }
 
 /** The ON CONFLICT clause of an upsert by `key` that sets `columns` (none without a key). */

@@ -4,6 +4,7 @@ import { expect, it } from 'vitest'
 import { ensurePublication, ensureSlot } from '../src/index.js'
 import { captureUntil } from './support/capture.js'
 import { checksum } from './support/checksum.js'
+import { killTimer } from './support/kill-timer.js'
 import { useDatabases } from './support/fixtures.js'
 import { seededRandom } from './support/random.js'
 
@@ -11,11 +12,7 @@ const db = useDatabases('ccrash')
 const CHILD = fileURLToPath(new URL('./support/capture-child.ts', import.meta.url))
 
 
-/**
- * Runs the capturing child while `work` changes the source, and SIGKILLs it `delayMs` after its first batch: the
- * child's start (tsx, connections, replication) takes seconds when other test files share the machine, so a delay
- * counted from the spawn could land before the capture runs. A child that writes no batch in 30 s is killed anyway.
- */
+/** Runs the capturing child while `work` changes the source, and SIGKILLs it `delayMs` after its first batch. */
 function runAndKill(delayMs: number, work: () => Promise<void>): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', CHILD, db.sourceUrl, db.warehouseUrl, 'slot_crash', 'pub_crash'], {
@@ -23,19 +20,15 @@ function runAndKill(delayMs: number, work: () => Promise<void>): Promise<number>
     })
     let batches = 0
     let stderr = ''
-    let timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    const kill = killTimer(child, delayMs)
     child.stdout.on('data', (data: Buffer) => {
-      const before = batches
       batches += data.toString().split('\n').filter((line) => line === 'batch').length
-      if (before === 0 && batches > 0) {
-        clearTimeout(timer)
-        timer = setTimeout(() => child.kill('SIGKILL'), delayMs)
-      }
+      if (batches > 0) kill.begin()
     })
     child.stderr.on('data', (data: Buffer) => (stderr += data.toString()))
     void work().catch(reject)
     child.on('exit', (code, signal) => {
-      clearTimeout(timer)
+      kill.clear()
       if (signal !== 'SIGKILL') reject(new Error(`the child ended by itself (${code}): ${stderr}`))
       else resolve(batches)
     })

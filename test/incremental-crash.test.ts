@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { expect, it } from 'vitest'
 import { bronzeMetadata, extract, incrementalSource, postgresSink } from '../src/index.js'
 import { checksum } from './support/checksum.js'
+import { killTimer } from './support/kill-timer.js'
 import { useDatabases } from './support/fixtures.js'
 import { seededRandom } from './support/random.js'
 
@@ -11,11 +12,7 @@ const COLUMNS = ['id', 'status', 'amount', 'updated_at']
 const CHILD = fileURLToPath(new URL('./support/incremental-child.ts', import.meta.url))
 
 
-/**
- * Starts the child, kills it with SIGKILL `delayMs` after its first run started (its start takes seconds when other
- * test files share the machine; one that starts no run in 30 s is killed anyway), and says whether a run was in
- * progress then.
- */
+/** Starts the child, kills it with SIGKILL `delayMs` after its first run started, and says whether a run was in progress then. */
 function runAndKill(delayMs: number): Promise<{ midRun: boolean; finished: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', CHILD, db.sourceUrl, db.warehouseUrl, 'orders'], {
@@ -24,21 +21,17 @@ function runAndKill(delayMs: number): Promise<{ midRun: boolean; finished: numbe
     let started = 0
     let finished = 0
     let stderr = ''
-    let timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    const kill = killTimer(child, delayMs)
     child.stdout.on('data', (data: Buffer) => {
-      const before = started
       for (const line of data.toString().split('\n')) {
         if (line === 'started') started++
         if (line === 'finished') finished++
       }
-      if (before === 0 && started > 0) {
-        clearTimeout(timer)
-        timer = setTimeout(() => child.kill('SIGKILL'), delayMs)
-      }
+      if (started > 0) kill.begin()
     })
     child.stderr.on('data', (data: Buffer) => (stderr += data.toString()))
     child.on('exit', (code, signal) => {
-      clearTimeout(timer)
+      kill.clear()
       if (signal !== 'SIGKILL') reject(new Error(`the child ended by itself (${code}): ${stderr}`))
       else resolve({ midRun: started > finished, finished })
     })

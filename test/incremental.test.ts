@@ -10,6 +10,7 @@ import {
   postgresSink,
   UnknownColumnError,
   UnsupportedTypeError,
+  type Transform,
 } from '../src/index.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
@@ -183,7 +184,26 @@ describe('incrementalSource', () => {
     const sink = postgresSink(db.warehouse, { mode: 'append' })
     await extract({ from: source, to: sink })
     await db.sourceSql(`insert into raced values (2, 'b', 2, '2024-01-02')`)
-    const results = await Promise.allSettled([extract({ from: source, to: sink, retry: false }), extract({ from: source, to: sink, retry: false })])
+    // Both runs hold their first batch until both have one: each has read the old checkpoint before either commits,
+    // however the machine schedules them.
+    let arrived = 0
+    let release: () => void = () => undefined
+    const bothRead = new Promise<void>((resolve) => (release = resolve))
+    const meet: Transform = {
+      name: 'meet',
+      shape: (input) => input,
+      async *apply(batches) {
+        let first = true
+        for await (const batch of batches) {
+          if (first && ++arrived === 2) release()
+          if (first) await bothRead
+          first = false
+          yield batch
+        }
+      },
+    }
+    const run = () => extract({ from: source, through: [meet], to: sink, retry: false })
+    const results = await Promise.allSettled([run(), run()])
     const failures = results.filter((result) => result.status === 'rejected').map((result) => (result as PromiseRejectedResult).reason)
     expect(failures).toHaveLength(1)
     expect(failures[0]).toBeInstanceOf(CheckpointConflictError)

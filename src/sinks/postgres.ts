@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult } from '../contracts.js'
+import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult, SinkTarget } from '../contracts.js'
 import type pg from 'pg'
 import { AbortedError, classifyError, ConfigError, DatakitError, SinkWriteError, sqlStateOf, type ErrorContext } from '../errors.js'
 import { countLines } from '../pg/copy-line-suffix.js'
@@ -19,6 +19,7 @@ import {
   addMissingColumns,
   checkColumnTypes,
   columnsDdl,
+  constantColumnsDdl,
   createTableSql,
   ensureSchema,
   requireUniqueKey,
@@ -67,8 +68,8 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     const target = targetTableName(shape, table)
     const context = { schema, table: target, mode }
     const columns = shape.columns
-    // Only the replace staging table can take run constants as fast defaults (see writeCopyText).
-    const copied = constants && mode === 'replace' ? columns.slice(0, columns.length - constants.columns.length) : columns
+    // Run constants are left out of the COPY where a staging table can supply them (replace, merge; see writeCopyText).
+    const copied = constants && mode !== 'append' ? columns.slice(0, columns.length - constants.columns.length) : columns
     if (columns.length === 0) throw new ConfigError('columns', `nothing to write to ${schema}.${target}: the stream has no columns`)
     const key = mode === 'merge' ? mergeKey(shape) : undefined
     const client = await connection.acquire(ctx.signal)
@@ -88,7 +89,8 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
         await addMissingColumns(client, schema, target, columns)
         if (key) {
           await requireUniqueKey(client, schema, target, key)
-          await client.query(`create temporary table ${quoteIdent(staging)} (${columnsDdl(columns)}) on commit drop`)
+          const stagingColumns = [columnsDdl(copied), ...(copied !== columns && constants ? constantColumnsDdl(constants) : [])]
+          await client.query(`create temporary table ${quoteIdent(staging)} (${stagingColumns.join(', ')}) on commit drop`)
           copyInto = quoteIdent(staging)
         }
       }
@@ -96,7 +98,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       const columnList = copied.map((column) => quoteIdent(column.name)).join(', ')
       const { rows, bytes } = await copy(client, `copy ${copyInto} (${columnList}) from stdin`)
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
-      if (copied !== columns && constants) await addConstantColumns(client, schema, staging, constants)
+      if (mode === 'replace' && copied !== columns && constants) await addConstantColumns(client, schema, staging, constants)
 
       if (mode === 'replace') {
         await dropForReplace(client, schema, target, context)
@@ -104,10 +106,13 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       }
       if (key) await client.query(upsertSql(qualifiedName(schema, target), quoteIdent(staging), columns, key))
       // The checkpoint commits with the rows it covers, when it lives in this warehouse.
-      const proposal = ctx.checkpoint
-      if (proposal?.next && isStoreOn(proposal.store, connection)) {
-        await proposal.store.writeWith(client, proposal.key, { ...proposal.next, rows }, proposal.previous?.runId ?? null)
-        proposal.committed = true
+      // A store elsewhere is written after the commit; it is checked for a conflicting run before it.
+      const pending = ctx.checkpoint
+      const checkpointCommitted = pending !== undefined && isStoreOn(pending.store, connection)
+      if (checkpointCommitted) {
+        await pending.store.writeWith(client, pending.key, { ...pending.next, rows }, pending.previous?.runId ?? null)
+      } else {
+        await ctx.beforeCommit?.()
       }
       try {
         await client.query('commit')
@@ -116,7 +121,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
         broken = error as Error
         throw classifyError(error, 'sink', { ...context, phase: 'commit' }, SinkWriteError)
       }
-      return { rows, bytes, target: `${schema}.${target}` }
+      return { rows, bytes, target: `${schema}.${target}`, checkpointCommitted }
     } catch (error) {
       if (!broken) {
         try {
@@ -159,7 +164,8 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
    * The byte path. Run constants (bronze metadata) cost nothing per row in replace mode: after the COPY they are
    * added to the staging table as columns with a constant default, which PostgreSQL (11+) stores once in the
    * catalog for the existing rows instead of rewriting them ("fast default"); the default is then dropped.
-   * Reads give every row the value. In append mode they are appended to each line.
+   * Reads give every row the value. In merge mode the temporary staging table has them as column defaults, so the
+   * COPY leaves them out and the upsert reads them from there. In append mode they are appended to each line.
    */
   function writeCopyText(input: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext, constants?: RunConstants): Promise<SinkResult> {
     const perLine =
@@ -173,7 +179,27 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     return load(shape, ctx, (client, statement) => copyCounting(client, statement, chunks(), ctx), constants)
   }
 
-  return Object.freeze({ name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`, atomic: true, checkpoints, write, writeCopyText })
+  /** The table a shape lands in: named by the warehouse and the table, not the mode (checkpoints are keyed by it). */
+  function targetOf(shape: Shape): SinkTarget {
+    const name = targetTableName(shape, table)
+    return Object.freeze({
+      id: `postgres ${connection.label} ${schema}.${name}`,
+      exists: async () => {
+        const { rows } = await connection.query<{ found: boolean }>('select to_regclass($1) is not null as found', [qualifiedName(schema, name)])
+        return rows[0]?.found === true
+      },
+    })
+  }
+
+  return Object.freeze({
+    name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`,
+    atomic: true,
+    mode,
+    target: targetOf,
+    checkpoints,
+    write,
+    writeCopyText,
+  })
 }
 
 function isStoreOn(store: CheckpointStore, connection: ConnectionClass): store is PostgresCheckpointStore {

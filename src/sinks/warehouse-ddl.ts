@@ -33,6 +33,13 @@ export function columnsDdl(columns: readonly Column[]): string {
   return columns.map((column) => `${quoteIdent(column.name)} ${column.type}`).join(', ')
 }
 
+/** Run-constant columns as DDL with their value as the default: a COPY that leaves them out fills them from it. */
+export function constantColumnsDdl(constants: RunConstants): string[] {
+  return constants.columns.map(
+    (column) => `${quoteIdent(column.name)} ${column.type} default ${literal(constants.values[column.name])}::${column.type}`,
+  )
+}
+
 export function createTableSql(
   schema: string,
   table: string,
@@ -103,9 +110,7 @@ export async function addMissingColumns(
  * defaults are dropped right after, so the table ends exactly like one loaded row by row.
  */
 export async function addConstantColumns(client: pg.ClientBase, schema: string, table: string, constants: RunConstants): Promise<void> {
-  const add = constants.columns.map(
-    (column) => `add column ${quoteIdent(column.name)} ${column.type} default ${literal(constants.values[column.name])}::${column.type}`,
-  )
+  const add = constantColumnsDdl(constants).map((ddl) => `add column ${ddl}`)
   const drop = constants.columns.map((column) => `alter column ${quoteIdent(column.name)} drop default`)
   await client.query(`alter table ${qualifiedName(schema, table)} ${add.join(', ')}`)
   await client.query(`alter table ${qualifiedName(schema, table)} ${drop.join(', ')}`)

@@ -1,4 +1,4 @@
-import type { CheckpointProposal, CheckpointStore } from './checkpoints/checkpoint.js'
+import type { Checkpoint, CheckpointScope, CheckpointStore, PendingCheckpoint } from './checkpoints/checkpoint.js'
 import type { Column } from './pg/types.js'
 
 export type Row = Record<string, unknown>
@@ -39,10 +39,41 @@ export interface RunContext {
   /** Steps add to named counters (e.g. `parseJsonb.failed`), reported in `RunReport.counters`. */
   readonly count?: (counter: string, amount: number) => void
   /**
-   * For incremental sources: the previous checkpoint, and the next one the source proposes once it has planned its
-   * run. A sink that can writes `next` in its own transaction and sets `committed`.
+   * For incremental runs: the checkpoint this run moves from `previous` to `next` (an immutable value). A sink
+   * whose transaction can hold it (`PendingCheckpoint.store.writeWith` on the sink's own warehouse) writes it there
+   * and says so in `SinkResult.checkpointCommitted`; otherwise `extract()` writes it after the sink's commit.
    */
-  readonly checkpoint?: CheckpointProposal
+  readonly checkpoint?: PendingCheckpoint
+  /**
+   * Sinks await this right before they make their rows visible (before COMMIT, or before a memory sink keeps its
+   * rows): it fails the run, with nothing written, when another run moved the checkpoint since this one started.
+   */
+  readonly beforeCommit?: () => Promise<void>
+}
+
+/** What an opening source is told: cancellation, and (for incremental sources) how to find their checkpoint. */
+export interface OpenContext extends Partial<RunContext> {
+  /**
+   * Incremental sources call this once they know who they are (database, relation, columns, filter) and their shape:
+   * it returns the checkpoint to continue from, or undefined to start from the beginning. `extract()` reads it from
+   * the store, keyed by the source and the sink's target; standalone reads start from the beginning.
+   */
+  readonly previousCheckpoint?: (scope: CheckpointScope, shape: Shape) => Promise<Checkpoint | undefined>
+}
+
+/**
+ * A source's run, planned once: the shape the sink creates its table from is the shape of the bytes and rows
+ * that follow. It holds what the run needs (for an incremental source, a connection in a snapshot) until
+ * `close()`, which every path calls (`await using` works too) and which gives every connection back clean.
+ */
+export interface OpenedSource<R = Row> extends AsyncDisposable {
+  readonly shape: Shape
+  batches(): AsyncIterable<Batch<R>>
+  /** The byte path (see `Source.copyText`), when the source has one. */
+  copyText?(): AsyncIterable<Buffer>
+  /** For incremental sources: the checkpoint the run will have reached once its rows are committed. */
+  readonly checkpoint?: { readonly scope: CheckpointScope; readonly previous: Checkpoint | undefined; readonly next: Checkpoint }
+  close(): Promise<void>
 }
 
 /**
@@ -51,6 +82,11 @@ export interface RunContext {
  */
 export interface Source<R = Row> extends AsyncIterable<Batch<R>> {
   readonly name: string
+  /**
+   * Plans a run once and holds it: `extract()` uses this when present (the shape, the bytes and the checkpoint then
+   * come from one plan); `shape()` and `batches()` remain for sources written before it and for direct use.
+   */
+  open?(ctx?: OpenContext): Promise<OpenedSource<R>>
   /** The columns (with PostgreSQL types) and origin, read from the catalog before any row. */
   shape(): Promise<Shape>
   batches(ctx?: Partial<RunContext>): AsyncIterableIterator<Batch<R>>
@@ -59,9 +95,8 @@ export interface Source<R = Row> extends AsyncIterable<Batch<R>> {
    * COPY escapes), in chunks cut anywhere. `extract()` uses it when every step of the pipeline has one.
    */
   copyText?(ctx?: Partial<RunContext>): AsyncIterable<Buffer>
-  /** Present on incremental sources: which checkpoint they use. */
+  /** Present on incremental sources: where their checkpoints live when not in the sink's store. */
   readonly incremental?: {
-    readonly key: { readonly source: string; readonly schema: string; readonly table: string }
     readonly cursorColumn: string
     readonly checkpoints: CheckpointStore | undefined
   }
@@ -98,6 +133,16 @@ export interface SinkResult {
   readonly bytes: number
   /** Where the rows went, e.g. `bronze.br_orders`. */
   readonly target: string
+  /** True when the sink wrote `ctx.checkpoint` in the transaction that committed the rows. */
+  readonly checkpointCommitted?: boolean
+}
+
+/** Where a sink puts a stream of a given shape: its identity (part of a checkpoint's key) and whether it exists. */
+export interface SinkTarget {
+  /** Stable text naming the target, e.g. `postgres <warehouse>/bronze.br_orders`. */
+  readonly id: string
+  /** False when the target is gone (dropped): an incremental run then starts from the beginning. */
+  exists(): Promise<boolean>
 }
 
 /** The end of a pipeline. It consumes the batches (pulling sets the pace: that is the backpressure). */
@@ -108,6 +153,13 @@ export interface Sink<R = Row> {
    * Only then may `extract()` retry a failed run.
    */
   readonly atomic?: boolean
+  /**
+   * How a run treats what the target already holds. `replace` keeps only this run's rows, so it is refused for
+   * incremental sources (it would keep only the last delta).
+   */
+  readonly mode?: 'replace' | 'append' | 'merge'
+  /** The target a stream of this shape lands in; checkpoints are keyed by it. */
+  target?(shape: Shape): SinkTarget
   /** The checkpoint store an incremental source uses by default with this sink (its own, written in its transaction). */
   readonly checkpoints?: CheckpointStore
   write(batches: AsyncIterable<Batch<R>>, shape: Shape, ctx: RunContext): Promise<SinkResult>

@@ -136,6 +136,15 @@ export class CheckpointConflictError extends DatakitError {
   override readonly code = 'CHECKPOINT_CONFLICT'
 }
 
+/**
+ * The sink committed the rows but the checkpoint could not be written to a store outside its transaction. Never
+ * retried by running the pipeline again (that would deliver the rows twice); the next run reads the same range
+ * again (merge: no change; append: those rows twice). `context.target` says where the rows are.
+ */
+export class CheckpointWriteError extends DatakitError {
+  override readonly code = 'CHECKPOINT_WRITE_FAILED'
+}
+
 /** `partitionedSource` was given a table that is not partitioned. */
 export class NotPartitionedError extends DatakitError {
   override readonly code = 'NOT_PARTITIONED'

@@ -8,7 +8,7 @@ export { redact } from './connection/redact.js'
 export { extract, type ExtractOptions, type Progress, type RunReport, type StepTiming } from './extract.js'
 export type { RetryOptions } from './pipeline/retry.js'
 export { silentLogger, type Logger } from './logger.js'
-export type { Batch, ExtractionType, Origin, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from './contracts.js'
+export type { Batch, ExtractionType, OpenContext, OpenedSource, Origin, Row, RunConstants, RunContext, Shape, Sink, SinkResult, SinkTarget, Source, Transform } from './contracts.js'
 
 // Sources
 export { tableSource, type TableFilter, type TableSourceOptions } from './sources/table.js'
@@ -51,7 +51,7 @@ export { takeInitialSnapshot, type InitialSnapshotOptions, type InitialSnapshotR
 export { CHANGE_LOG_COLUMNS } from './cdc/change-log.js'
 
 // Checkpoints
-export type { Checkpoint, CheckpointKey, CheckpointProposal, CheckpointStore } from './checkpoints/checkpoint.js'
+export type { Checkpoint, CheckpointKey, CheckpointScope, CheckpointStore, PendingCheckpoint } from './checkpoints/checkpoint.js'
 export { postgresCheckpoints, type PostgresCheckpointStore } from './checkpoints/postgres.js'
 export { memoryCheckpoints } from './checkpoints/memory.js'
 export { fileCheckpoints } from './checkpoints/file.js'
@@ -78,6 +78,7 @@ export { appendToLines } from './pg/copy-line-suffix.js'
 export {
   AbortedError,
   CheckpointConflictError,
+  CheckpointWriteError,
   ConfigError,
   ConnectionError,
   ConnectionLostError,

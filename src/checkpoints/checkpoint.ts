@@ -1,22 +1,48 @@
-/** Which extraction a checkpoint belongs to. */
+/**
+ * Which extraction a checkpoint belongs to. Two pipelines from one table (another target, another filter, other
+ * columns) have different keys, so neither can skip the other's rows.
+ */
 export interface CheckpointKey {
-  /** The source database as a URL without password. */
+  /** The source database's identity: its cluster's system identifier and the database name (not the URL's text). */
   readonly source: string
   readonly schema: string
   readonly table: string
+  /** The pipeline: the source's explicit `name`, or a digest of its columns, filter and the sink's target. */
+  readonly pipeline: string
+}
+
+/** What an incremental source says about itself; `extract()` adds the sink's target to make the key. */
+export interface CheckpointScope {
+  readonly source: string
+  readonly schema: string
+  readonly table: string
+  /** The columns read, in order. */
+  readonly columns: readonly string[]
+  /** The row filter as compiled SQL and parameters ('' when none). */
+  readonly filter: string
+  /** An explicit pipeline name: the key then ignores columns, filter and target. */
+  readonly name: string | undefined
 }
 
 /**
  * Where an incremental extraction got to. Cursor values are kept as PostgreSQL's text of the value (exact for every
  * type: microseconds, numeric digits), read and compared by the server in the column's own type.
+ *
+ * The invariant it states (docs/incremental.md): every row version written by a transaction older than `horizon`
+ * whose cursor is at most `value` (or NULL) has been delivered.
  */
 export interface Checkpoint {
   readonly cursorColumn: string
-  /** The upper bound the run covered (inclusive); null when the table had no row with a cursor value yet. */
+  /** The largest cursor value covered (inclusive); null when no row below the horizon had a cursor value yet. */
   readonly value: string | null
-  /** The lower bound the run covered (exclusive); null for a first run. */
+  /** Where the run's range started (its search for new values; informative). */
   readonly lower: string | null
-  /** The source snapshot the run read in (`pg_current_snapshot()` text), to skip rows it already saw. */
+  /**
+   * The 64-bit id of the oldest transaction of the source database still in flight at the run's snapshot (or the
+   * snapshot's xmax when none was): rows of this transaction and younger ones are left to later runs.
+   */
+  readonly horizon: string
+  /** The source snapshot the run read in (`pg_current_snapshot()` text). */
   readonly snapshot: string
   readonly runId: string
   readonly rows: number
@@ -37,14 +63,15 @@ export interface CheckpointStore {
    * `CheckpointConflictError`, because another run moved it in between.
    */
   write(key: CheckpointKey, next: Checkpoint, expectedRunId: string | null): Promise<void>
+  /** Removes a checkpoint (the next run starts from the beginning). */
+  delete?(key: CheckpointKey): Promise<void>
 }
 
-/** What an incremental source proposes for its run; the sink (or extract) commits it. */
-export interface CheckpointProposal {
+/** A run's move of one checkpoint: committed by the sink in its transaction, or by `extract()` right after it. */
+export interface PendingCheckpoint {
   readonly key: CheckpointKey
   readonly store: CheckpointStore
   readonly previous: Checkpoint | undefined
-  next: Checkpoint | undefined
-  /** Set by a sink that wrote `next` in its own transaction. */
-  committed: boolean
+  /** `rows` is filled in by whoever writes it. */
+  readonly next: Checkpoint
 }

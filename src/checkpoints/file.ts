@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { CheckpointConflictError, ConfigError } from '../errors.js'
 import type { Checkpoint, CheckpointStore } from './checkpoint.js'
-import { keyText } from './memory.js'
+import { keyText } from './key-text.js'
 
 /**
  * Checkpoints in a JSON file, replaced atomically (written beside it, then renamed), so a crash leaves the old
@@ -12,11 +12,17 @@ export function fileCheckpoints(path: string): CheckpointStore {
   if (!path) throw new ConfigError('path', 'fileCheckpoints needs a file path')
   const load = (): Record<string, Checkpoint> => {
     try {
-      return JSON.parse(readFileSync(path, 'utf8')) as Record<string, Checkpoint>
+      return Object.assign(Object.create(null), JSON.parse(readFileSync(path, 'utf8'))) as Record<string, Checkpoint>
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {}
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return Object.create(null) as Record<string, Checkpoint>
       throw new ConfigError('path', `cannot read checkpoints from ${path}: ${(error as Error).message}`, { cause: error })
     }
+  }
+  const save = (all: Record<string, Checkpoint>) => {
+    mkdirSync(dirname(path), { recursive: true })
+    const temporary = `${path}.${process.pid}.tmp`
+    writeFileSync(temporary, `${JSON.stringify(all, null, 2)}\n`)
+    renameSync(temporary, path)
   }
   return {
     name: `file checkpoints ${path}`,
@@ -32,10 +38,12 @@ export function fileCheckpoints(path: string): CheckpointStore {
         })
       }
       all[keyText(key)] = next
-      mkdirSync(dirname(path), { recursive: true })
-      const temporary = `${path}.${process.pid}.tmp`
-      writeFileSync(temporary, `${JSON.stringify(all, null, 2)}\n`)
-      renameSync(temporary, path)
+      save(all)
+    },
+    async delete(key) {
+      const all = load()
+      delete all[keyText(key)]
+      save(all)
     },
   }
 }

@@ -1,7 +1,6 @@
 import { CheckpointConflictError } from '../errors.js'
-import type { Checkpoint, CheckpointKey, CheckpointStore } from './checkpoint.js'
-
-export const keyText = (key: CheckpointKey): string => JSON.stringify([key.source, key.schema, key.table])
+import type { Checkpoint, CheckpointStore } from './checkpoint.js'
+import { keyText } from './key-text.js'
 
 /** Checkpoints in memory: for tests and for one long-lived process. */
 export function memoryCheckpoints(): CheckpointStore & { readonly all: ReadonlyMap<string, Checkpoint> } {
@@ -20,6 +19,9 @@ export function memoryCheckpoints(): CheckpointStore & { readonly all: ReadonlyM
         })
       }
       all.set(keyText(key), next)
+    },
+    async delete(key) {
+      all.delete(keyText(key))
     },
   }
 }

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
-import { CheckpointConflictError } from '../errors.js'
+import { CheckpointConflictError, sqlStateOf } from '../errors.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import type { Checkpoint, CheckpointKey, CheckpointStore } from './checkpoint.js'
 
@@ -12,7 +12,7 @@ export interface PostgresCheckpointStore extends CheckpointStore {
 
 /**
  * Checkpoints in a warehouse table (`bronze.extraction_checkpoints` by default, created on first use), one row per
- * source, schema and table. The PostgreSQL sink writes them in the same transaction as the rows they cover.
+ * pipeline (source database, table, columns, filter and target). The PostgreSQL sink writes them in the same transaction as the rows they cover.
  */
 export function postgresCheckpoints(
   connection: Connection,
@@ -23,31 +23,50 @@ export function postgresCheckpoints(
   const target = qualifiedName(schema, table)
 
   const ensure = async (client: pg.ClientBase) => {
+    // Concurrent first runs would race to create the schema and table (a raw catalog unique violation): one at a time.
+    await client.query('select pg_advisory_xact_lock(hashtext($1))', [`pg-datakit checkpoints ${target}`])
     await client.query(`create schema if not exists ${quoteIdent(schema)}`)
     await client.query(`create table if not exists ${target} (
-      source text not null, schema_name text not null, table_name text not null,
-      cursor_column text not null, cursor_value text, lower_value text, snapshot text not null,
+      source text not null, schema_name text not null, table_name text not null, pipeline text not null,
+      cursor_column text not null, cursor_value text, lower_value text, horizon text, snapshot text not null,
       run_id text not null, rows bigint not null, status text not null,
       started_at timestamptz not null, updated_at timestamptz not null,
-      primary key (source, schema_name, table_name))`)
+      primary key (source, schema_name, table_name, pipeline))`)
+    await upgrade(client)
+  }
+
+  /**
+   * A table made by 0.1 has no pipeline or horizon column and is keyed by (source, schema, table): add them and key
+   * it by the pipeline too. Its rows (source = a URL) are never matched by the new keys: those extractions start over.
+   */
+  const upgrade = async (client: pg.ClientBase) => {
+    const { rows } = await client.query<{ found: boolean }>(
+      `select exists (select 1 from pg_attribute where attrelid = $1::regclass and attname = 'pipeline' and not attisdropped) as found`,
+      [target],
+    )
+    if (rows[0]?.found) return
+    const pkey = await client.query<{ name: string }>(`select conname as name from pg_constraint where conrelid = $1::regclass and contype = 'p'`, [target])
+    await client.query(`alter table ${target} add column pipeline text not null default '', add column if not exists horizon text`)
+    if (pkey.rows[0]) await client.query(`alter table ${target} drop constraint ${quoteIdent(pkey.rows[0].name)}`)
+    await client.query(`alter table ${target} add primary key (source, schema_name, table_name, pipeline)`)
   }
 
   const writeWith = async (client: pg.ClientBase, key: CheckpointKey, next: Checkpoint, expectedRunId: string | null) => {
     await ensure(client)
     // Optimistic concurrency: the row moves only if it is still the one this run started from.
     const result = await client.query(
-      `insert into ${target} as c (source, schema_name, table_name, cursor_column, cursor_value, lower_value, snapshot, run_id, rows, status, started_at, updated_at)
-       select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+      `insert into ${target} as c (source, schema_name, table_name, pipeline, cursor_column, cursor_value, lower_value, horizon, snapshot, run_id, rows, status, started_at, updated_at)
+       select $1, $2, $3, $14, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12
         where $13::text is null
-       on conflict (source, schema_name, table_name) do nothing`,
-      [key.source, key.schema, key.table, next.cursorColumn, next.value, next.lower, next.snapshot, next.runId, next.rows, next.status, next.startedAt, next.updatedAt, expectedRunId],
+       on conflict (source, schema_name, table_name, pipeline) do nothing`,
+      [...values(key, next), expectedRunId, key.pipeline, next.horizon],
     )
     if (result.rowCount === 1) return
     const updated = await client.query(
       `update ${target} set cursor_column = $4, cursor_value = $5, lower_value = $6, snapshot = $7, run_id = $8, rows = $9,
-              status = $10, started_at = $11, updated_at = $12
-        where source = $1 and schema_name = $2 and table_name = $3 and run_id is not distinct from $13`,
-      [key.source, key.schema, key.table, next.cursorColumn, next.value, next.lower, next.snapshot, next.runId, next.rows, next.status, next.startedAt, next.updatedAt, expectedRunId],
+              status = $10, started_at = $11, updated_at = $12, horizon = $15
+        where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $14 and run_id is not distinct from $13`,
+      [...values(key, next), expectedRunId, key.pipeline, next.horizon],
     )
     if (updated.rowCount !== 1) {
       throw new CheckpointConflictError(
@@ -57,18 +76,24 @@ export function postgresCheckpoints(
     }
   }
 
+  const values = (key: CheckpointKey, next: Checkpoint) =>
+    [key.source, key.schema, key.table, next.cursorColumn, next.value, next.lower, next.snapshot, next.runId, next.rows, next.status, next.startedAt, next.updatedAt]
+
   return {
     name: `postgres checkpoints ${schema}.${table}`,
     connection,
     writeWith,
     async read(key) {
-      const exists = await connection.query<{ found: boolean }>(`select to_regclass($1) is not null as found`, [target])
+      const exists = await connection.query<{ found: boolean }>(
+        `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'pipeline' and not attisdropped) as found`,
+        [target],
+      )
       if (!exists.rows[0]?.found) return undefined
       const { rows } = await connection.query<Record<string, string | null>>(
-        `select cursor_column, cursor_value, lower_value, snapshot, run_id, rows::text as rows, status,
+        `select cursor_column, cursor_value, lower_value, horizon, snapshot, run_id, rows::text as rows, status,
                 started_at::text as started_at, updated_at::text as updated_at
-           from ${target} where source = $1 and schema_name = $2 and table_name = $3`,
-        [key.source, key.schema, key.table],
+           from ${target} where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $4`,
+        [key.source, key.schema, key.table, key.pipeline],
       )
       const row = rows[0]
       if (!row) return undefined
@@ -76,6 +101,7 @@ export function postgresCheckpoints(
         cursorColumn: row.cursor_column as string,
         value: row.cursor_value ?? null,
         lower: row.lower_value ?? null,
+        horizon: row.horizon ?? '',
         snapshot: row.snapshot as string,
         runId: row.run_id as string,
         rows: Number(row.rows),
@@ -83,6 +109,16 @@ export function postgresCheckpoints(
         startedAt: row.started_at as string,
         updatedAt: row.updated_at as string,
       }
+    },
+    async delete(key) {
+      await connection.query(`delete from ${target} where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $4`, [
+        key.source,
+        key.schema,
+        key.table,
+        key.pipeline,
+      ]).catch((error: unknown) => {
+        if (sqlStateOf(error) !== '42P01') throw error
+      })
     },
     async write(key, next, expectedRunId) {
       await connection.withClient(async (client) => {

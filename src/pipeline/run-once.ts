@@ -1,6 +1,7 @@
-import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from '../contracts.js'
-import type { CheckpointProposal } from '../checkpoints/checkpoint.js'
-import { classifyError, ConfigError, SourceQueryError, TransformError } from '../errors.js'
+import type { Batch, OpenedSource, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from '../contracts.js'
+import { classifyError, SourceQueryError, TransformError } from '../errors.js'
+import { checkpointPlan, commitCheckpoint, type CheckpointRun } from './checkpoint-run.js'
+import { openSource } from './open-source.js'
 import { countLines } from '../pg/copy-line-suffix.js'
 import { batchRows, mapChunks, measured, noCount, perSecond } from './measured.js'
 import type { Progress, RunReport, StepTiming } from './report.js'
@@ -21,13 +22,35 @@ export interface RunOptions {
 
 /** One attempt at a pipeline: what `extract()` retries. */
 export async function runOnce(options: RunOptions): Promise<RunReport> {
-  const { from, through = [], to, onProgress, signal, startedAt } = options
+  const { from, to, signal, startedAt } = options
   const started = performance.now()
+  // Invalid combinations (an incremental source into a replace sink, no checkpoint store) fail before anything runs.
+  const checkpoints: CheckpointRun | undefined = checkpointPlan(from, to)
+  const opened = await openSource(from, {
+    signal,
+    runId: options.runId,
+    startedAt,
+    ...(checkpoints ? { previousCheckpoint: checkpoints.previousCheckpoint } : {}),
+  })
+  try {
+    return await runOpened(options, opened, checkpoints, started)
+  } finally {
+    await opened.close()
+  }
+}
+
+async function runOpened(
+  options: RunOptions,
+  opened: OpenedSource,
+  checkpoints: CheckpointRun | undefined,
+  started: number,
+): Promise<RunReport> {
+  const { from, through = [], to, onProgress, signal, startedAt } = options
   let bytes = 0
   const counters: Record<string, number> = {}
-  const checkpoint = await proposeCheckpoint(from, to)
+  const pending = checkpoints?.pending(opened)
   const ctx: RunContext = {
-    ...(checkpoint ? { checkpoint } : {}),
+    ...(pending ? { checkpoint: pending, beforeCommit: () => checkpoints!.beforeCommit(pending) } : {}),
     count: (counter, amount) => {
       counters[counter] = (counters[counter] ?? 0) + amount
     },
@@ -39,7 +62,7 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
     },
   }
 
-  let shape: Shape = await from.shape()
+  let shape: Shape = opened.shape
   const shapes: Shape[] = [shape]
   for (const transform of through) {
     try {
@@ -57,7 +80,7 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
   const byteSteps = through.slice(0, constantsFrom)
   const useBytes =
     options.fastPath &&
-    from.copyText !== undefined &&
+    opened.copyText !== undefined &&
     to.writeCopyText !== undefined &&
     byteSteps.every((transform) => transform.copyText !== undefined)
 
@@ -80,7 +103,7 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
 
   let result: SinkResult
   if (useBytes) {
-    let chunks: AsyncIterable<Buffer> = measured(from.copyText!(ctx), sourceTiming, signal, sourceError, noCount)
+    let chunks: AsyncIterable<Buffer> = measured(opened.copyText!(), sourceTiming, signal, sourceError, noCount)
     byteSteps.forEach((transform, index) => {
       const step = transform.copyText!(shapes[index] as Shape, ctx)
       chunks = measured(mapChunks(chunks, step), transformTimings[index]!, signal, transformError(transform), noCount)
@@ -111,7 +134,7 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
       await closeChain(top)
     }
   } else {
-    let stream: AsyncIterable<Batch> = measured(from.batches(ctx), sourceTiming, signal, sourceError, batchRows)
+    let stream: AsyncIterable<Batch> = measured(opened.batches(), sourceTiming, signal, sourceError, batchRows)
     through.forEach((transform, index) => {
       stream = measured(transform.apply(stream, shapes[index] as Shape, ctx), transformTimings[index]!, signal, transformError(transform), batchRows)
     })
@@ -131,10 +154,7 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
   }
   bytes = result.bytes
   // A store the sink could not write in its transaction is written now, right after the commit (docs/incremental.md).
-  if (checkpoint?.next && !checkpoint.committed) {
-    await checkpoint.store.write(checkpoint.key, { ...checkpoint.next, rows: result.rows }, checkpoint.previous?.runId ?? null)
-    checkpoint.committed = true
-  }
+  if (pending && !result.checkpointCommitted) await commitCheckpoint(pending, result, signal)
   const last = transformTimings.at(-1) ?? sourceTiming
   const finishedAt = new Date()
   const durationMs = performance.now() - started
@@ -160,34 +180,19 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
     rowsPerSecond: perSecond(result.rows, durationMs),
     steps: Object.freeze(steps),
     counters: Object.freeze(counters),
-    ...(checkpoint?.next
+    ...(pending && opened.checkpoint
       ? {
           checkpoint: Object.freeze({
-            previous: checkpoint.previous?.value ?? null,
-            lower: checkpoint.next.lower,
-            value: checkpoint.next.value,
-            store: checkpoint.store.name,
+            previous: opened.checkpoint.previous?.value ?? null,
+            lower: pending.next.lower,
+            value: pending.next.value,
+            store: pending.store.name,
           }),
         }
       : {}),
   })
 }
 
-
-/** For an incremental source: the store it uses (its own, or the sink's) and the checkpoint it starts from. */
-async function proposeCheckpoint(from: Source<unknown>, to: Sink<unknown>): Promise<CheckpointProposal | undefined> {
-  const incremental = from.incremental
-  if (!incremental) return undefined
-  const store = incremental.checkpoints ?? to.checkpoints
-  if (!store) {
-    throw new ConfigError(
-      'checkpoints',
-      `${to.name} keeps no checkpoints: give the incremental source checkpoints (postgresCheckpoints(conn), fileCheckpoints(path) or memoryCheckpoints())`,
-    )
-  }
-  const previous = await store.read(incremental.key)
-  return { key: incremental.key, store, previous, next: undefined, committed: false }
-}
 
 /**
  * When the sink is done (or failed), the chain of generators down to the source is closed and its cleanup awaited:

@@ -1,44 +1,48 @@
 import type pg from 'pg'
 import Cursor from 'pg-cursor'
+import { sql, type RawBuilder, type SqlBool } from 'kysely'
 import { z } from 'zod'
-import type { CheckpointProposal, CheckpointStore } from '../checkpoints/checkpoint.js'
+import type { Checkpoint, CheckpointScope, CheckpointStore } from '../checkpoints/checkpoint.js'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, Row, RunContext, Shape, Source } from '../contracts.js'
-import {
-  AbortedError,
-  classifyError,
-  ConfigError,
-  SourceQueryError,
-  UnknownColumnError,
-  UnsupportedTypeError,
-} from '../errors.js'
-import { destroyClient } from '../pg/client-control.js'
-import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
-import { rowVisibleInSql, rowXid8Sql, xid8Sql } from '../pg/row-xid.js'
-import { typeParsersFor } from '../pg/type-parsers.js'
+import type { Batch, OpenContext, OpenedSource, Row, RunContext, Shape, Source } from '../contracts.js'
+import { classifyError, ConfigError, SourceQueryError, UnknownColumnError, UnsupportedTypeError } from '../errors.js'
+import { databaseIdentity } from '../pg/database-identity.js'
+import { checkIdentifier } from '../pg/identifiers.js'
+import { takeLease, type Lease } from '../pg/lease.js'
+import { rowXid8, xid8Of } from '../pg/row-xid.js'
 import { builder } from '../pg/sql-builder.js'
+import { typeParsersFor } from '../pg/type-parsers.js'
 import { cursorBatches } from './cursor-reader.js'
 import { describeTableShape } from './describe.js'
-import { sql, type SqlBool } from 'kysely'
-import { filterColumns, tableFilterSchema, withFilter } from './select-query.js'
+import { filterColumns, filterText, tableFilterSchema, withFilter } from './select-query.js'
 
 const incrementalSchema = z.strictObject({
   schema: z.string().default('public'),
   table: z.string(),
   /** The column whose growing values mark new and changed rows: a timestamp, a date, a number, any orderable type. */
   cursorColumn: z.string(),
-  /** Re-read this far below the checkpoint: an interval (`'10 minutes'`) for time cursors, a number for numeric ones. */
+  /**
+   * Bounds the search for late rows (docs/incremental.md): an interval (`'10 minutes'`) for time cursors, a number
+   * for numeric ones. Without it every run finds late rows at any cursor value, reading the whole table; with it a
+   * run reads only rows at or above `checkpoint - lookback` (through an index on the cursor), and a late row below
+   * that is missed.
+   */
   lookback: z.union([z.string().min(1), z.number().nonnegative()]).optional(),
   /** Primary key for merge sinks; read from the catalog when absent. */
   primaryKey: z.array(z.string()).nonempty().optional(),
   columns: z.array(z.string()).nonempty().optional(),
   where: tableFilterSchema.optional(),
+  /**
+   * Names this pipeline's checkpoint. Without it the checkpoint is keyed by the source database, the table, the
+   * columns, the filter and the sink's target, so two pipelines from one table never share one.
+   */
+  name: z.string().min(1).optional(),
   /** Where checkpoints live; the sink's store (the warehouse's `bronze.extraction_checkpoints`) when absent. */
   checkpoints: z.custom<CheckpointStore>((value) => typeof (value as CheckpointStore | undefined)?.read === 'function').optional(),
   /**
-   * Cap each run's upper bound below rows of transactions still in flight at its snapshot (default true), so that
-   * their rows, committed later, are not left behind the checkpoint. See docs/incremental.md.
+   * Leave rows of transactions in flight at the run's snapshot (and younger ones) to later runs (default true). `false`
+   * delivers what is committed at once but loses rows of transactions that commit later with covered cursor values.
    */
   capInFlight: z.boolean().default(true),
   batchSize: z.number().int().positive().max(1_000_000).default(1_000),
@@ -47,15 +51,15 @@ const incrementalSchema = z.strictObject({
 
 export type IncrementalSourceOptions = z.input<typeof incrementalSchema>
 
-/** What an incremental source tells `extract()` so it can find and commit checkpoints. */
+/** What an incremental source tells `extract()`: its cursor and the store it was given. */
 export interface IncrementalInfo {
-  readonly key: { source: string; schema: string; table: string }
   readonly cursorColumn: string
   readonly checkpoints: CheckpointStore | undefined
 }
 
 export interface IncrementalSource extends Source {
   readonly incremental: IncrementalInfo
+  open(ctx?: OpenContext): Promise<OpenedSource>
 }
 
 interface CursorFacts {
@@ -65,13 +69,27 @@ interface CursorFacts {
   readonly isTime: boolean
 }
 
+/** A run's plan, read in its snapshot. */
+interface RunPlan {
+  readonly snapshot: string
+  /** The snapshot's xmax: the reference that gives rows' xmin its epoch. */
+  readonly xmax: string
+  readonly horizon: string
+  /** The previous checkpoint's horizon (from its snapshot for checkpoints made before horizons were kept). */
+  readonly previousHorizon: string | null
+  /** Rows at or above this are searched for late rows (lookback); null: at any value. */
+  readonly lateFrom: string | null
+  readonly upper: string | null
+}
+
 /**
  * Extracts only rows that are new or changed since the last run, by a cursor column, with checkpoints that commit
- * in the same transaction as the rows they cover (docs/incremental.md).
+ * in the same transaction as the rows they cover (docs/incremental.md). No row is lost to late commits, savepoints,
+ * equal cursor values or NULL cursors; none is delivered twice (the same row version).
  *
  * @example
  * await extract({
- *   from: incrementalSource(source, { table: 'orders', cursorColumn: 'updated_at', lookback: '5 minutes' }),
+ *   from: incrementalSource(source, { table: 'orders', cursorColumn: 'updated_at' }),
  *   through: [bronzeMetadata()],
  *   to: postgresSink(warehouse, { mode: 'merge' }),
  * })
@@ -82,9 +100,10 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
   checkIdentifier(schema, 'schema')
   checkIdentifier(table, 'table')
   checkIdentifier(cursorColumn, 'cursorColumn')
+  columns?.forEach((column, index) => checkIdentifier(column, `columns.${index}`))
   const context = { schema, table, cursorColumn }
 
-  const describe = async (ctx: Partial<RunContext>): Promise<Shape & { facts: CursorFacts }> => {
+  const describe = async (ctx: Partial<RunContext>): Promise<Shape> => {
     const { kind, ...shape } = await describeTableShape(
       connection,
       { schema, table, columns, filterColumns: filterColumns(where) },
@@ -94,163 +113,184 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
     if (kind !== 'r' && kind !== 'p') {
       throw new ConfigError('table', `"${schema}"."${table}" is not a table; incremental extraction reads row versions (xmin) of tables`)
     }
-    try {
-      return await connection.withClient(async (client) => {
-        const facts = await cursorFacts(client, schema, table, cursorColumn)
-        if (!facts.orderable) {
-          throw new UnsupportedTypeError(`cursor column "${cursorColumn}" has type ${facts.type}, which has no ordering`, {
-            step: 'source',
-            context,
-          })
-        }
-        if (lookback !== undefined) await checkLookback(client, facts, lookback)
-        // The table's primary key comes with its shape (when every key column is read); an option overrides it.
-        return { ...shape, ...(parsed.primaryKey ? { primaryKey: parsed.primaryKey } : {}), facts }
-      }, ctx.signal)
-    } catch (error) {
-      throw classifyError(error, 'source', context, SourceQueryError)
-    }
-  }
-
-  async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch> {
-    const { facts, ...shape } = await describe(ctx)
-    const proposal = ctx.checkpoint
-    const previous = proposal?.previous
-    if (previous && previous.cursorColumn !== cursorColumn) {
-      throw new ConfigError(
-        'cursorColumn',
-        `the checkpoint of ${schema}.${table} was made with cursor column "${previous.cursorColumn}"; delete it to start over with "${cursorColumn}"`,
-      )
-    }
-    const client = await connection.acquire(ctx.signal)
-    let broken: unknown
-    const onAbort = () => {
-      broken = new AbortedError('extraction aborted', { step: 'source', context })
-      destroyClient(client)
-    }
-    ctx.signal?.addEventListener('abort', onAbort, { once: true })
-    try {
-      // One snapshot for the bounds and the rows: what the checkpoint says is exactly what was read.
-      await client.query('begin isolation level repeatable read read only')
-      const plan = await planRun(client, facts, previous ?? undefined)
-      const started = new Date().toISOString()
-      let rows = 0
-      const next = () => ({
-        cursorColumn,
-        value: plan.upper,
-        lower: plan.lower,
-        snapshot: plan.snapshot,
-        runId: ctx.runId ?? 'standalone',
-        rows,
-        status: 'committed' as const,
-        startedAt: started,
-        updatedAt: new Date().toISOString(),
-      })
-      if (proposal) proposal.next = next()
-      const query = rowsQuery(shape, facts, plan, previous ?? undefined)
-      const cursor = client.query(new Cursor<Row>(query.sql, [...query.parameters], { types: typeParsersFor(shape.columns) } as Cursor.CursorQueryConfig))
-      for await (const batch of cursorBatches(cursor, batchSize, maxBatchBytes)) {
-        rows += batch.rows.length
-        yield batch
-      }
-      await cursor.close()
-      await client.query('commit')
-      if (proposal) proposal.next = next()
-    } catch (error) {
-      broken ??= error
-      throw broken instanceof AbortedError ? broken : classifyError(error, 'source', context, SourceQueryError)
-    } finally {
-      ctx.signal?.removeEventListener('abort', onAbort)
-      client.release(broken ? (broken instanceof Error ? broken : new Error(String(broken))) : undefined)
-    }
-  }
-
-  /** The run's snapshot and range: (lower, upper], upper capped below in-flight transactions. */
-  async function planRun(client: pg.ClientBase, facts: CursorFacts, previous: CheckpointProposal['previous']) {
-    // The cap: the oldest transaction in flight at the snapshot, leaving out those known to run in another database
-    // (they cannot write this table; on a shared server they would stall every extraction). One that ended since the
-    // snapshot cannot be placed, so it counts: a short stall, never a loss.
-    const snapshot = await client.query<{ snapshot: string; xmin: string; xmax: string }>(
-      `with s as (select pg_current_snapshot() as s)
-       select s.s::text as snapshot, pg_snapshot_xmax(s.s)::text as xmax,
-              coalesce((select min(x::text::numeric) from pg_snapshot_xip(s.s) x
-                         where not exists (select 1 from pg_stat_activity a
-                                            where a.backend_xid is not null and a.datname is distinct from current_database()
-                                              and ${xid8Sql('pg_snapshot_xmax(s.s)::text::numeric', 'a.backend_xid')} = x::text::numeric)),
-                       pg_snapshot_xmax(s.s)::text::numeric)::text as xmin
-         from s`,
-    )
-    const { snapshot: text, xmin, xmax } = snapshot.rows[0] as { snapshot: string; xmin: string; xmax: string }
-    let lower: string | null = previous?.value ?? null
-    if (lower !== null && lookback !== undefined) {
-      const shifted = await client.query<{ lower: string }>(
-        `select (cast($1 as ${facts.type}) - cast($2 as ${facts.isTime ? 'interval' : 'numeric'}))::${facts.type}::text as lower`,
-        [lower, String(lookback)],
-      )
-      lower = shifted.rows[0]?.lower ?? lower
-    }
-    const C = quoteIdent(cursorColumn)
-    // Only rows written by transactions older than the snapshot's xmin count towards the upper bound: rows of
-    // transactions still in flight may carry lower cursor values when they commit.
-    const cap = capInFlight ? `filter (where ${rowXid8Sql('$3::numeric')} < $4::numeric)` : ''
-    const bounds = await client.query<{ upper: string | null }>(
-      `select greatest(max(${C}) ${cap}, cast($2 as ${facts.type}))::text as upper
-         from ${qualifiedName(schema, table)} where $1::text is null or ${C} > cast($1 as ${facts.type})`,
-      capInFlight ? [lower, previous?.value ?? null, xmax, xmin] : [lower, previous?.value ?? null],
-    )
-    return { snapshot: text, xmax, lower, upper: bounds.rows[0]?.upper ?? null }
+    // The table's primary key comes with its shape (when every key column is read); an option overrides it.
+    return parsed.primaryKey ? { ...shape, primaryKey: parsed.primaryKey } : shape
   }
 
   /**
-   * The rows of the run: cursor in (lower, upper], or a NULL cursor, visible now; less the rows the previous run
-   * delivered (in its range and visible in its snapshot). docs/incremental.md states the invariant.
+   * Plans the run once, in one REPEATABLE READ snapshot held on one leased client until `close()`: the bounds, the
+   * checkpoint and the rows all describe that snapshot.
    */
-  function rowsQuery(shape: Shape, facts: CursorFacts, plan: { snapshot: string; xmax: string; lower: string | null; upper: string | null }, previous: CheckpointProposal['previous']) {
+  async function open(ctx: OpenContext = {}): Promise<OpenedSource> {
+    const shape = await describe(ctx)
+    const lease = await takeLease(connection, ctx.signal, context)
+    try {
+      const { client } = lease
+      const facts = await cursorFacts(client, schema, table, cursorColumn)
+      if (!facts.orderable) {
+        throw new UnsupportedTypeError(`cursor column "${cursorColumn}" has type ${facts.type}, which has no ordering`, { step: 'source', context })
+      }
+      if (lookback !== undefined) await checkLookback(client, facts, lookback)
+      const scope: CheckpointScope = {
+        source: await databaseIdentity(client),
+        schema,
+        table,
+        columns: shape.columns.map((column) => column.name),
+        filter: filterText(where),
+        name: parsed.name,
+      }
+      const previous = await ctx.previousCheckpoint?.(scope, shape)
+      if (previous && previous.cursorColumn !== cursorColumn) {
+        throw new ConfigError(
+          'cursorColumn',
+          `the checkpoint of ${schema}.${table} was made with cursor column "${previous.cursorColumn}"; delete it to start over with "${cursorColumn}"`,
+        )
+      }
+      lease.busy()
+      await client.query('begin isolation level repeatable read read only')
+      const plan = await planRun(client, facts, previous)
+      const now = new Date().toISOString()
+      const next: Checkpoint = Object.freeze({
+        cursorColumn,
+        value: plan.upper,
+        lower: previous ? (plan.lateFrom ?? previous.value) : null,
+        horizon: plan.horizon,
+        snapshot: plan.snapshot,
+        runId: ctx.runId ?? 'standalone',
+        rows: 0,
+        status: 'committed' as const,
+        startedAt: now,
+        updatedAt: now,
+      })
+      return openedRun(lease, shape, facts, plan, previous, Object.freeze({ scope, previous, next }))
+    } catch (error) {
+      lease.release()
+      throw lease.aborted ?? classifyError(error, 'source', context, SourceQueryError)
+    }
+  }
+
+  function openedRun(
+    lease: Lease,
+    shape: Shape,
+    facts: CursorFacts,
+    plan: RunPlan,
+    previous: Checkpoint | undefined,
+    checkpoint: NonNullable<OpenedSource['checkpoint']>,
+  ): OpenedSource {
+    let started = false
+    async function* batches(): AsyncGenerator<Batch> {
+      if (started) throw new ConfigError('batches', 'an opened incremental run is read once; open the source again')
+      started = true
+      const { client } = lease
+      try {
+        const query = rowsQuery(shape, facts, plan, previous)
+        const cursor = client.query(new Cursor<Row>(query.sql, [...query.parameters], { types: typeParsersFor(shape.columns) } as Cursor.CursorQueryConfig))
+        yield* cursorBatches(cursor, batchSize, maxBatchBytes)
+        await cursor.close()
+        await client.query('commit')
+        lease.idle()
+      } catch (error) {
+        throw lease.aborted ?? classifyError(error, 'source', context, SourceQueryError)
+      }
+    }
+    const close = async () => lease.release()
+    return Object.freeze({ shape, checkpoint, batches, close, [Symbol.asyncDispose]: close })
+  }
+
+  /** The run's snapshot, horizon and upper bound. */
+  async function planRun(client: pg.ClientBase, facts: CursorFacts, previous: Checkpoint | undefined): Promise<RunPlan> {
+    // The horizon: the oldest transaction in flight at the snapshot, leaving out those known to run in another
+    // database (they cannot write this table; on a shared server they would stall every extraction). One that ended
+    // since the snapshot cannot be placed, so it counts: a short stall, never a loss. Subtransactions need no care:
+    // a subtransaction's xid is larger than its parent's, so it is at or above the horizon while its parent runs.
+    const reference = sql`pg_snapshot_xmax(s.s)::text::numeric`
+    const horizon = capInFlight
+      ? sql`coalesce((select min(x::text::numeric) from pg_snapshot_xip(s.s) x
+                       where not exists (select 1 from pg_stat_activity a
+                                          where a.backend_xid is not null and a.datname is distinct from current_database()
+                                            and ${xid8Of(reference, sql`a.backend_xid`)} = x::text::numeric)),
+                     ${reference})`
+      : reference
+    const snapshot = await run<{ snapshot: string; xmax: string; horizon: string; previous_horizon: string | null }>(
+      client,
+      sql`with s as (select pg_current_snapshot() as s)
+          select s.s::text as snapshot, ${reference}::text as xmax, ${horizon}::text as horizon,
+                 coalesce(${previous?.horizon || null}::text, pg_snapshot_xmin(cast(${previous?.snapshot ?? null}::text as pg_snapshot))::text) as previous_horizon
+            from s`,
+    )
+    const { snapshot: text, xmax, horizon: runHorizon, previous_horizon: previousHorizon } = snapshot[0] as (typeof snapshot)[number]
     const C = sql.id(cursorColumn)
     const type = sql.raw(facts.type)
-    // Visibility in the previous snapshot. The snapshot is a bound parameter; the xid reference (this run's xmax)
-    // is bound too, as the last parameter (the fragment is shared text, so it is numbered after compiling).
-    const inPrevious = previous
-      ? sql<SqlBool>`${sql.raw(rowVisibleInSql('__SNAPSHOT__', 'cast(__XMAX__ as numeric)'))}`
-      : undefined
-    const inRange =
-      plan.upper === null
-        ? sql<SqlBool>`false`
-        : plan.lower === null
-          ? sql<SqlBool>`${C} <= cast(${plan.upper} as ${type})`
-          : sql<SqlBool>`${C} > cast(${plan.lower} as ${type}) and ${C} <= cast(${plan.upper} as ${type})`
-    const nullRows = inPrevious ? sql<SqlBool>`${C} is null and not ${inPrevious}` : sql<SqlBool>`${C} is null`
-    const delivered =
-      previous && previous.value !== null && inPrevious
-        ? previous.lower === null
-          ? sql<SqlBool>`${C} <= cast(${previous.value} as ${type}) and ${inPrevious}`
-          : sql<SqlBool>`${C} > cast(${previous.lower} as ${type}) and ${C} <= cast(${previous.value} as ${type}) and ${inPrevious}`
-        : sql<SqlBool>`false`
+    const previousValue = previous?.value ?? null
+    let lateFrom: string | null = null
+    if (previous && previousValue !== null && lookback !== undefined) {
+      const shifted = await run<{ from: string }>(
+        client,
+        sql`select (cast(${previousValue} as ${type}) - cast(${String(lookback)} as ${sql.raw(facts.isTime ? 'interval' : 'numeric')}))::${type}::text as from`,
+      )
+      lateFrom = shifted[0]?.from ?? previousValue
+    }
+    // Only rows below the horizon count towards the upper bound: those are the rows this run delivers.
+    const bounds = await run<{ upper: string | null }>(
+      client,
+      sql`select greatest(max(${C}) filter (where ${rowXid8(sql`cast(${xmax} as numeric)`)} < cast(${runHorizon} as numeric)),
+                          cast(${previousValue} as ${type}))::text as upper
+            from ${sql.id(schema, table)}
+           where ${previousValue === null ? sql<SqlBool>`true` : sql<SqlBool>`${C} > cast(${previousValue} as ${type})`}`,
+    )
+    return { snapshot: text, xmax, horizon: runHorizon, previousHorizon: previous ? previousHorizon : null, lateFrom, upper: bounds[0]?.upper ?? null }
+  }
+
+  /**
+   * The rows of the run: written below this run's horizon, with a cursor at most the upper bound or NULL, and not
+   * covered by the previous checkpoint (written at or above its horizon, or with a cursor above its value).
+   */
+  function rowsQuery(shape: Shape, facts: CursorFacts, plan: RunPlan, previous: Checkpoint | undefined) {
+    const C = sql.id(cursorColumn)
+    const type = sql.raw(facts.type)
+    const cast = (value: string | null) => sql`cast(${value} as ${type})`
+    const xid = rowXid8(sql`cast(${plan.xmax} as numeric)`)
+    const belowHorizon = sql<SqlBool>`${xid} < cast(${plan.horizon} as numeric)`
+    const upTo = plan.upper === null ? sql<SqlBool>`false` : sql<SqlBool>`${C} <= ${cast(plan.upper)}`
+    let wanted: RawBuilder<SqlBool>
+    if (!previous) {
+      wanted = sql<SqlBool>`(${upTo} or ${C} is null)`
+    } else {
+      const newValues = previous.value === null ? upTo : sql<SqlBool>`(${C} > ${cast(previous.value)} and ${upTo})`
+      const late = plan.lateFrom === null ? upTo : sql<SqlBool>`(${C} >= ${cast(plan.lateFrom)} and ${upTo})`
+      const lateRows = sql<SqlBool>`(${xid} >= cast(${plan.previousHorizon} as numeric) and (${late} or ${C} is null))`
+      wanted = sql<SqlBool>`(${newValues} or ${lateRows})`
+    }
     const query = builder
       .selectFrom(sql`${sql.id(schema, table)}`.as(table))
       .select(shape.columns.map((column) => sql.id(column.name).as(column.name)))
-      .where(sql<SqlBool>`((${inRange}) or (${nullRows})) and not coalesce(${delivered}, false)`)
-    const compiled = withFilter(query, where).compile()
-    if (!previous) return compiled
-    const xmaxAt = compiled.parameters.length + 1
-    return {
-      sql: compiled.sql
-        .replaceAll('cast(__XMAX__ as numeric)', `cast($${xmaxAt} as numeric)`)
-        .replaceAll('__SNAPSHOT__', `cast($${xmaxAt + 1} as pg_snapshot)`),
-      parameters: [...compiled.parameters, plan.xmax, previous.snapshot],
+      .where(sql<SqlBool>`${belowHorizon} and ${wanted}`)
+    return withFilter(query, where).compile()
+  }
+
+  async function* iterate(ctx: OpenContext = {}): AsyncGenerator<Batch> {
+    const opened = await open(ctx)
+    try {
+      yield* opened.batches()
+    } finally {
+      await opened.close()
     }
   }
 
   return Object.freeze({
     name: `incremental ${schema}.${table} by ${cursorColumn}`,
-    incremental: { key: { source: connection.label, schema, table }, cursorColumn, checkpoints: parsed.checkpoints },
-    shape: async () => {
-      const { facts: _facts, ...shape } = await describe({})
-      return shape
-    },
-    batches,
-    [Symbol.asyncIterator]: () => batches(),
+    incremental: { cursorColumn, checkpoints: parsed.checkpoints },
+    open,
+    shape: () => describe({}),
+    batches: iterate,
+    [Symbol.asyncIterator]: () => iterate(),
   })
+}
+
+async function run<R>(client: pg.ClientBase, query: RawBuilder<unknown>): Promise<R[]> {
+  const compiled = query.compile(builder)
+  const result = await client.query({ text: compiled.sql, values: [...compiled.parameters] })
+  return result.rows as R[]
 }
 
 async function cursorFacts(client: pg.ClientBase, schema: string, table: string, column: string): Promise<CursorFacts> {

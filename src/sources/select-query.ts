@@ -59,3 +59,15 @@ export function withFilter(query: SelectQueryBuilder<any, any, any>, where: Tabl
   }
   return filtered
 }
+
+/**
+ * A filter as stable text (compiled SQL and its parameters), part of an incremental pipeline's identity: another
+ * filter is another pipeline, with its own checkpoint. '' when there is none.
+ */
+export function filterText(where: TableFilter | undefined): string {
+  if (!where) return ''
+  const compiled = withFilter(builder.selectFrom('t'), where).compile()
+  return JSON.stringify([compiled.sql, compiled.parameters], (_key, value: unknown) =>
+    typeof value === 'bigint' ? `${value}n` : value instanceof Uint8Array ? Buffer.from(value).toString('hex') : value,
+  )
+}

@@ -1,7 +1,12 @@
 import type { Batch, RunContext, Shape, Sink, SinkResult } from '../contracts.js'
 import { AbortedError } from '../errors.js'
+import { safeRow } from '../pg/row-functions.js'
 
-/** A sink that keeps the rows in memory: for tests, scripts and small lookups. */
+/**
+ * A sink that keeps the rows in memory: for tests, scripts and small lookups. Every row it keeps inherits nothing
+ * (keyed by untrusted column names, see ROW_PROTOTYPE): a row that comes as a plain object (from a user's transform,
+ * or from pg's own row parsing on the cursor path) is copied into one that does.
+ */
 export interface MemorySink<R> extends Sink<R> {
   /** The rows of the last run, in arrival order. */
   readonly rows: readonly R[]
@@ -31,8 +36,9 @@ export function memorySink<R = Record<string, unknown>>(): MemorySink<R> {
       const received: R[] = []
       for await (const batch of batches) {
         if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink' })
-        received.push(...batch.rows)
+        for (const row of batch.rows) received.push(safeRow(row as R & object))
       }
+      await ctx.beforeCommit?.()
       rows = received
       lastShape = shape
       return { rows: received.length, bytes: 0, target: 'memory' }

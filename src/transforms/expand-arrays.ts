@@ -4,6 +4,7 @@ import { ConfigError } from '../errors.js'
 import { parseOptions } from '../connection/options.js'
 import { parseArrayLiteral } from '../pg/array-literal.js'
 import { scalarParser } from '../pg/type-parsers.js'
+import { readColumns, withColumns } from '../pg/row-functions.js'
 import { OID, type Column } from '../pg/types.js'
 import { checkNewColumns, selectColumns } from './select-columns.js'
 import { parseJsonLossless } from '../util/lossless-json.js'
@@ -95,26 +96,32 @@ export function expandArrays(options: ExpandArraysOptions = {}): Transform {
     },
     async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape): AsyncGenerator<Batch<Row>> {
       const picked = targets(shape)
-      for await (const batch of batches) {
-        if (mode === 'json') {
+      const arrays = readColumns(picked)
+      if (mode === 'json') {
+        const extend = withColumns(shape.columns, picked.map((column) => `${column.name}_expanded`))
+        for await (const batch of batches) {
           yield {
             rows: batch.rows.map((row) => {
-              const out: Row = { ...row }
-              for (const column of picked) {
-                const values = asArray(row[column.name], column)
-                out[`${column.name}_expanded`] = isJsonElement(column) ? deepMap(values, parseElement) : values
+              const values = arrays(row)
+              for (let index = 0; index < picked.length; index++) {
+                const column = picked[index] as Column
+                const elements = asArray(values[index], column)
+                values[index] = isJsonElement(column) ? deepMap(elements, parseElement) : elements
               }
-              return out
+              return extend(row, values)
             }),
           }
-          continue
         }
-        const column = picked[0] as Column
+        return
+      }
+      const column = picked[0] as Column
+      const extend = withColumns(shape.columns, [`${column.name}_element`, `${column.name}_index`])
+      for await (const batch of batches) {
         const rows: Row[] = []
         for (const row of batch.rows) {
-          const elements = flatten(asArray(row[column.name], column))
-          if (elements.length === 0) rows.push({ ...row, [`${column.name}_element`]: null, [`${column.name}_index`]: null })
-          elements.forEach((element, index) => rows.push({ ...row, [`${column.name}_element`]: element, [`${column.name}_index`]: index + 1 }))
+          const elements = flatten(asArray(arrays(row)[0], column))
+          if (elements.length === 0) rows.push(extend(row, [null, null]))
+          elements.forEach((element, index) => rows.push(extend(row, [element, index + 1])))
         }
         yield { rows }
       }

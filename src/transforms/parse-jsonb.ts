@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import type { Batch, Row, RunContext, Shape, Transform } from '../contracts.js'
 import { parseOptions } from '../connection/options.js'
+import { readColumns, withColumns } from '../pg/row-functions.js'
 import { OID, type Column } from '../pg/types.js'
 import { checkNewColumns, selectColumns } from './select-columns.js'
 import { parseJsonLossless } from '../util/lossless-json.js'
@@ -44,17 +45,19 @@ export function parseJsonb(options: ParseJsonbOptions = {}): Transform {
       }
     },
     async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): AsyncGenerator<Batch<Row>> {
-      const names = targets(shape).map((column) => column.name)
+      const picked = targets(shape)
+      const sources = readColumns(picked)
+      const extend = withColumns(shape.columns, picked.map((column) => `${column.name}${suffix}`))
       for await (const batch of batches) {
         let failed = 0
         const rows = batch.rows.map((row) => {
-          const out: Row = { ...row }
-          for (const name of names) {
-            const parsed = parseJson(row[name])
+          const values = sources(row)
+          for (let index = 0; index < values.length; index++) {
+            const parsed = parseJson(values[index])
             if (parsed instanceof Failure) failed++
-            out[`${name}${suffix}`] = parsed instanceof Failure ? parsed.value : parsed
+            values[index] = parsed instanceof Failure ? parsed.value : parsed
           }
-          return out
+          return extend(row, values)
         })
         if (failed) ctx.count?.('parseJsonb.failed', failed)
         yield { rows }

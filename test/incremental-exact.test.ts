@@ -1,0 +1,235 @@
+import { describe, expect, it } from 'vitest'
+import {
+  CheckpointConflictError,
+  CheckpointWriteError,
+  ConfigError,
+  connect,
+  ConnectionLostError,
+  extract,
+  incrementalSource,
+  memoryCheckpoints,
+  postgresSink,
+  type CheckpointStore,
+  type Transform,
+} from '../src/index.js'
+import { clientFor } from './support/databases.js'
+import { useDatabases } from './support/fixtures.js'
+
+const db = useDatabases('incx')
+
+async function createTable(table: string, cursorType = 'int') {
+  await db.sourceSql(`drop table if exists ${table}`)
+  await db.sourceSql(`create table ${table} (id int primary key, note text, c ${cursorType})`)
+}
+
+const ids = async (table: string) =>
+  (await db.warehouseSql(`select id from bronze.${table} order by id`)).map((row) => Number(row.id))
+
+/** Runs `fn` with a second session on the source, ended afterwards. */
+async function withSession<T>(fn: (session: Awaited<ReturnType<typeof clientFor>>) => Promise<T>): Promise<T> {
+  const session = await clientFor(db.sourceUrl)
+  try {
+    return await fn(session)
+  } finally {
+    await session.end()
+  }
+}
+
+describe('incrementalSource never loses a row', () => {
+  it('delivers a row committed after a run with a cursor value equal to the checkpoint (date cursor, no lookback)', async () => {
+    await createTable('same_day', 'date')
+    await db.sourceSql(`insert into same_day values (1, 'a', '2024-03-01'), (2, 'b', '2024-03-01')`)
+    const source = incrementalSource(db.source, { table: 'same_day', cursorColumn: 'c' })
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    expect((await extract({ from: source, to: sink })).rows).toBe(2)
+    await db.sourceSql(`insert into same_day values (3, 'c', '2024-03-01')`)
+    expect((await extract({ from: source, to: sink })).rows).toBe(1)
+    expect((await extract({ from: source, to: sink })).rows).toBe(0)
+    expect(await ids('br_same_day')).toEqual([1, 2, 3])
+  })
+
+  it.each([
+    ['a savepoint released', `savepoint s; insert into {t} values (20, 'late', 5); release savepoint s`],
+    ['a PL/pgSQL EXCEPTION block', `do $$ begin begin insert into {t} values (20, 'late', 5); exception when others then null; end; end $$`],
+    ['a savepoint with a NULL cursor', `savepoint s; insert into {t} values (20, 'late', null); release savepoint s`],
+    ['a rolled-back savepoint, then a new one', `savepoint a; insert into {t} values (21, 'gone', 5); rollback to savepoint a; savepoint b; insert into {t} values (20, 'late', 5); release savepoint b`],
+  ])('delivers rows written inside %s of a transaction open during a run, with or without lookback', async (_name, write) => {
+    for (const lookback of [undefined, 100]) {
+      const table = `sp_${lookback ?? 'none'}_${Math.random().toString(36).slice(2, 8)}`
+      await createTable(table)
+      await db.sourceSql(`insert into ${table} select g, 'early', g from generate_series(1, 10) g`)
+      const source = incrementalSource(db.source, { table, cursorColumn: 'c', ...(lookback === undefined ? {} : { lookback }) })
+      const sink = postgresSink(db.warehouse, { mode: 'append' })
+      await extract({ from: source, to: sink })
+      await withSession(async (session) => {
+        await session.query('begin')
+        await session.query(`insert into ${table} values (30, 'top', 6)`)
+        await session.query(write.replaceAll('{t}', table))
+        await db.sourceSql(`insert into ${table} values (11, 'after', 11)`)
+        await extract({ from: source, to: sink })
+        await session.query('commit')
+      })
+      await extract({ from: source, to: sink })
+      expect(await ids(`br_${table}`)).toEqual([...Array.from({ length: 11 }, (_, index) => index + 1), 20, 30])
+    }
+  })
+
+  it('delivers a late commit whose transaction took its xid after a younger one committed (T1 begins, T2 commits, T1 writes, a run, T1 commits)', async () => {
+    await createTable('late', 'timestamptz')
+    await db.sourceSql(`insert into late values (1, 'early', now() - interval '1 hour')`)
+    const source = incrementalSource(db.source, { table: 'late', cursorColumn: 'c' })
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    await extract({ from: source, to: sink })
+    await withSession(async (t1) => {
+      await t1.query('begin')
+      await t1.query('select now()') // T1's now() is fixed here; it has no xid yet
+      await db.sourceSql(`insert into late values (2, 'T2', now())`) // T2 takes an xid, stamps a later now(), commits
+      await t1.query(`insert into late values (3, 'T1', now())`) // T1 takes a younger xid, stamps the older now()
+      expect((await extract({ from: source, to: sink })).rows).toBe(1)
+      await t1.query('commit')
+    })
+    expect((await extract({ from: source, to: sink })).rows).toBe(1)
+    expect(await ids('br_late')).toEqual([1, 2, 3])
+  })
+
+  it('delivers a row a transaction stamps with an old value after a run has passed it (no lookback)', async () => {
+    await createTable('backdated')
+    await db.sourceSql(`insert into backdated select g, 'x', g * 10 from generate_series(1, 10) g`)
+    const source = incrementalSource(db.source, { table: 'backdated', cursorColumn: 'c' })
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    await extract({ from: source, to: sink })
+    await db.sourceSql(`insert into backdated values (11, 'old value', 15)`)
+    expect((await extract({ from: source, to: sink })).rows).toBe(1)
+    expect((await extract({ from: source, to: sink })).rows).toBe(0)
+    expect((await db.warehouseSql(`select count(*)::int as n from bronze.br_backdated`))[0]).toEqual({ n: 11 })
+  })
+})
+
+describe('incremental checkpoints belong to one pipeline', () => {
+  it('keeps separate checkpoints for another target and another filter, so neither skips the other', async () => {
+    await createTable('shared')
+    await db.sourceSql(`insert into shared select g, case when g % 2 = 0 then 'even' else 'odd' end, g from generate_series(1, 100) g`)
+    const all = incrementalSource(db.source, { table: 'shared', cursorColumn: 'c' })
+    const even = incrementalSource(db.source, { table: 'shared', cursorColumn: 'c', where: { note: 'even' } })
+    await extract({ from: all, to: postgresSink(db.warehouse, { mode: 'append' }) })
+    expect((await extract({ from: all, to: postgresSink(db.warehouse, { mode: 'append', table: 'shared_copy' }) })).rows).toBe(100)
+    expect((await extract({ from: even, to: postgresSink(db.warehouse, { mode: 'append', table: 'shared_even' }) })).rows).toBe(50)
+    // An explicit name is the key: the same name continues where it left off, whatever the target.
+    const named = incrementalSource(db.source, { table: 'shared', cursorColumn: 'c', name: 'nightly' })
+    expect((await extract({ from: named, to: postgresSink(db.warehouse, { mode: 'append', table: 'shared_named' }) })).rows).toBe(100)
+    expect((await extract({ from: named, to: postgresSink(db.warehouse, { mode: 'append', table: 'shared_named' }) })).rows).toBe(0)
+  })
+
+  it('starts over when the bronze table was dropped, restoring every row', async () => {
+    await createTable('dropped')
+    await db.sourceSql(`insert into dropped select g, 'x', g from generate_series(1, 1000) g`)
+    const source = incrementalSource(db.source, { table: 'dropped', cursorColumn: 'c' })
+    const sink = postgresSink(db.warehouse, { mode: 'merge' })
+    await extract({ from: source, to: sink })
+    await db.sourceSql(`insert into dropped values (1001, 'y', 1001)`)
+    await db.warehouseSql('drop table bronze.br_dropped')
+    expect((await extract({ from: source, to: sink })).rows).toBe(1001)
+    expect((await db.warehouseSql('select count(*)::int as n from bronze.br_dropped'))[0]).toEqual({ n: 1001 })
+  })
+
+  it('is keyed by the database, not the URL text: localhost and 127.0.0.1 continue the same checkpoint', async () => {
+    await createTable('hosts')
+    await db.sourceSql(`insert into hosts select g, 'x', g from generate_series(1, 10) g`)
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    await extract({ from: incrementalSource(db.source, { table: 'hosts', cursorColumn: 'c' }), to: sink })
+    const url = new URL(db.sourceUrl)
+    url.hostname = url.hostname === 'localhost' ? '127.0.0.1' : 'localhost'
+    const other = connect(url.toString())
+    try {
+      expect((await extract({ from: incrementalSource(other, { table: 'hosts', cursorColumn: 'c' }), to: sink })).rows).toBe(0)
+    } finally {
+      await other.close()
+    }
+    expect((await db.warehouseSql('select count(*)::int as n from bronze.br_hosts'))[0]).toEqual({ n: 10 })
+  })
+
+  it("refuses mode 'replace' for an incremental source before anything is written", async () => {
+    await createTable('replaced')
+    await db.sourceSql(`insert into replaced values (1, 'x', 1)`)
+    const error = await extract({ from: incrementalSource(db.source, { table: 'replaced', cursorColumn: 'c' }), to: postgresSink(db.warehouse) }).catch(
+      (caught: unknown) => caught,
+    )
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).message).toMatch(/merge.*append/)
+    expect(await db.warehouseSql(`select to_regclass('bronze.br_replaced') is null as absent`)).toEqual([{ absent: true }])
+  })
+})
+
+describe('incremental checkpoints written outside the sink', () => {
+  /** A store that fails its first `failures` writes with `error`, then works. */
+  function flakyStore(failures: number, error: () => Error): CheckpointStore & { writes: number } {
+    const inner = memoryCheckpoints()
+    let left = failures
+    return {
+      name: 'flaky checkpoints',
+      writes: 0,
+      read: (key) => inner.read(key),
+      async write(key, next, expected) {
+        this.writes++
+        if (left-- > 0) throw error()
+        await inner.write(key, next, expected)
+      },
+    }
+  }
+
+  it('retries a checkpoint write that failed after the commit on its own, never the pipeline (no duplicate rows)', async () => {
+    await createTable('flaky')
+    await db.sourceSql(`insert into flaky select g, 'x', g from generate_series(1, 500) g`)
+    const store = flakyStore(1, () => new ConnectionLostError('connection lost writing the checkpoint'))
+    const source = incrementalSource(db.source, { table: 'flaky', cursorColumn: 'c', checkpoints: store })
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    expect((await extract({ from: source, to: sink })).rows).toBe(500)
+    expect(store.writes).toBe(2)
+    expect((await db.warehouseSql('select count(*)::int as n from bronze.br_flaky'))[0]).toEqual({ n: 500 })
+    expect((await extract({ from: source, to: sink })).rows).toBe(0)
+  })
+
+  it('fails with CheckpointWriteError, not a re-run, when the checkpoint cannot be written after the commit', async () => {
+    await createTable('unwritable')
+    await db.sourceSql(`insert into unwritable select g, 'x', g from generate_series(1, 500) g`)
+    const store = flakyStore(100, () => new ConnectionLostError('connection lost writing the checkpoint'))
+    const source = incrementalSource(db.source, { table: 'unwritable', cursorColumn: 'c', checkpoints: store })
+    const error = await extract({ from: source, to: postgresSink(db.warehouse, { mode: 'append' }) }).catch((caught: unknown) => caught)
+    expect(error).toBeInstanceOf(CheckpointWriteError)
+    expect((error as CheckpointWriteError).retryable).toBe(false)
+    expect((error as Error).message).toMatch(/committed to bronze\.br_unwritable/)
+    expect((await db.warehouseSql('select count(*)::int as n from bronze.br_unwritable'))[0]).toEqual({ n: 500 })
+  })
+
+  it('fails the losing run of two racing ones before its rows are committed (memory store, append)', async () => {
+    await createTable('race_mem')
+    await db.sourceSql(`insert into race_mem values (1, 'a', 1)`)
+    const store = memoryCheckpoints()
+    const source = incrementalSource(db.source, { table: 'race_mem', cursorColumn: 'c', checkpoints: store })
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    await extract({ from: source, to: sink })
+    await db.sourceSql(`insert into race_mem values (2, 'b', 2)`)
+    let arrived = 0
+    let release: () => void = () => undefined
+    const bothRead = new Promise<void>((resolve) => (release = resolve))
+    const meet: Transform = {
+      name: 'meet',
+      shape: (input) => input,
+      async *apply(batches) {
+        let first = true
+        for await (const batch of batches) {
+          if (first && ++arrived === 2) release()
+          if (first) await bothRead
+          first = false
+          yield batch
+        }
+      },
+    }
+    const run = () => extract({ from: source, through: [meet], to: sink, retry: false })
+    const results = await Promise.allSettled([run(), run()])
+    const failures = results.filter((result) => result.status === 'rejected').map((result) => (result as PromiseRejectedResult).reason)
+    expect(failures).toHaveLength(1)
+    expect(failures[0]).toBeInstanceOf(CheckpointConflictError)
+    expect(await ids('br_race_mem')).toEqual([1, 2])
+  })
+})

@@ -138,6 +138,24 @@ describe('columns named like members of Object.prototype', () => {
     byId(sink.rows).forEach((row, index) => expectSafeRow(row, EXPECTED[index] as unknown[]))
   })
 
+  // Expected to fail until src/sources/cursor-reader.ts and incremental.ts read with cursorRows() from
+  // src/pg/cursor-rows.ts (rowMode 'array', rows keyed by pg-datakit): pg keys cursor rows itself, on a plain object.
+  // Through extract() every step downstream already rebuilds or copies rows safely; this is the source on its own.
+  // Remove `.fails` once that change is in.
+  it.fails('hands rows that inherit nothing straight from the cursor sources (for await without extract)', async () => {
+    await seed('weird')
+    await seed('weird_inc', true)
+    const sources: Source[] = [
+      tableSource(db.source, { table: 'weird' }),
+      incrementalSource(db.source, { table: 'weird_inc', cursorColumn: 'updated_at', checkpoints: memoryCheckpoints() }),
+    ]
+    for (const source of sources) {
+      const rows: Row[] = []
+      for await (const batch of source) rows.push(...batch.rows)
+      byId(rows).forEach((row, index) => expectSafeRow(row, EXPECTED[index] as unknown[]))
+    }
+  })
+
   it('keeps them through parseJsonb and expandArrays, into memorySink and postgresSink', async () => {
     await db.sourceSql(`drop table if exists weird_json`)
     await db.sourceSql(`create table weird_json (id int primary key, "__proto__" jsonb, "constructor" int[], "valueOf" text)`)

@@ -3,7 +3,7 @@ import { CopyOutReader } from './copy-out-reader.js'
 import type { Connection } from '../connection/connection.js'
 import type { RunContext } from '../contracts.js'
 import { AbortedError, classifyError, SourceQueryError, type ErrorContext } from '../errors.js'
-import { destroyClient } from './client-control.js'
+import { takeLease } from './lease.js'
 
 /**
  * `COPY ... TO STDOUT` on a client the caller holds (inside its transaction). The caller must destroy the client if
@@ -28,8 +28,8 @@ export async function* copyOutOn(
  * Runs `COPY ... TO STDOUT` and yields its rows' bytes as they arrive, whole rows per chunk (`CopyOutReader`).
  * Reading pauses when the consumer does, which pauses the socket.
  *
- * Leaving early (break, error, abort) destroys the client: a COPY TO that is not read to its end leaves the
- * connection in the middle of the protocol, and it must never go back to the pool.
+ * Leaving early (break, error, abort) destroys the client (the lease does): a COPY TO that is not read to its end
+ * leaves the connection in the middle of the protocol, and it must never go back to the pool.
  */
 export async function* copyOut(
   connection: Connection,
@@ -37,18 +37,13 @@ export async function* copyOut(
   ctx: Partial<RunContext>,
   context: ErrorContext,
 ): AsyncGenerator<Buffer> {
-  const { signal } = ctx
-  const client: pg.PoolClient = await connection.acquire(signal)
-  let finished = false
-  const onAbort = () => destroyClient(client)
-  signal?.addEventListener('abort', onAbort, { once: true })
+  const lease = await takeLease(connection, ctx.signal, context)
   try {
-    if (signal?.aborted) throw new AbortedError('extraction aborted', { step: 'source', context })
-    yield* copyOutOn(client, statement, context, signal)
-    finished = true
+    if (lease.aborted) throw lease.aborted
+    lease.busy()
+    yield* copyOutOn(lease.client, statement, context, ctx.signal)
+    lease.idle()
   } finally {
-    signal?.removeEventListener('abort', onAbort)
-    if (!finished) destroyClient(client)
-    client.release(finished ? undefined : new Error('COPY TO left before its end'))
+    lease.release()
   }
 }

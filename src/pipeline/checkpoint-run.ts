@@ -10,8 +10,13 @@ export interface CheckpointRun {
   readonly previousCheckpoint: NonNullable<OpenContext['previousCheckpoint']>
   /** The move from the stored checkpoint to the opened run's. */
   pending(opened: OpenedSource): PendingCheckpoint | undefined
-  /** Before the sink commits: fails with nothing written when another run moved the checkpoint meanwhile. */
+  /**
+   * Before the sink commits (stores outside its transaction): claims the checkpoint for this run, so that of two
+   * runs racing, the loser fails here, with nothing committed.
+   */
   beforeCommit(pending: PendingCheckpoint): Promise<void>
+  /** After the sink committed without writing the checkpoint itself: writes it (see `commitCheckpoint`). */
+  commit(pending: PendingCheckpoint, result: SinkResult, signal: AbortSignal): Promise<void>
 }
 
 /**
@@ -38,6 +43,8 @@ export function checkpointPlan(from: Source<unknown>, to: Sink<unknown>): Checkp
   if (!from.open) throw new ConfigError('from', `${from.name} is incremental but cannot be opened (it has no open())`)
   let key: CheckpointKey | undefined
   let stored: Checkpoint | undefined
+  let used: Checkpoint | undefined
+  let claimed: string | undefined
   return {
     async previousCheckpoint(scope: CheckpointScope, shape: Shape) {
       const target = to.target?.(shape)
@@ -45,21 +52,34 @@ export function checkpointPlan(from: Source<unknown>, to: Sink<unknown>): Checkp
       stored = await store.read(key)
       // The target was dropped since: its rows are gone, so the run starts from the beginning (the stored
       // checkpoint is still what the write is conditional on).
-      if (stored && target && !(await target.exists())) return undefined
-      return stored
+      used = stored && target && !(await target.exists()) ? undefined : stored
+      return used
     },
     pending(opened) {
       if (!opened.checkpoint || !key) return undefined
       return Object.freeze({ key, store, previous: stored, next: opened.checkpoint.next })
     },
     async beforeCommit(pending) {
-      const current = await pending.store.read(pending.key)
-      if ((current?.runId ?? null) !== (pending.previous?.runId ?? null)) {
+      // The claim covers what the run started from (nothing, for a first run): if the process dies before the final
+      // write, the next run continues from there, as it would have without the claim.
+      const claim: Checkpoint = {
+        ...(used ?? { ...pending.next, value: null, lower: null, horizon: '0', rows: 0 }),
+        runId: `${pending.next.runId}:committing`,
+        updatedAt: new Date().toISOString(),
+      }
+      try {
+        await pending.store.write(pending.key, claim, pending.previous?.runId ?? null)
+      } catch (error) {
+        if (!(error instanceof CheckpointConflictError)) throw error
         throw new CheckpointConflictError(
-          `the checkpoint of ${pending.key.schema}.${pending.key.table} in ${pending.store.name} was moved by run ${current?.runId} since this run started; nothing was written`,
-          { step: 'sink', context: { schema: pending.key.schema, table: pending.key.table } },
+          `the checkpoint of ${pending.key.schema}.${pending.key.table} in ${pending.store.name} was moved by another run since this one started; nothing was written`,
+          { step: 'sink', context: { schema: pending.key.schema, table: pending.key.table }, cause: error },
         )
       }
+      claimed = claim.runId
+    },
+    commit(pending, result, signal) {
+      return commitCheckpoint(pending, result, signal, claimed ?? pending.previous?.runId ?? null)
     },
   }
 }
@@ -76,9 +96,14 @@ function pipelineId(scope: CheckpointScope, target: string): string {
  * run again from here (its rows are committed): a failed write is retried on its own, and what cannot be written is a
  * `CheckpointWriteError` saying exactly that.
  */
-export async function commitCheckpoint(pending: PendingCheckpoint, result: SinkResult, signal: AbortSignal, attempts = 4): Promise<void> {
+async function commitCheckpoint(
+  pending: PendingCheckpoint,
+  result: SinkResult,
+  signal: AbortSignal,
+  expected: string | null,
+  attempts = 4,
+): Promise<void> {
   const next = { ...pending.next, rows: result.rows, updatedAt: new Date().toISOString() }
-  const expected = pending.previous?.runId ?? null
   for (let attempt = 1; ; attempt++) {
     try {
       await pending.store.write(pending.key, next, expected)

@@ -1,6 +1,6 @@
 import type { Batch, OpenedSource, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from '../contracts.js'
 import { classifyError, SourceQueryError, TransformError } from '../errors.js'
-import { checkpointPlan, commitCheckpoint, type CheckpointRun } from './checkpoint-run.js'
+import { checkpointPlan, type CheckpointRun } from './checkpoint-run.js'
 import { openSource } from './open-source.js'
 import { countLines } from '../pg/copy-line-suffix.js'
 import { batchRows, mapChunks, measured, noCount, perSecond } from './measured.js'
@@ -154,7 +154,7 @@ async function runOpened(
   }
   bytes = result.bytes
   // A store the sink could not write in its transaction is written now, right after the commit (docs/incremental.md).
-  if (pending && !result.checkpointCommitted) await commitCheckpoint(pending, result, signal)
+  if (pending && !result.checkpointCommitted) await checkpoints!.commit(pending, result, signal)
   const last = transformTimings.at(-1) ?? sourceTiming
   const finishedAt = new Date()
   const durationMs = performance.now() - started

@@ -1,7 +1,8 @@
 import type { Compilable, CompiledQuery } from 'kysely'
 import type { Connection } from '../connection/connection.js'
 import { ConfigError } from '../errors.js'
-import type { Batch, RunContext, Shape, Source } from '../contracts.js'
+import type { Batch, OpenContext, OpenedSource, RunContext, Shape, Source } from '../contracts.js'
+import { openedRead } from '../pipeline/open-source.js'
 import { parseOptions } from '../connection/options.js'
 import { copyOut } from '../pg/copy-out.js'
 import { decodeCopyBatches } from '../pg/copy-batches.js'
@@ -40,18 +41,27 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
   const context = 'query' in options ? { query: options.name ?? 'query' } : { schema: options.schema ?? 'public', table: options.table }
   const name = 'query' in options ? `copy query${options.name ? ` ${options.name}` : ''}` : `copy ${context.schema}.${context.table}`
 
-  async function* copyText(ctx: Partial<RunContext> = {}): AsyncGenerator<Buffer> {
-    const { statement } = await plan(ctx)
-    yield* copyOut(connection, statement, ctx, context)
+  /** Planned once: the COPY statement reads exactly the columns of the shape the sink was told about. */
+  async function open(ctx: OpenContext = {}): Promise<OpenedSource> {
+    const { shape, statement } = await plan(ctx)
+    return openedRead({
+      shape,
+      copyText: () => copyOut(connection, statement, ctx, context),
+      batches: () => decodeCopyBatches(copyOut(connection, statement, ctx, context), shape.columns, { batchSize, maxBatchBytes, context }),
+    })
   }
 
-  async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch> {
-    const { shape, statement } = await plan(ctx)
-    yield* decodeCopyBatches(copyOut(connection, statement, ctx, context), shape.columns, { batchSize, maxBatchBytes, context })
+  async function* copyText(ctx: OpenContext = {}): AsyncGenerator<Buffer> {
+    yield* (await open(ctx)).copyText!()
+  }
+
+  async function* batches(ctx: OpenContext = {}): AsyncGenerator<Batch> {
+    yield* (await open(ctx)).batches()
   }
 
   return Object.freeze({
     name,
+    open,
     shape: async () => (await plan({})).shape,
     batches,
     copyText,
@@ -69,8 +79,9 @@ function tablePlan(connection: Connection, options: TableSourceOptions) {
       ctx,
     )
     if (shape.columns.length === 0) throw new ConfigError('table', `table "${schema}"."${table}" has no columns to copy`)
-    // A plain table without a filter is copied directly (a little faster than a query); anything else through a query.
-    if (kind === 'r' && !where && !largeObjects) {
+    // A plain table without a filter is copied directly (a little faster than a query); anything else through a query,
+    // and so is a table with stored generated columns, which COPY TO refuses to name (PostgreSQL 12-17).
+    if (kind === 'r' && !where && !largeObjects && !(await hasGeneratedColumns(connection, schema, table, ctx))) {
       const list = shape.columns.map((column) => quoteIdent(column.name)).join(', ')
       return { shape, statement: `copy ${qualifiedName(schema, table)} (${list}) to stdout` }
     }
@@ -87,4 +98,14 @@ function queryPlan(connection: Connection, options: QuerySourceOptions & { query
     const shape = await describeQueryShape(connection, compiled, { schema, name }, ctx)
     return { shape, statement: `copy (${inlineParameters(compiled.sql, compiled.parameters)}) to stdout` }
   }
+}
+
+async function hasGeneratedColumns(connection: Connection, schema: string, table: string, ctx: Partial<RunContext>): Promise<boolean> {
+  return connection.withClient(async (client) => {
+    const { rows } = await client.query<{ found: boolean }>(
+      `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attgenerated <> '' and not attisdropped) as found`,
+      [qualifiedName(schema, table)],
+    )
+    return rows[0]?.found === true
+  }, ctx.signal)
 }

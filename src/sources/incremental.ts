@@ -5,14 +5,14 @@ import { z } from 'zod'
 import type { Checkpoint, CheckpointScope, CheckpointStore } from '../checkpoints/checkpoint.js'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, OpenContext, OpenedSource, Row, RunContext, Shape, Source } from '../contracts.js'
+import type { Batch, OpenContext, OpenedSource, RunContext, Shape, Source } from '../contracts.js'
 import { classifyError, ConfigError, SourceQueryError, UnknownColumnError, UnsupportedTypeError } from '../errors.js'
 import { databaseIdentity } from '../pg/database-identity.js'
 import { checkIdentifier } from '../pg/identifiers.js'
 import { takeLease, type Lease } from '../pg/lease.js'
 import { rowXid8, xid8Of } from '../pg/row-xid.js'
 import { builder } from '../pg/sql-builder.js'
-import { typeParsersFor } from '../pg/type-parsers.js'
+import { cursorRows } from '../pg/cursor-rows.js'
 import { cursorBatches } from './cursor-reader.js'
 import { describeTableShape } from './describe.js'
 import { filterColumns, filterText, tableFilterSchema, withFilter } from './select-query.js'
@@ -184,8 +184,9 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
       const { client } = lease
       try {
         const query = rowsQuery(shape, facts, plan, previous)
-        const cursor = client.query(new Cursor<Row>(query.sql, [...query.parameters], { types: typeParsersFor(shape.columns) } as Cursor.CursorQueryConfig))
-        yield* cursorBatches(cursor, batchSize, maxBatchBytes)
+        const { config, row } = cursorRows(shape.columns)
+        const cursor = client.query(new Cursor<unknown[]>(query.sql, [...query.parameters], config))
+        yield* cursorBatches(cursor, batchSize, maxBatchBytes, row)
         await cursor.close()
         await client.query('commit')
         lease.idle()

@@ -3,7 +3,8 @@ import { z } from 'zod'
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, RunContext, Shape, Source } from '../contracts.js'
+import type { Batch, OpenContext, OpenedSource, RunContext, Shape, Source } from '../contracts.js'
+import { openedRead } from '../pipeline/open-source.js'
 import {
   AbortedError,
   classifyError,
@@ -12,7 +13,7 @@ import {
   PartitionsChangedError,
   SourceQueryError,
 } from '../errors.js'
-import { destroyClient } from '../pg/client-control.js'
+import { takeLease } from '../pg/lease.js'
 import { copyOutOn } from '../pg/copy-out.js'
 import { decodeCopyBatches } from '../pg/copy-batches.js'
 import { checkIdentifier, qualifiedName } from '../pg/identifiers.js'
@@ -141,20 +142,28 @@ function plannedSource(
     return made.kind === 'partitioned' ? { ...shape, columns: [...shape.columns, ...PARTITION_COLUMNS] } : shape
   }
 
-  async function* copyText(ctx: Partial<RunContext> = {}): AsyncGenerator<Buffer> {
+  /** Planned and described once: the pieces read exactly the shape the sink was told about. */
+  async function open(ctx: OpenContext = {}): Promise<OpenedSource> {
     const made = await plan(ctx)
     const shape = await shapeOf(made, ctx)
-    yield* readPlan(connection, made, shape, concurrency, ctx)
+    return openedRead({
+      shape,
+      copyText: () => readPlan(connection, made, shape, concurrency, ctx),
+      batches: () => decodeCopyBatches(readPlan(connection, made, shape, concurrency, ctx), shape.columns, { batchSize, context }),
+    })
   }
 
-  async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch> {
-    const made = await plan(ctx)
-    const shape = await shapeOf(made, ctx)
-    yield* decodeCopyBatches(readPlan(connection, made, shape, concurrency, ctx), shape.columns, { batchSize, context })
+  async function* copyText(ctx: OpenContext = {}): AsyncGenerator<Buffer> {
+    yield* (await open(ctx)).copyText!()
+  }
+
+  async function* batches(ctx: OpenContext = {}): AsyncGenerator<Batch> {
+    yield* (await open(ctx)).batches()
   }
 
   return Object.freeze({
     name: `parallel ${schema}.${table} (${concurrency} connections)`,
+    open,
     plan: () => plan({}),
     shape: async () => shapeOf(await plan({}), {}),
     batches,
@@ -176,49 +185,42 @@ async function* readPlan(
   ctx: Partial<RunContext>,
 ): AsyncGenerator<Buffer> {
   const context = { schema: plan.schema, table: plan.table }
-  const coordinator = await connection.acquire(ctx.signal)
-  let broken: unknown
-  let committed = false
+  const coordinator = await takeLease(connection, ctx.signal, context)
   try {
-    await coordinator.query('begin isolation level repeatable read read only')
-    if (plan.kind === 'partitioned') await checkPartitions(coordinator, plan)
-    const snapshot = (await coordinator.query<{ id: string }>('select pg_export_snapshot() as id')).rows[0]?.id as string
+    coordinator.busy()
+    await coordinator.client.query('begin isolation level repeatable read read only')
+    if (plan.kind === 'partitioned') await checkPartitions(coordinator.client, plan)
+    const snapshot = (await coordinator.client.query<{ id: string }>('select pg_export_snapshot() as id')).rows[0]?.id as string
     const sourceColumns = plan.kind === 'partitioned' ? shape.columns.slice(0, -PARTITION_COLUMNS.length) : shape.columns
     const queue = [...plan.pieces]
     yield* mergeConcurrently<Buffer>(Math.min(concurrency, Math.max(1, queue.length)), async (_worker, emit, stopped) => {
-      const client = await connection.acquire(ctx.signal)
-      let workerBroken: unknown
-      const onAbort = () => destroyClient(client)
-      ctx.signal?.addEventListener('abort', onAbort, { once: true })
+      const worker = await takeLease(connection, ctx.signal, context)
       try {
-        await client.query('begin isolation level repeatable read read only')
-        await client.query(`set transaction snapshot ${literal(snapshot)}`)
+        worker.busy()
+        await worker.client.query('begin isolation level repeatable read read only')
+        await worker.client.query(`set transaction snapshot ${literal(snapshot)}`)
         for (let piece = queue.shift(); piece && !stopped(); piece = queue.shift()) {
           const statement = `copy (${pieceQuery(piece, sourceColumns, plan)}) to stdout`
           // Chunks are whole rows, so pieces can be interleaved as they come.
-          for await (const chunk of copyOutOn(client, statement, { ...context, piece: piece.id }, ctx.signal)) {
+          for await (const chunk of copyOutOn(worker.client, statement, { ...context, piece: piece.id }, ctx.signal)) {
             await emit(chunk)
           }
         }
-        await client.query('commit')
+        await worker.client.query('commit')
+        worker.idle()
       } catch (error) {
-        workerBroken = error
-        destroyClient(client)
-        if (ctx.signal?.aborted) throw new AbortedError('extraction aborted', { step: 'source', context, cause: error })
-        throw error
+        throw worker.aborted ?? (ctx.signal?.aborted ? new AbortedError('extraction aborted', { step: 'source', context, cause: error }) : error)
       } finally {
-        ctx.signal?.removeEventListener('abort', onAbort)
-        client.release(workerBroken ? (workerBroken instanceof Error ? workerBroken : new Error(String(workerBroken))) : undefined)
+        worker.release()
       }
     })
-    await coordinator.query('commit')
-    committed = true
+    await coordinator.client.query('commit')
+    coordinator.idle()
   } catch (error) {
-    broken = error
-    throw classifyError(error, 'source', context, SourceQueryError)
+    throw coordinator.aborted ?? classifyError(error, 'source', context, SourceQueryError)
   } finally {
-    // Left early (a break, or an error): the transaction is still open, so the client is not reused.
-    coordinator.release(committed ? undefined : broken instanceof Error ? broken : new Error('parallel read left before its end'))
+    // Left early (a break, or an error): the transaction is still open, so the lease destroys the client.
+    coordinator.release()
   }
 }
 

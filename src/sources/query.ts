@@ -2,7 +2,8 @@ import type { Compilable, CompiledQuery } from 'kysely'
 import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, RunContext, Source } from '../contracts.js'
+import type { Batch, OpenContext, OpenedSource, RunContext, Source } from '../contracts.js'
+import { openedRead } from '../pipeline/open-source.js'
 import { readWithCursor } from './cursor-reader.js'
 import { describeQueryShape, normalizeQuery } from './describe.js'
 
@@ -36,17 +37,19 @@ export function querySource<O>(
   const compiled = normalizeQuery(query)
   const describe = (ctx: Partial<RunContext>) => describeQueryShape(connection, compiled, { schema, name }, ctx)
 
-  async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch<O>> {
+  async function open(ctx: OpenContext = {}): Promise<OpenedSource<O>> {
     const shape = await describe(ctx)
-    yield* readWithCursor<O>(
-      connection,
-      { sql: compiled.sql, parameters: compiled.parameters, columns: shape.columns, batchSize, maxBatchBytes, context: { query: name ?? 'query' } },
-      ctx,
-    )
+    const read = { sql: compiled.sql, parameters: compiled.parameters, columns: shape.columns, batchSize, maxBatchBytes, context: { query: name ?? 'query' } }
+    return openedRead({ shape, batches: () => readWithCursor<O>(connection, read, ctx) })
+  }
+
+  async function* batches(ctx: OpenContext = {}): AsyncGenerator<Batch<O>> {
+    yield* (await open(ctx)).batches()
   }
 
   return Object.freeze({
     name: name ? `query ${name}` : 'query',
+    open,
     shape: () => describe({}),
     batches,
     [Symbol.asyncIterator]: () => batches(),

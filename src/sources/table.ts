@@ -1,7 +1,8 @@
 import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, Row, RunContext, Source } from '../contracts.js'
+import type { Batch, OpenContext, OpenedSource, Row, RunContext, Source } from '../contracts.js'
+import { openedRead } from '../pipeline/open-source.js'
 import { ConfigError } from '../errors.js'
 import { checkIdentifier } from '../pg/identifiers.js'
 import { readWithCursor } from './cursor-reader.js'
@@ -57,22 +58,22 @@ export function tableSource(connection: Connection, options: TableSourceOptions)
   const describe = (ctx: Partial<RunContext>) =>
     describeTableShape(connection, { schema, table, columns, largeObjects, filterColumns: filterColumns(where) }, 'full', ctx)
 
-  async function* batches(ctx: Partial<RunContext> = {}): AsyncGenerator<Batch> {
-    const shape = await describe(ctx)
+  /** Described once: the rows read are exactly the columns the sink was told about. */
+  async function open(ctx: OpenContext = {}): Promise<OpenedSource> {
+    const { kind: _kind, ...shape } = await describe(ctx)
     const query = selectQuery(schema, table, shape.columns, where, largeObjects)
-    yield* readWithCursor<Row>(
-      connection,
-      { sql: query.sql, parameters: query.parameters, columns: shape.columns, batchSize, maxBatchBytes, context: { schema, table } },
-      ctx,
-    )
+    const read = { sql: query.sql, parameters: query.parameters, columns: shape.columns, batchSize, maxBatchBytes, context: { schema, table } }
+    return openedRead({ shape, batches: () => readWithCursor<Row>(connection, read, ctx) })
+  }
+
+  async function* batches(ctx: OpenContext = {}): AsyncGenerator<Batch> {
+    yield* (await open(ctx)).batches()
   }
 
   return Object.freeze({
     name: `table ${schema}.${table}`,
-    shape: async () => {
-      const { kind: _kind, ...shape } = await describe({})
-      return shape
-    },
+    open,
+    shape: async () => (await open({})).shape,
     batches,
     [Symbol.asyncIterator]: () => batches(),
   })

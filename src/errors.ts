@@ -126,6 +126,30 @@ export class SinkWriteError extends DatakitError {
   override readonly code = 'SINK_WRITE_FAILED'
 }
 
+/** One column whose type in the source no longer fits its bronze column (see `SchemaDriftError`). */
+export interface ColumnDrift {
+  readonly column: string
+  /** The bronze column's type, as `format_type` prints it. */
+  readonly bronzeType: string
+  /** The stream's type for the column. */
+  readonly sourceType: string
+}
+
+/**
+ * The source's column types changed in a way the existing bronze table cannot take without losing values (a change
+ * of kind, such as text to integer or numeric to double precision), or PostgreSQL refused to widen a bronze column
+ * (a view depends on it). Nothing was written. `columns` names each column, its bronze type and the source's.
+ */
+export class SchemaDriftError extends DatakitError {
+  override readonly code = 'SCHEMA_DRIFT'
+  readonly columns: readonly ColumnDrift[]
+
+  constructor(message: string, columns: readonly ColumnDrift[], options: DatakitErrorOptions = {}) {
+    super(message, { step: 'sink', ...options })
+    this.columns = Object.freeze(columns.map((drift) => Object.freeze({ ...drift })))
+  }
+}
+
 /** A transform threw. */
 export class TransformError extends DatakitError {
   override readonly code = 'TRANSFORM_FAILED'

@@ -92,6 +92,7 @@ export {
   PartitionsChangedError,
   PermissionDeniedError,
   PoolTimeoutError,
+  SchemaDriftError,
   SerializationFailureError,
   SinkWriteError,
   SourceQueryError,
@@ -100,5 +101,6 @@ export {
   UnknownColumnError,
   UnknownTableError,
   UnsupportedTypeError,
+  type ColumnDrift,
   type Step,
 } from './errors.js'

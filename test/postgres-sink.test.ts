@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { bronzeMetadata, copySource, extract, parallelSource, partitionedSource, postgresSink } from '../src/index.js'
+import { bronzeMetadata, copySource, extract, parallelSource, partitionedSource, postgresSink, tableSource, type Source } from '../src/index.js'
 import { tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 
@@ -83,5 +83,55 @@ describe('postgresSink merge on the COPY byte path with bronze metadata', () => 
       targetRows: 2000,
     })
     expect(await metadataOf('br_ledger')).toEqual([{ n: 2000, loaded: 2000, source: 2000, table: 2000, type: 2000, runs: 1 }])
+  })
+})
+
+/**
+ * Sources whose shape() resolves for all of them at once: the runs then reach the sink together, as runs started by
+ * one scheduler tick do on a busy machine.
+ */
+function startingTogether(count: number, make: () => Source): Source[] {
+  let arrived = 0
+  let release!: () => void
+  const together = new Promise<void>((resolve) => (release = resolve))
+  return Array.from({ length: count }, () => {
+    const inner = make()
+    return {
+      name: inner.name,
+      async shape() {
+        const shape = await inner.shape()
+        if (++arrived === count) release()
+        await together
+        return shape
+      },
+      batches: (ctx) => inner.batches(ctx),
+      [Symbol.asyncIterator]: () => inner.batches(),
+    }
+  })
+}
+
+describe('postgresSink: runs at once into one new target', () => {
+  for (const mode of ['append', 'merge', 'replace'] as const) {
+    it(`${mode}: several first runs at once into a new schema and table all succeed`, async () => {
+      const table = `racing_${mode}`
+      await seedAccounts(table, 500)
+      const schema = `race_${mode}`
+      const sources = startingTogether(5, () => tableSource(db.source, { table }))
+      const runs = sources.map((from) => extract({ from, through: [bronzeMetadata()], to: postgresSink(db.warehouse, { schema, mode }), retry: false }))
+      const results = await Promise.allSettled(runs)
+      expect(results.map((result) => (result.status === 'rejected' ? String(result.reason) : 'ok'))).toEqual(['ok', 'ok', 'ok', 'ok', 'ok'])
+      expect(await db.warehouseSql(`select count(*)::int as n from ${schema}.br_${table}`)).toEqual([{ n: mode === 'append' ? 2500 : 500 }])
+      expect(await tablesEqual(db.sourceUrl, table, db.warehouseUrl, `${schema}.br_${table}`, ['id', 'status', 'balance', 'note'])).toMatchObject({ missing: 0 })
+    })
+  }
+
+  it('several first runs at once into new tables of one new schema all succeed', async () => {
+    await seedAccounts('racing_schema', 100)
+    const tables = ['one', 'two', 'three', 'four']
+    const sources = startingTogether(tables.length, () => tableSource(db.source, { table: 'racing_schema' }))
+    const results = await Promise.allSettled(
+      sources.map((from, index) => extract({ from, to: postgresSink(db.warehouse, { schema: 'race_shared', table: tables[index]!, mode: 'append' }), retry: false })),
+    )
+    expect(results.map((result) => (result.status === 'rejected' ? String(result.reason) : 'ok'))).toEqual(['ok', 'ok', 'ok', 'ok'])
   })
 })

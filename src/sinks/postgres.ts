@@ -16,12 +16,13 @@ import type { CheckpointStore } from '../checkpoints/checkpoint.js'
 import type { Connection as ConnectionClass } from '../connection/connection.js'
 import {
   addConstantColumns,
-  addMissingColumns,
   checkColumnTypes,
   columnsDdl,
   constantColumnsDdl,
   createTableSql,
   ensureSchema,
+  lockForDdl,
+  prepareTable,
   requireUniqueKey,
   upsertSql,
 } from './warehouse-ddl.js'
@@ -85,8 +86,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
         await client.query(createTableSql(schema, staging, copied))
         copyInto = qualifiedName(schema, staging)
       } else {
-        await client.query(createTableSql(schema, target, columns, true, key))
-        await addMissingColumns(client, schema, target, columns)
+        await prepareTable(client, schema, target, columns, key, context)
         if (key) {
           await requireUniqueKey(client, schema, target, key)
           const stagingColumns = [columnsDdl(copied), ...(copied !== columns && constants ? constantColumnsDdl(constants) : [])]
@@ -101,6 +101,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       if (mode === 'replace' && copied !== columns && constants) await addConstantColumns(client, schema, staging, constants)
 
       if (mode === 'replace') {
+        await lockForDdl(client, schema, target)
         await dropForReplace(client, schema, target, context)
         await client.query(`alter table ${qualifiedName(schema, staging)} rename to ${quoteIdent(target)}`)
       }

@@ -1,10 +1,10 @@
 import type pg from 'pg'
-import { ConfigError, UnsupportedTypeError } from '../errors.js'
-import { describeTable } from '../pg/catalog.js'
+import { ConfigError, UnsupportedTypeError, type ErrorContext } from '../errors.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import type { Column } from '../pg/types.js'
 import type { RunConstants } from '../contracts.js'
 import { literal } from '../pg/inline-parameters.js'
+import { alterColumns, isReady, planColumns, refuseDrift } from './schema-drift.js'
 
 /**
  * Checks that every column type is a type name the warehouse knows, and nothing else: `regtype` input
@@ -84,24 +84,46 @@ export function upsertSql(target: string, staging: string, columns: readonly Col
     on conflict (${keys.join(', ')}) do ${updates.length ? `update set ${updates.join(', ')}` : 'nothing'}`
 }
 
-export async function ensureSchema(client: pg.ClientBase, schema: string): Promise<void> {
-  const exists = await client.query('select 1 from pg_namespace where nspname = $1', [schema])
-  if (exists.rowCount === 0) await client.query(`create schema if not exists ${quoteIdent(schema)}`)
+/**
+ * Serializes DDL on one schema or table across sessions until the transaction ends. Two first runs into a new target
+ * would otherwise both create it: the second waits on the first's uncommitted catalog rows and then fails with a raw
+ * unique violation on pg_namespace or pg_type ("duplicate key value"). Whoever takes the lock second makes its plan
+ * again after it, and sees the first one's committed schema, table and columns.
+ */
+export async function lockForDdl(client: pg.ClientBase, schema: string, table?: string): Promise<void> {
+  const name = table === undefined ? quoteIdent(schema) : qualifiedName(schema, table)
+  await client.query('select pg_advisory_xact_lock(hashtextextended($1, 0))', [`pg-datakit ddl ${name}`])
 }
 
-/** Adds the incoming columns an existing table lacks (append keeps older rows; new columns are NULL there). */
-export async function addMissingColumns(
+export async function ensureSchema(client: pg.ClientBase, schema: string): Promise<void> {
+  const exists = await client.query('select 1 from pg_namespace where nspname = $1', [schema])
+  if (exists.rowCount !== 0) return
+  await lockForDdl(client, schema)
+  await client.query(`create schema if not exists ${quoteIdent(schema)}`)
+}
+
+/**
+ * Makes the table append and merge write into ready for the stream, in the run's transaction: created when missing
+ * (with the merge key), source columns it lacks added, columns whose source type got wider widened, drift refused
+ * before anything is written (schema-drift.ts). A table that needs nothing is left alone and unlocked, so runs
+ * appending to it at once do not wait on each other; a change is made under `lockForDdl` on a fresh plan.
+ */
+export async function prepareTable(
   client: pg.ClientBase,
   schema: string,
   table: string,
   columns: readonly Column[],
+  key: readonly string[] | undefined,
+  context: ErrorContext,
 ): Promise<void> {
-  const existing = new Set((await describeTable(client, schema, table)).columns.map((column) => column.name))
-  for (const column of columns) {
-    if (!existing.has(column.name)) {
-      await client.query(`alter table ${qualifiedName(schema, table)} add column ${quoteIdent(column.name)} ${column.type}`)
-    }
-  }
+  let plan = await planColumns(client, schema, table, columns)
+  refuseDrift(plan, schema, table, context)
+  if (isReady(plan)) return
+  await lockForDdl(client, schema, table)
+  plan = await planColumns(client, schema, table, columns)
+  refuseDrift(plan, schema, table, context)
+  if (!plan.exists) await client.query(createTableSql(schema, table, columns, false, key))
+  else await alterColumns(client, schema, table, plan, context)
 }
 
 /**

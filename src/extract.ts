@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import { parseOptions } from './connection/options.js'
 import type { Sink, Source, Transform } from './contracts.js'
-import { AbortedError, DatakitError } from './errors.js'
+import { AbortedError, ConfigError, DatakitError } from './errors.js'
 import { silentLogger, type Logger } from './logger.js'
 import { backoffDelay, isRetryable, retryOptionsSchema, waitBeforeRetry, type RetryOptions } from './pipeline/retry.js'
 import type { Progress, RunReport } from './pipeline/report.js'
@@ -51,6 +51,7 @@ const flagsSchema = z.object({ fastPath: z.boolean().default(true), runId: z.str
  * })
  */
 export async function extract(options: ExtractOptions): Promise<RunReport> {
+  checkPipeline(options)
   const flags = parseOptions(flagsSchema, { fastPath: options.fastPath, runId: options.runId })
   const retry = parseOptions(retryOptionsSchema, options.retry === false ? { attempts: 1 } : (options.retry ?? {}), 'retry')
   const logger = options.logger ?? silentLogger
@@ -90,5 +91,26 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
       logger.error(failure, 'extraction failed')
       throw error
     }
+  }
+}
+
+/** The parts of a pipeline, checked before anything runs: a JavaScript caller gets a ConfigError, not a TypeError. */
+function checkPipeline(options: ExtractOptions): void {
+  const given = options as Partial<ExtractOptions> | undefined
+  if (typeof given !== 'object' || given === null) throw new ConfigError('options', 'extract() takes { from, through?, to }')
+  const from = given.from as Partial<Source> | undefined
+  if (typeof from?.batches !== 'function' && typeof from?.open !== 'function') {
+    throw new ConfigError('from', 'must be a source, e.g. tableSource(connection, { table }) or copySource(...)')
+  }
+  if (typeof (given.to as Partial<Sink> | undefined)?.write !== 'function') {
+    throw new ConfigError('to', 'must be a sink, e.g. postgresSink(warehouse, { mode }) or memorySink()')
+  }
+  if (given.through !== undefined) {
+    if (!Array.isArray(given.through)) throw new ConfigError('through', 'must be an array of transforms, e.g. [bronzeMetadata()]')
+    given.through.forEach((transform: Partial<Transform> | undefined, index) => {
+      if (typeof transform?.apply !== 'function' || typeof transform.shape !== 'function') {
+        throw new ConfigError(`through.${index}`, 'must be a transform, e.g. bronzeMetadata() or parseJsonb()')
+      }
+    })
   }
 }

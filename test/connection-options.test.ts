@@ -112,6 +112,18 @@ describe('connection options', () => {
     expect(inspect(error)).not.toContain(SECRET)
   })
 
+  it('does not echo any part of a password that holds an unescaped "?", "&", "#" or "/"', () => {
+    for (const password of ['Pw?7f3c1d&zz=1', 'Pw#7f3c1d', 'Pw/7f3c1d', '12?3456']) {
+      const error = configError(() => parseConnectionUrl(`postgresql://app:${password}@db.internal:5432/shop`))
+      for (const piece of password.split(/[?&#/=]/).filter((part) => part.length >= 3)) {
+        expect(error.message).not.toContain(piece)
+        expect(error.path).not.toContain(piece)
+      }
+    }
+    // An "@" in a parameter's value is no such case.
+    expect(parseConnectionUrl('postgresql://db.internal:5432/shop?application_name=etl@night').applicationName).toBe('etl@night')
+  })
+
   it('redacts passwords from URLs and key/value strings', () => {
     expect(redact(`postgres://u:${SECRET}@h/db and password=${SECRET} x`)).toBe('postgres://u@h/db and password=*** x')
   })

@@ -48,6 +48,24 @@ function failAfter(after: number): Transform {
 }
 
 describe('extract()', () => {
+  it('refuses a pipeline without a source or a sink, or with transforms not in an array, with a ConfigError naming the field', async () => {
+    const from = tableSource(db.source, { table: 'orders' })
+    const to = memorySink()
+    const attempt = (options: unknown) => extract(options as Parameters<typeof extract>[0]).catch((error: unknown) => error)
+    for (const [options, path] of [
+      [{ to }, 'from'],
+      [{ from }, 'to'],
+      [{ from: {}, to }, 'from'],
+      [{ from, to, through: bronzeMetadata() }, 'through'],
+      [{ from, to, through: [bronzeMetadata(), null] }, 'through.1'],
+      [undefined, 'options'],
+    ] as const) {
+      const error = await attempt(options)
+      expect(error).toBeInstanceOf(ConfigError)
+      expect((error as ConfigError).path).toBe(path)
+    }
+  })
+
   it('reports rows, bytes, duration and per-step timings', async () => {
     await seedOrders()
     const progress: number[] = []

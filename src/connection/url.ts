@@ -38,6 +38,17 @@ const KNOWN_PARAMETERS = new Set([
  */
 export function parseConnectionUrl(url: string, field = 'url'): UrlFields {
   let parsed: URL
+  // An unescaped "/", "?", "#" or "&" in the password ends the authority early: the rest of the password would then be
+  // read as a path, query parameters or a fragment, and echoed in errors. Refuse such a URL without quoting any of it.
+  // (An "@" later in a parameter's value is fine: then the authority is a host with, at most, a numeric port.)
+  const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(url)?.[1]
+  const cut = authority !== undefined && !authority.includes('@') && /:(?![0-9]*$)[^\]]*$/.test(authority)
+  if (cut && url.slice(url.indexOf('//') + 2 + authority.length).includes('@')) {
+    throw new ConfigError(
+      field,
+      'has an "@" after the host part: the user or password holds a "/", "?", "#" or "&" that is not percent-encoded; encode it (encodeURIComponent) or pass the password as an option',
+    )
+  }
   // libpq allows an empty host after credentials (`postgresql://user@/db?host=/socket`); WHATWG URL does not.
   const emptyHost = /^postgres(?:ql)?:\/\/[^/?#]*@(?=[/?#]|$)/i.test(url)
   try {
@@ -66,6 +77,7 @@ export function parseConnectionUrl(url: string, field = 'url'): UrlFields {
 
   for (const [name, value] of parsed.searchParams) {
     if (!KNOWN_PARAMETERS.has(name)) {
+      if (/[@:]/.test(name)) throw new ConfigError(field, 'has a malformed query part (is a character of the password not percent-encoded?)')
       throw new ConfigError(
         `${field}.${name}`,
         `is not a supported URL parameter (supported: ${[...KNOWN_PARAMETERS].join(', ')})`,

@@ -11,6 +11,7 @@ import { encodeRows, rowEncoder } from '../pg/copy-text-encoder.js'
 import { appendToLines } from '../pg/copy-line-suffix.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { targetTableName } from './target.js'
+import { cancelOnAbort } from './cancel-on-abort.js'
 import { postgresCheckpoints, type PostgresCheckpointStore } from '../checkpoints/postgres.js'
 import type { CheckpointStore } from '../checkpoints/checkpoint.js'
 import type { Connection as ConnectionClass } from '../connection/connection.js'
@@ -74,6 +75,8 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     if (columns.length === 0) throw new ConfigError('columns', `nothing to write to ${schema}.${target}: the stream has no columns`)
     const key = mode === 'merge' ? mergeKey(shape) : undefined
     const client = await connection.acquire(ctx.signal)
+    // An abort cancels whatever the client waits on (a lock, a stalled server), up to the COMMIT.
+    const abort = cancelOnAbort(client, ctx.signal)
     let broken: Error | undefined
     try {
       await client.query('begin')
@@ -115,6 +118,9 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       } else {
         await ctx.beforeCommit?.()
       }
+      // From here an abort no longer cancels: a run aborted before is rolled back, one aborted after commits.
+      abort.stop()
+      if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
       try {
         await client.query('commit')
       } catch (error) {
@@ -124,6 +130,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       }
       return { rows, bytes, target: `${schema}.${target}`, checkpointCommitted }
     } catch (error) {
+      abort.stop()
       if (!broken) {
         try {
           await client.query('rollback')
@@ -131,12 +138,14 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
           broken = rollbackError as Error
         }
       }
-      if (ctx.signal.aborted && !(error instanceof DatakitError)) {
+      // A statement cancelled by the abort fails as a timeout, a lock error or a lost connection would; it is the abort.
+      if (ctx.signal.aborted && !(error instanceof AbortedError) && !(error instanceof DatakitError && error.context.phase === 'commit')) {
         throw new AbortedError('extraction aborted; the warehouse was left as it was', { step: 'sink', context, cause: error })
       }
       throw classifyError(error, 'sink', context, SinkWriteError)
     } finally {
-      client.release(broken)
+      abort.close()
+      client.release(broken ?? abort.destroyed)
     }
   }
 

@@ -7,7 +7,8 @@ export type ArrayValue = readonly (unknown | ArrayValue)[]
 
 /**
  * Parses `{a,"b c",NULL,{1,2}}` into nested JS arrays, each element passed through `element`.
- * A literal with explicit bounds (`[0:1]={...}`) is returned unchanged, so nothing is lost.
+ * `delimiter` is the element type's `pg_type.typdelim`: `,` for nearly every type, `;` for `box` (its own text has
+ * commas). A literal with explicit bounds (`[0:1]={...}`) is returned unchanged, so nothing is lost.
  */
 export function parseArrayLiteral(text: string, element: (raw: string) => unknown, delimiter = ','): unknown {
   if (text[0] !== '{') return text
@@ -34,10 +35,18 @@ export function parseArrayLiteral(text: string, element: (raw: string) => unknow
         position++ // closing quote
         values.push(element(value))
       } else {
+        // PostgreSQL quotes any element holding a delimiter, brace, quote or backslash; input may escape instead.
         const start = position
-        while (position < text.length && text[position] !== delimiter && text[position] !== '}') position++
+        let escaped = false
+        while (position < text.length && text[position] !== delimiter && text[position] !== '}') {
+          if (text[position] === '\\') {
+            escaped = true
+            position++
+          }
+          position++
+        }
         const raw = text.slice(start, position)
-        values.push(raw === 'NULL' ? null : element(raw))
+        values.push(escaped ? element(raw.replace(/\\(.)/gs, '$1')) : raw === 'NULL' ? null : element(raw))
       }
       const next = text[position]
       position++
@@ -48,14 +57,17 @@ export function parseArrayLiteral(text: string, element: (raw: string) => unknow
   return parseLevel()
 }
 
-/** Writes a JS array as an array literal; `scalar` renders each non-null element as text. */
-export function formatArrayLiteral(values: readonly unknown[], scalar: (value: unknown) => string): string {
+/**
+ * Writes a JS array as an array literal; `scalar` renders each non-null element as text, which is always quoted (so
+ * no element text can be mistaken for a delimiter, a brace or NULL). `delimiter` as for `parseArrayLiteral`.
+ */
+export function formatArrayLiteral(values: readonly unknown[], scalar: (value: unknown) => string, delimiter = ','): string {
   let out = '{'
   for (let index = 0; index < values.length; index++) {
-    if (index > 0) out += ','
+    if (index > 0) out += delimiter
     const value = values[index]
     if (value === null || value === undefined) out += 'NULL'
-    else if (Array.isArray(value)) out += formatArrayLiteral(value, scalar)
+    else if (Array.isArray(value)) out += formatArrayLiteral(value, scalar, delimiter)
     else out += `"${scalar(value).replace(/[\\"]/g, '\\$&')}"`
   }
   return `${out}}`

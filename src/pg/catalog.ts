@@ -21,6 +21,14 @@ const TYPE_JOINS = `
   left join pg_type bt on bt.oid = nullif(t.typbasetype, 0)
   left join pg_namespace bn on bn.oid = bt.typnamespace`
 
+/**
+ * An array's element delimiter when it is not ',': array_out separates elements with the element type's typdelim
+ * (https://www.postgresql.org/docs/current/arrays.html#ARRAYS-IO), `;` for box.
+ */
+const ELEMENT_DELIMITER = `
+  case when coalesce(bt.typcategory, t.typcategory) = 'A'
+       then nullif((select et.typdelim from pg_type et where et.oid = coalesce(nullif(bt.typelem, 0), t.typelem)), ',')::text end`
+
 const COLUMNS_SQL = `
   select a.attname as name,
          ${ddlType('a.atttypid', 'a.atttypmod')} as type,
@@ -28,6 +36,7 @@ const COLUMNS_SQL = `
          coalesce(nullif(t.typbasetype, 0), t.oid) as "parseOid",
          case when coalesce(bt.typcategory, t.typcategory) = 'A'
               then coalesce(nullif(bt.typelem, 0), t.typelem) end as "elementOid",
+         ${ELEMENT_DELIMITER} as delimiter,
          not a.attnotnull as nullable
   from pg_attribute a
   join pg_type t on t.oid = a.atttypid
@@ -40,7 +49,8 @@ const TYPES_SQL = `
          ${ddlType('x.oid', 'x.typmod')} as type,
          coalesce(nullif(t.typbasetype, 0), t.oid) as "parseOid",
          case when coalesce(bt.typcategory, t.typcategory) = 'A'
-              then coalesce(nullif(bt.typelem, 0), t.typelem) end as "elementOid"
+              then coalesce(nullif(bt.typelem, 0), t.typelem) end as "elementOid",
+         ${ELEMENT_DELIMITER} as delimiter
   from unnest($1::oid[], $2::int4[]) with ordinality as x(oid, typmod, ord)
   join pg_type t on t.oid = x.oid
   ${TYPE_JOINS}
@@ -83,10 +93,12 @@ export async function describeTable(
       context,
     })
   }
-  const result = await client.query<Column & { elementOid: number | null }>(COLUMNS_SQL, [found.oid])
-  const all: Column[] = result.rows.map(({ elementOid, ...column }) =>
-    elementOid === null ? column : { ...column, elementOid },
-  )
+  const result = await client.query<Column & { elementOid: number | null; delimiter: string | null }>(COLUMNS_SQL, [found.oid])
+  const all: Column[] = result.rows.map(({ elementOid, delimiter, ...column }) => ({
+    ...column,
+    ...(elementOid === null ? {} : { elementOid }),
+    ...(delimiter === null ? {} : { delimiter }),
+  }))
   if (!only) return { oid: found.oid, kind: found.kind, columns: all }
   const byName = new Map(all.map((column) => [column.name, column]))
   const missing = only.filter((name) => !byName.has(name))
@@ -108,7 +120,7 @@ export async function describeFields(
   fields: readonly { name: string; dataTypeID: number; dataTypeModifier: number }[],
 ): Promise<Column[]> {
   if (fields.length === 0) return []
-  const types = await client.query<{ type: string; parseOid: number; elementOid: number | null }>(TYPES_SQL, [
+  const types = await client.query<{ type: string; parseOid: number; elementOid: number | null; delimiter: string | null }>(TYPES_SQL, [
     fields.map((field) => field.dataTypeID),
     fields.map((field) => field.dataTypeModifier),
   ])
@@ -120,7 +132,11 @@ export async function describeFields(
       typeOid: field.dataTypeID,
       parseOid: info?.parseOid ?? field.dataTypeID,
     }
-    return info?.elementOid == null ? column : { ...column, elementOid: info.elementOid }
+    return {
+      ...column,
+      ...(info?.elementOid == null ? {} : { elementOid: info.elementOid }),
+      ...(info?.delimiter == null ? {} : { delimiter: info.delimiter }),
+    }
   })
 }
 

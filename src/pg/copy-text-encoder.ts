@@ -18,6 +18,7 @@ export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<s
   const read = readColumns(columns)
   const count = columns.length
   const json = columns.map((column) => column.valueFormat === 'json')
+  const delimiters = columns.map(arrayDelimiter)
   return (rows) => {
     let out = ''
     for (let row = 0; row < rows.length; row++) {
@@ -31,7 +32,9 @@ export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<s
               ? toJsonText(value)
               : typeof value === 'string'
                 ? value
-                : valueToText(value)
+                : Array.isArray(value)
+                  ? formatArrayLiteral(value, valueToText, delimiters[index])
+                  : valueToText(value)
         if (index > 0) out += '\t'
         out += text === undefined ? '\\N' : copyField(text)
       }
@@ -39,6 +42,14 @@ export function rowEncoder(columns: readonly Column[]): (rows: readonly Record<s
     }
     return out
   }
+}
+
+/**
+ * The delimiter an array is written with: its type's. A column keeps its source type, and the source's delimiter,
+ * unless it is carried as `text[]` (user-defined element types, docs/types.md), whose delimiter is `,`.
+ */
+function arrayDelimiter(column: Column): string {
+  return column.delimiter !== undefined && column.type !== 'text[]' ? column.delimiter : ','
 }
 
 const NEEDS_ESCAPE = /[\\\t\n\r]/

@@ -15,7 +15,8 @@ export const identity: Parser = (text) => text
  * - timestamptz, timestamp, date, time, interval, uuid, json, jsonb, enums, ranges, ... -> the server's text,
  *   exactly (the session runs with TimeZone=UTC and DateStyle=ISO, so timestamps are never shifted
  *   by the process's time zone and microseconds are kept)
- * - arrays -> nested JS arrays of the element's mapping, NULL elements as null.
+ * - arrays -> nested JS arrays of the element's mapping, NULL elements as null, split on the element type's delimiter
+ *   (`Column.delimiter`: `;` for box[]).
  */
 export function scalarParser(oid: number): Parser {
   switch (oid) {
@@ -36,9 +37,29 @@ export function scalarParser(oid: number): Parser {
   }
 }
 
+/**
+ * bytea in either output format (https://www.postgresql.org/docs/current/datatype-binary.html): sessions ask for
+ * `hex`, but a parser must never throw (on the cursor path pg calls it inside its socket handler, where an exception
+ * hangs the read), so `escape` is read too.
+ */
 function parseBytea(text: string): Buffer {
   if (text.startsWith('\\x')) return Buffer.from(text.slice(2), 'hex')
-  throw new SyntaxError('bytea_output must be hex')
+  const out = Buffer.allocUnsafe(text.length)
+  let length = 0
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index)
+    if (code !== 0x5c) {
+      out[length++] = code
+    } else if (text[index + 1] === '\\') {
+      out[length++] = 0x5c
+      index++
+    } else {
+      // `\ooo`: every byte outside printable ASCII is written as three octal digits.
+      out[length++] = Number.parseInt(text.slice(index + 1, index + 4), 8)
+      index += 3
+    }
+  }
+  return out.subarray(0, length)
 }
 
 const BUILTIN_ARRAYS: ReadonlyMap<number, number> = new Map([
@@ -68,7 +89,7 @@ export function typeParsersFor(columns: readonly Column[]): CustomTypesConfig {
   for (const column of columns) {
     const parseOid = column.parseOid ?? column.typeOid
     const parser =
-      column.elementOid !== undefined ? arrayParser(column.elementOid) : parserForOid(parseOid)
+      column.elementOid !== undefined ? arrayParser(column.elementOid, column.delimiter) : parserForOid(parseOid)
     parsers.set(column.typeOid, parser)
     if (!parsers.has(parseOid)) parsers.set(parseOid, parser)
   }
@@ -86,7 +107,16 @@ function parserForOid(oid: number): Parser {
   return element === undefined ? scalarParser(oid) : arrayParser(element)
 }
 
-function arrayParser(elementOid: number): Parser {
+/** `delimiter`: the element type's typdelim, from the catalog (Column.delimiter); `,` for the built-in arrays above. */
+function arrayParser(elementOid: number, delimiter = ','): Parser {
   const element = scalarParser(elementOid)
-  return (text) => parseArrayLiteral(text, element)
+  return (text) => {
+    try {
+      return parseArrayLiteral(text, element, delimiter)
+    } catch {
+      // Never throw here (see parseBytea). The server's own text is kept, as for literals with bounds: a sink
+      // writes it back unchanged and PostgreSQL reads it as the array it was.
+      return text
+    }
+  }
 }

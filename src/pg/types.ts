@@ -9,6 +9,12 @@ export interface Column {
   readonly parseOid?: number
   /** For arrays: OID of the element type (after domains are resolved). */
   readonly elementOid?: number
+  /**
+   * For arrays whose elements are not separated by `,`: the element type's `pg_type.typdelim` (`;` for `box`, whose
+   * own text holds commas; `:` for PostGIS's geometry). The array's text is read with it; it is written with it too,
+   * unless the column is carried as `text[]` (user-defined element types, see docs/types.md), which takes `,`.
+   */
+  readonly delimiter?: string
   readonly nullable?: boolean
   /**
    * How JS values of this column are written to PostgreSQL. Absent: values are the type map's (strings are the

@@ -29,7 +29,7 @@ function asArray(value: unknown, column: Column): unknown[] {
   if (value === null || value === undefined) return []
   if (Array.isArray(value)) return value
   if (typeof value === 'string') {
-    const parsed = parseArrayLiteral(value.replace(/^\[[^=]*\]=/, ''), scalarParser(column.elementOid ?? OID.text))
+    const parsed = parseArrayLiteral(value.replace(/^\[[^=]*\]=/, ''), scalarParser(column.elementOid ?? OID.text), column.delimiter)
     return Array.isArray(parsed) ? parsed : [parsed]
   }
   return [value]

@@ -40,15 +40,10 @@ export function constantColumnsDdl(constants: RunConstants): string[] {
   )
 }
 
-export function createTableSql(
-  schema: string,
-  table: string,
-  columns: readonly Column[],
-  ifNotExists = false,
-  primaryKey?: readonly string[],
-): string {
+/** No `if not exists`: a table made meanwhile by another run must be seen (prepareTable plans under a lock), not skipped. */
+export function createTableSql(schema: string, table: string, columns: readonly Column[], primaryKey?: readonly string[]): string {
   const key = primaryKey?.length ? `, primary key (${primaryKey.map(quoteIdent).join(', ')})` : ''
-  return `create table ${ifNotExists ? 'if not exists ' : ''}${qualifiedName(schema, table)} (${columnsDdl(columns)}${key})`
+  return `create table ${qualifiedName(schema, table)} (${columnsDdl(columns)}${key})`
 }
 
 /** Merge upserts with ON CONFLICT, which needs a unique index on exactly the key columns. */
@@ -122,7 +117,7 @@ export async function prepareTable(
   await lockForDdl(client, schema, table)
   plan = await planColumns(client, schema, table, columns)
   refuseDrift(plan, schema, table, context)
-  if (!plan.exists) await client.query(createTableSql(schema, table, columns, false, key))
+  if (!plan.exists) await client.query(createTableSql(schema, table, columns, key))
   else await alterColumns(client, schema, table, plan, context)
 }
 

@@ -78,7 +78,7 @@ const sourceOf = (kind: Kind, connection: Connection, table: string): Source => 
     case 'table':
       return tableSource(connection, { table, batchSize: 37 })
     case 'query':
-      return querySource(connection, sql`select * from ${sql.table(table)}`.compile(connection.kysely()), { name: table, batchSize: 37 })
+      return querySource(connection, sql`select * from ${sql.table(table)}`.compile(connection.kysely()), { name: table, batchSize: 37 }) as Source
     case 'copy':
       return copySource(connection, { table, batchSize: 37 })
     case 'incremental':

@@ -37,7 +37,7 @@ afterAll(async () => {
 
 const kinds: [string, () => Source, 'rows' | 'bytes'][] = [
   ['tableSource', () => tableSource(source, { table: 'items', batchSize: 100 }), 'rows'],
-  ['querySource', () => querySource(source, sql`select * from items`.compile(source.kysely()), { name: 'q', batchSize: 100 }), 'rows'],
+  ['querySource', () => querySource(source, sql`select * from items`.compile(source.kysely()), { name: 'q', batchSize: 100 }) as Source, 'rows'],
   ['copySource (decoded)', () => copySource(source, { table: 'items', batchSize: 100 }), 'rows'],
   ['copySource (bytes)', () => copySource(source, { table: 'items' }), 'bytes'],
   ['incrementalSource', () => incrementalSource(source, { table: 'items', cursorColumn: 'c', batchSize: 100, checkpoints: memoryCheckpoints() }), 'rows'],

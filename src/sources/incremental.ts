@@ -10,7 +10,7 @@ import { classifyError, ConfigError, SourceQueryError, UnknownColumnError, Unsup
 import { databaseIdentity } from '../pg/database-identity.js'
 import { checkIdentifier } from '../pg/identifiers.js'
 import { takeLease, type Lease } from '../pg/lease.js'
-import { rowXid8, xid8Of } from '../pg/row-xid.js'
+import { rowXidDistance, xid8Of } from '../pg/row-xid.js'
 import { builder } from '../pg/sql-builder.js'
 import { cursorRows } from '../pg/cursor-rows.js'
 import { cursorBatches } from './cursor-reader.js'
@@ -204,18 +204,18 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
     // database (they cannot write this table; on a shared server they would stall every extraction). One that ended
     // since the snapshot cannot be placed, so it counts: a short stall, never a loss. Subtransactions need no care:
     // a subtransaction's xid is larger than its parent's, so it is at or above the horizon while its parent runs.
-    const reference = sql`pg_snapshot_xmax(s.s)::text::numeric`
+    const snapshotXmax = sql`pg_snapshot_xmax(s.s)::text::numeric`
     const horizon = capInFlight
       ? sql`coalesce((select min(x::text::numeric) from pg_snapshot_xip(s.s) x
                        where not exists (select 1 from pg_stat_activity a
                                           where a.backend_xid is not null and a.datname is distinct from current_database()
-                                            and ${xid8Of(reference, sql`a.backend_xid`)} = x::text::numeric)),
-                     ${reference})`
-      : reference
+                                            and ${xid8Of(snapshotXmax, sql`a.backend_xid`)} = x::text::numeric)),
+                     ${snapshotXmax})`
+      : snapshotXmax
     const snapshot = await run<{ snapshot: string; xmax: string; horizon: string; previous_horizon: string | null }>(
       client,
       sql`with s as (select pg_current_snapshot() as s)
-          select s.s::text as snapshot, ${reference}::text as xmax, ${horizon}::text as horizon,
+          select s.s::text as snapshot, ${snapshotXmax}::text as xmax, ${horizon}::text as horizon,
                  coalesce(${previous?.horizon || null}::text, pg_snapshot_xmin(cast(${previous?.snapshot ?? null}::text as pg_snapshot))::text) as previous_horizon
             from s`,
     )
@@ -232,9 +232,10 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
       lateFrom = shifted[0]?.from ?? previousValue
     }
     // Only rows below the horizon count towards the upper bound: those are the rows this run delivers.
+    const reference = BigInt(xmax)
     const bounds = await run<{ upper: string | null }>(
       client,
-      sql`select greatest(max(${C}) filter (where ${rowXid8(sql`cast(${xmax} as numeric)`)} < cast(${runHorizon} as numeric)),
+      sql`select greatest(max(${C}) filter (where ${rowXidDistance(reference)} > ${sql.lit(reference - BigInt(runHorizon))}),
                           cast(${previousValue} as ${type}))::text as upper
             from ${sql.id(schema, table)}
            where ${previousValue === null ? sql<SqlBool>`true` : sql<SqlBool>`${C} > cast(${previousValue} as ${type})`}`,
@@ -250,8 +251,10 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
     const C = sql.id(cursorColumn)
     const type = sql.raw(facts.type)
     const cast = (value: string | null) => sql`cast(${value} as ${type})`
-    const xid = rowXid8(sql`cast(${plan.xmax} as numeric)`)
-    const belowHorizon = sql<SqlBool>`${xid} < cast(${plan.horizon} as numeric)`
+    // Rows are placed against the horizons by their distance back from this run's xmax (bigint arithmetic per row).
+    const reference = BigInt(plan.xmax)
+    const distance = rowXidDistance(reference)
+    const belowHorizon = sql<SqlBool>`${distance} > ${sql.lit(reference - BigInt(plan.horizon))}`
     const upTo = plan.upper === null ? sql<SqlBool>`false` : sql<SqlBool>`${C} <= ${cast(plan.upper)}`
     let wanted: RawBuilder<SqlBool>
     if (!previous) {
@@ -259,7 +262,7 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
     } else {
       const newValues = previous.value === null ? upTo : sql<SqlBool>`(${C} > ${cast(previous.value)} and ${upTo})`
       const late = plan.lateFrom === null ? upTo : sql<SqlBool>`(${C} >= ${cast(plan.lateFrom)} and ${upTo})`
-      const lateRows = sql<SqlBool>`(${xid} >= cast(${plan.previousHorizon} as numeric) and (${late} or ${C} is null))`
+      const lateRows = sql<SqlBool>`(${distance} <= ${sql.lit(reference - BigInt(plan.previousHorizon ?? '0'))} and (${late} or ${C} is null))`
       wanted = sql<SqlBool>`(${newValues} or ${lateRows})`
     }
     const query = builder

@@ -138,11 +138,9 @@ describe('columns named like members of Object.prototype', () => {
     byId(sink.rows).forEach((row, index) => expectSafeRow(row, EXPECTED[index] as unknown[]))
   })
 
-  // Expected to fail until src/sources/cursor-reader.ts and incremental.ts read with cursorRows() from
-  // src/pg/cursor-rows.ts (rowMode 'array', rows keyed by pg-datakit): pg keys cursor rows itself, on a plain object.
-  // Through extract() every step downstream already rebuilds or copies rows safely; this is the source on its own.
-  // Remove `.fails` once that change is in.
-  it.fails('hands rows that inherit nothing straight from the cursor sources (for await without extract)', async () => {
+  // The cursor sources read with cursorRows() (rowMode 'array', rows keyed by pg-datakit): pg would key cursor rows
+  // itself, on a plain object. This is the source on its own, without the steps downstream that copy rows safely.
+  it('hands rows that inherit nothing straight from the cursor sources (for await without extract)', async () => {
     await seed('weird')
     await seed('weird_inc', true)
     const sources: Source[] = [

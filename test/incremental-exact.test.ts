@@ -105,6 +105,40 @@ describe('incrementalSource never loses a row', () => {
   })
 })
 
+describe('incremental runs that fail midway', () => {
+  it('a warehouse backend terminated mid-run: the run is retried on the same small pools and lands every row once', async () => {
+    await createTable('killed_wh')
+    await db.sourceSql(`insert into killed_wh select g, 'x', g from generate_series(1, 5000) g`)
+    const source = connect({ url: db.sourceUrl, pool: { max: 1, acquireTimeoutMs: 5_000 } })
+    const warehouse = connect({ url: db.warehouseUrl, applicationName: 'killed-wh', pool: { max: 1, acquireTimeoutMs: 5_000 } })
+    let kills = 0
+    const killOnce: Transform = {
+      name: 'killOnce',
+      shape: (input) => input,
+      async *apply(batches) {
+        for await (const batch of batches) {
+          if (kills++ === 0) {
+            await db.warehouseSql(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'killed-wh'`)
+          }
+          yield batch
+        }
+      },
+    }
+    try {
+      const from = incrementalSource(source, { table: 'killed_wh', cursorColumn: 'c', batchSize: 500 })
+      const to = postgresSink(warehouse, { mode: 'append' })
+      const report = await extract({ from, through: [killOnce], to, retry: { attempts: 3, initialDelayMs: 10 } })
+      expect(report.rows).toBe(5000)
+      expect((await extract({ from, to })).rows).toBe(0)
+      expect((await db.warehouseSql('select count(*)::int as n, count(distinct id)::int as ids from bronze.br_killed_wh'))[0]).toEqual({ n: 5000, ids: 5000 })
+      expect((await source.query<{ one: number }>('select 1 as one')).rows[0]?.one).toBe(1)
+    } finally {
+      await source.close()
+      await warehouse.close()
+    }
+  })
+})
+
 describe('incremental checkpoints belong to one pipeline', () => {
   it('keeps separate checkpoints for another target and another filter, so neither skips the other', async () => {
     await createTable('shared')

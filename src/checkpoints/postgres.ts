@@ -2,6 +2,7 @@ import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { CheckpointConflictError, sqlStateOf } from '../errors.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
+import { ensureSchema, lockForDdl } from '../sinks/warehouse-ddl.js'
 import type { Checkpoint, CheckpointKey, CheckpointStore } from './checkpoint.js'
 
 export interface PostgresCheckpointStore extends CheckpointStore {
@@ -23,9 +24,15 @@ export function postgresCheckpoints(
   const target = qualifiedName(schema, table)
 
   const ensure = async (client: pg.ClientBase) => {
-    // Concurrent first runs would race to create the schema and table (a raw catalog unique violation): one at a time.
-    await client.query('select pg_advisory_xact_lock(hashtext($1))', [`pg-datakit checkpoints ${target}`])
-    await client.query(`create schema if not exists ${quoteIdent(schema)}`)
+    const ready = await client.query<{ found: boolean }>(
+      `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'pipeline' and not attisdropped) as found`,
+      [target],
+    )
+    if (ready.rows[0]?.found) return
+    // Concurrent first runs would race to create the schema and table (a raw catalog unique violation): one at a time,
+    // under the same locks the sink's DDL takes.
+    await ensureSchema(client, schema)
+    await lockForDdl(client, schema, table)
     await client.query(`create table if not exists ${target} (
       source text not null, schema_name text not null, table_name text not null, pipeline text not null,
       cursor_column text not null, cursor_value text, lower_value text, horizon text, snapshot text not null,

@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { AbortedError, type ErrorContext } from '../errors.js'
+import { sendCancelRequest } from './cancel-request.js'
 import { destroyClient } from './client-control.js'
 
 /**
@@ -29,6 +30,9 @@ export async function takeLease(connection: Connection, signal: AbortSignal | un
   const onAbort = () => {
     aborted = new AbortedError('extraction aborted', { step: 'source', context })
     idle = false
+    // A backend waiting on a lock does not notice its socket closing: it would stay queued (holding back later
+    // readers of the table) with its transaction open. Cancel what it runs, then close.
+    sendCancelRequest(client, 1_000)
     destroyClient(client)
   }
   if (signal?.aborted) onAbort()

@@ -139,6 +139,22 @@ describe('incremental runs that fail midway', () => {
   })
 })
 
+describe('incremental runs on one database', () => {
+  it('works with the source database as its own warehouse through one connection of two clients (one reads while one writes)', async () => {
+    await createTable('same_db')
+    await db.sourceSql(`insert into same_db select g, 'x', g from generate_series(1, 100) g`)
+    const only = connect({ url: db.sourceUrl, pool: { max: 2, acquireTimeoutMs: 3_000 } })
+    try {
+      const from = incrementalSource(only, { table: 'same_db', cursorColumn: 'c' })
+      expect((await extract({ from, to: postgresSink(only, { mode: 'merge' }) })).rows).toBe(100)
+      await db.sourceSql(`update same_db set note = 'y' where id <= 10`)
+      expect((await extract({ from, to: postgresSink(only, { mode: 'merge' }) })).rows).toBe(10)
+    } finally {
+      await only.close()
+    }
+  })
+})
+
 describe('incremental checkpoints belong to one pipeline', () => {
   it('keeps separate checkpoints for another target and another filter, so neither skips the other', async () => {
     await createTable('shared')

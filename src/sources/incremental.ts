@@ -123,32 +123,35 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
    */
   async function open(ctx: OpenContext = {}): Promise<OpenedSource> {
     const shape = await describe(ctx)
+    let facts: CursorFacts
+    let scope: CheckpointScope
+    let previous: Checkpoint | undefined
+    try {
+      ;({ facts, scope } = await connection.withClient(async (client) => {
+        const found = await cursorFacts(client, schema, table, cursorColumn)
+        if (!found.orderable) {
+          throw new UnsupportedTypeError(`cursor column "${cursorColumn}" has type ${found.type}, which has no ordering`, { step: 'source', context })
+        }
+        if (lookback !== undefined) await checkLookback(client, found, lookback)
+        const columnNames = shape.columns.map((column) => column.name)
+        return { facts: found, scope: { source: await databaseIdentity(client), schema, table, columns: columnNames, filter: filterText(where), name: parsed.name } }
+      }, ctx.signal))
+      // Read before this run holds a client: the store may live on the same pool.
+      previous = await ctx.previousCheckpoint?.(scope, shape)
+    } catch (error) {
+      throw classifyError(error, 'source', context, SourceQueryError)
+    }
+    if (previous && previous.cursorColumn !== cursorColumn) {
+      throw new ConfigError(
+        'cursorColumn',
+        `the checkpoint of ${schema}.${table} was made with cursor column "${previous.cursorColumn}"; delete it to start over with "${cursorColumn}"`,
+      )
+    }
     const lease = await takeLease(connection, ctx.signal, context)
     try {
-      const { client } = lease
-      const facts = await cursorFacts(client, schema, table, cursorColumn)
-      if (!facts.orderable) {
-        throw new UnsupportedTypeError(`cursor column "${cursorColumn}" has type ${facts.type}, which has no ordering`, { step: 'source', context })
-      }
-      if (lookback !== undefined) await checkLookback(client, facts, lookback)
-      const scope: CheckpointScope = {
-        source: await databaseIdentity(client),
-        schema,
-        table,
-        columns: shape.columns.map((column) => column.name),
-        filter: filterText(where),
-        name: parsed.name,
-      }
-      const previous = await ctx.previousCheckpoint?.(scope, shape)
-      if (previous && previous.cursorColumn !== cursorColumn) {
-        throw new ConfigError(
-          'cursorColumn',
-          `the checkpoint of ${schema}.${table} was made with cursor column "${previous.cursorColumn}"; delete it to start over with "${cursorColumn}"`,
-        )
-      }
       lease.busy()
-      await client.query('begin isolation level repeatable read read only')
-      const plan = await planRun(client, facts, previous)
+      await lease.client.query('begin isolation level repeatable read read only')
+      const plan = await planRun(lease.client, facts, previous)
       const now = new Date().toISOString()
       const next: Checkpoint = Object.freeze({
         cursorColumn,

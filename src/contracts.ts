@@ -139,7 +139,10 @@ export interface SinkResult {
 
 /** Where a sink puts a stream of a given shape: its identity (part of a checkpoint's key) and whether it exists. */
 export interface SinkTarget {
-  /** Stable text naming the target, e.g. `postgres <warehouse>/bronze.br_orders`. */
+  /**
+   * Stable text naming the target however the sink was configured, e.g. the warehouse database's identity and
+   * `bronze.br_orders` (not its URL's text: `localhost` and `127.0.0.1` are one target).
+   */
   readonly id: string
   /** False when the target is gone (dropped): an incremental run then starts from the beginning. */
   exists(): Promise<boolean>
@@ -159,7 +162,7 @@ export interface Sink<R = Row> {
    */
   readonly mode?: 'replace' | 'append' | 'merge'
   /** The target a stream of this shape lands in; checkpoints are keyed by it. */
-  target?(shape: Shape): SinkTarget
+  target?(shape: Shape): Promise<SinkTarget>
   /** The checkpoint store an incremental source uses by default with this sink (its own, written in its transaction). */
   readonly checkpoints?: CheckpointStore
   write(batches: AsyncIterable<Batch<R>>, shape: Shape, ctx: RunContext): Promise<SinkResult>

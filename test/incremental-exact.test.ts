@@ -22,6 +22,14 @@ async function createTable(table: string, cursorType = 'int') {
   await db.sourceSql(`create table ${table} (id int primary key, note text, c ${cursorType})`)
 }
 
+/** Distinct ids in bronze.br_<table> equal to the source's. */
+const tablesEqualIds = async (table: string) => {
+  const source = (await db.sourceSql(`select count(*)::int as n from ${table}`))[0]?.n
+  const bronze = (await db.warehouseSql(`select count(distinct id)::int as n from bronze.br_${table}`))[0]?.n
+  expect(bronze).toBe(source)
+  return bronze as number
+}
+
 const ids = async (table: string) =>
   (await db.warehouseSql(`select id from bronze.${table} order by id`)).map((row) => Number(row.id))
 
@@ -136,6 +144,113 @@ describe('incremental runs that fail midway', () => {
       await source.close()
       await warehouse.close()
     }
+  })
+})
+
+describe('incremental cases found by an adversarial user', () => {
+  it('a column added at the source continues the same pipeline (no second copy in append)', async () => {
+    await createTable('grows')
+    await db.sourceSql(`insert into grows select g, 'x', g from generate_series(1, 1000) g`)
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    const from = incrementalSource(db.source, { table: 'grows', cursorColumn: 'c' })
+    await extract({ from, to: sink })
+    await db.sourceSql(`alter table grows add column extra text`)
+    await db.sourceSql(`insert into grows values (1001, 'y', 1001, 'new')`)
+    expect((await extract({ from, to: sink })).rows).toBe(1)
+    expect((await db.warehouseSql('select count(*)::int as n, count(extra)::int as extra from bronze.br_grows'))[0]).toEqual({ n: 1001, extra: 1 })
+  })
+
+  it('the warehouse reached as localhost or 127.0.0.1 is one target (one checkpoint)', async () => {
+    await createTable('wh_hosts')
+    await db.sourceSql(`insert into wh_hosts select g, 'x', g from generate_series(1, 50) g`)
+    const from = incrementalSource(db.source, { table: 'wh_hosts', cursorColumn: 'c' })
+    await extract({ from, to: postgresSink(db.warehouse, { mode: 'append' }) })
+    const url = new URL(db.warehouseUrl)
+    url.hostname = url.hostname === 'localhost' ? '127.0.0.1' : 'localhost'
+    const other = connect(url.toString())
+    try {
+      expect((await extract({ from, to: postgresSink(other, { mode: 'append' }) })).rows).toBe(0)
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('delivers the rows of a partition attached after a run, though their xids and cursor values are old', async () => {
+    await db.sourceSql(`create table ev (id int, day date, c timestamptz default clock_timestamp(), primary key (id, day)) partition by range (day)`)
+    await db.sourceSql(`create table ev_jan partition of ev for values from ('2024-01-01') to ('2024-02-01')`)
+    await db.sourceSql(`insert into ev (id, day) select g, '2024-01-10' from generate_series(1, 100) g`)
+    await db.sourceSql(`create table ev_feb (like ev including defaults)`)
+    await db.sourceSql(`insert into ev_feb (id, day) select g, '2024-02-10' from generate_series(101, 200) g`)
+    await db.sourceSql(`insert into ev (id, day) select g, '2024-01-20' from generate_series(201, 210) g`)
+    const from = incrementalSource(db.source, { table: 'ev', cursorColumn: 'c' })
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    expect((await extract({ from, to: sink })).rows).toBe(110)
+    await db.sourceSql(`alter table ev attach partition ev_feb for values from ('2024-02-01') to ('2024-03-01')`)
+    expect((await extract({ from, to: sink })).rows).toBe(100)
+    expect((await extract({ from, to: sink })).rows).toBe(0)
+    expect((await db.warehouseSql('select count(*)::int as n, count(distinct id)::int as ids from bronze.br_ev'))[0]).toEqual({ n: 210, ids: 210 })
+  })
+
+  it.each([
+    ['uuid', `md5(g::text)::uuid`],
+    ['boolean', `g % 2 = 0`],
+    ['int4range', `int4range(g, g + 10)`],
+    ['"char"', `chr(65 + g % 26)::"char"`],
+    ['a domain NOT NULL over timestamptz', `'2024-01-01'::timestamptz + g * interval '1 minute'`],
+  ])('reads with a cursor of type %s (ordered, though it has no max())', async (type, value) => {
+    const table = `typed_${Math.random().toString(36).slice(2, 8)}`
+    let columnType = type
+    if (type.startsWith('a domain')) {
+      await db.sourceSql(`do $$ begin create domain ts_nn as timestamptz not null; exception when duplicate_object then null; end $$`)
+      columnType = 'ts_nn'
+    }
+    await db.sourceSql(`create table ${table} (id int primary key, c ${columnType})`)
+    await db.sourceSql(`insert into ${table} select g, ${value} from generate_series(1, 40) g`)
+    const from = incrementalSource(db.source, { table, cursorColumn: 'c' })
+    const sink = postgresSink(db.warehouse, { mode: 'merge' })
+    expect((await extract({ from, to: sink })).rows).toBe(40)
+    await db.sourceSql(`insert into ${table} select g, ${value} from generate_series(41, 45) g`)
+    const second = await extract({ from, to: sink })
+    expect(second.rows).toBeGreaterThanOrEqual(5)
+    expect((await tablesEqualIds(table))).toBe(45)
+  })
+
+  it('refuses, before anything is written, a lookback the cursor type cannot go back by', async () => {
+    for (const [type, lookback] of [['text', 5], ['int4range', 5]] as const) {
+      const table = `lb_${type}`
+      await db.sourceSql(`create table ${table} (id int primary key, c ${type})`)
+      const error = await extract({
+        from: incrementalSource(db.source, { table, cursorColumn: 'c', lookback }),
+        to: postgresSink(db.warehouse, { mode: 'append' }),
+      }).catch((caught: unknown) => caught)
+      expect(error).toBeInstanceOf(ConfigError)
+      expect(await db.warehouseSql(`select to_regclass('bronze.br_${table}') is null as absent`)).toEqual([{ absent: true }])
+    }
+  })
+
+  it('does not move its horizon back when another database\u2019s transaction is prepared (delivers nothing twice)', async () => {
+    const prepared = await db.sourceSql(`select current_setting('max_prepared_transactions')::int as n`)
+    if ((prepared[0]?.n as number) === 0) return // the server was started without prepared transactions
+    await createTable('prep')
+    await db.sourceSql(`insert into prep select g, 'a', g from generate_series(1, 10) g`)
+    const from = incrementalSource(db.source, { table: 'prep', cursorColumn: 'c' })
+    const sink = postgresSink(db.warehouse, { mode: 'append' })
+    const other = await clientFor(db.warehouseUrl)
+    try {
+      await other.query('begin')
+      await other.query(`select txid_current()`) // an xid in another database, older than the rows that follow
+      await db.sourceSql(`insert into prep select g, 'b', g from generate_series(11, 20) g`)
+      expect((await extract({ from, to: sink })).rows).toBe(20)
+      await other.query(`prepare transaction 'pgdk_other_db'`)
+      await db.sourceSql(`insert into prep select g, 'c', g from generate_series(21, 30) g`)
+      expect((await extract({ from, to: sink })).rows).toBe(10)
+      await db.warehouseSql(`commit prepared 'pgdk_other_db'`)
+      expect((await extract({ from, to: sink })).rows).toBe(0)
+    } finally {
+      await db.warehouseSql(`rollback prepared 'pgdk_other_db'`).catch(() => undefined)
+      await other.end()
+    }
+    expect((await db.warehouseSql('select count(*)::int as n from bronze.br_prep'))[0]).toEqual({ n: 30 })
   })
 })
 

@@ -16,7 +16,7 @@ export interface CheckpointScope {
   readonly source: string
   readonly schema: string
   readonly table: string
-  /** The columns read, in order. */
+  /** The columns the pipeline chose (sorted), or `['*']` for all the table has at each run. */
   readonly columns: readonly string[]
   /** The row filter as compiled SQL and parameters ('' when none). */
   readonly filter: string
@@ -28,8 +28,8 @@ export interface CheckpointScope {
  * Where an incremental extraction got to. Cursor values are kept as PostgreSQL's text of the value (exact for every
  * type: microseconds, numeric digits), read and compared by the server in the column's own type.
  *
- * The invariant it states (docs/incremental.md): every row version written by a transaction older than `horizon`
- * whose cursor is at most `value` (or NULL) has been delivered.
+ * The invariant it states (docs/incremental.md): every row version of its `relations` written by a transaction older
+ * than `horizon` whose cursor is at most `value` (or NULL) has been delivered.
  */
 export interface Checkpoint {
   readonly cursorColumn: string
@@ -42,6 +42,12 @@ export interface Checkpoint {
    * snapshot's xmax when none was): rows of this transaction and younger ones are left to later runs.
    */
   readonly horizon: string
+  /**
+   * The OIDs of the relations the run read (the table and its partitions or inheritance children). A relation the
+   * next run finds that is not here (a partition attached since) is covered by nothing: all its rows are read.
+   * Absent in checkpoints made before it was kept (then every relation counts as known).
+   */
+  readonly relations?: readonly number[]
   /** The source snapshot the run read in (`pg_current_snapshot()` text). */
   readonly snapshot: string
   readonly runId: string

@@ -2,11 +2,13 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { CheckpointConflictError, ConfigError } from '../errors.js'
 import type { Checkpoint, CheckpointStore } from './checkpoint.js'
+import { withFileLock } from './file-lock.js'
 import { keyText } from './key-text.js'
 
 /**
  * Checkpoints in a JSON file, replaced atomically (written beside it, then renamed), so a crash leaves the old
- * file or the new one. Written after the sink commits: see docs/incremental.md.
+ * file or the new one. Writes hold a lock file (`<path>.lock`), so two processes never both move one checkpoint.
+ * Claimed before the sink commits and written after it: see docs/incremental.md.
  */
 export function fileCheckpoints(path: string): CheckpointStore {
   if (!path) throw new ConfigError('path', 'fileCheckpoints needs a file path')
@@ -29,21 +31,23 @@ export function fileCheckpoints(path: string): CheckpointStore {
     async read(key) {
       return load()[keyText(key)]
     },
-    async write(key, next, expectedRunId) {
-      const all = load()
-      const current = all[keyText(key)]
-      if ((current?.runId ?? null) !== expectedRunId) {
-        throw new CheckpointConflictError(`the checkpoint of ${key.schema}.${key.table} in ${path} was moved by run ${current?.runId}`, {
-          context: { schema: key.schema, table: key.table },
-        })
-      }
-      all[keyText(key)] = next
-      save(all)
-    },
-    async delete(key) {
-      const all = load()
-      delete all[keyText(key)]
-      save(all)
-    },
+    write: (key, next, expectedRunId) =>
+      withFileLock(path, () => {
+        const all = load()
+        const current = all[keyText(key)]
+        if ((current?.runId ?? null) !== expectedRunId) {
+          throw new CheckpointConflictError(`the checkpoint of ${key.schema}.${key.table} in ${path} was moved by run ${current?.runId}`, {
+            context: { schema: key.schema, table: key.table },
+          })
+        }
+        all[keyText(key)] = next
+        save(all)
+      }),
+    delete: (key) =>
+      withFileLock(path, () => {
+        const all = load()
+        delete all[keyText(key)]
+        save(all)
+      }),
   }
 }

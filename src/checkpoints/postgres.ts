@@ -25,7 +25,7 @@ export function postgresCheckpoints(
 
   const ensure = async (client: pg.ClientBase) => {
     const ready = await client.query<{ found: boolean }>(
-      `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'pipeline' and not attisdropped) as found`,
+      `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'relations' and not attisdropped) as found`,
       [target],
     )
     if (ready.rows[0]?.found) return
@@ -35,7 +35,7 @@ export function postgresCheckpoints(
     await lockForDdl(client, schema, table)
     await client.query(`create table if not exists ${target} (
       source text not null, schema_name text not null, table_name text not null, pipeline text not null,
-      cursor_column text not null, cursor_value text, lower_value text, horizon text, snapshot text not null,
+      cursor_column text not null, cursor_value text, lower_value text, horizon text, relations text, snapshot text not null,
       run_id text not null, rows bigint not null, status text not null,
       started_at timestamptz not null, updated_at timestamptz not null,
       primary key (source, schema_name, table_name, pipeline))`)
@@ -51,9 +51,14 @@ export function postgresCheckpoints(
       `select exists (select 1 from pg_attribute where attrelid = $1::regclass and attname = 'pipeline' and not attisdropped) as found`,
       [target],
     )
-    if (rows[0]?.found) return
+    if (rows[0]?.found) {
+      await client.query(`alter table ${target} add column if not exists relations text`)
+      return
+    }
     const pkey = await client.query<{ name: string }>(`select conname as name from pg_constraint where conrelid = $1::regclass and contype = 'p'`, [target])
-    await client.query(`alter table ${target} add column pipeline text not null default '', add column if not exists horizon text`)
+    await client.query(
+      `alter table ${target} add column pipeline text not null default '', add column if not exists horizon text, add column if not exists relations text`,
+    )
     if (pkey.rows[0]) await client.query(`alter table ${target} drop constraint ${quoteIdent(pkey.rows[0].name)}`)
     await client.query(`alter table ${target} add primary key (source, schema_name, table_name, pipeline)`)
   }
@@ -62,18 +67,18 @@ export function postgresCheckpoints(
     await ensure(client)
     // Optimistic concurrency: the row moves only if it is still the one this run started from.
     const result = await client.query(
-      `insert into ${target} as c (source, schema_name, table_name, pipeline, cursor_column, cursor_value, lower_value, horizon, snapshot, run_id, rows, status, started_at, updated_at)
-       select $1, $2, $3, $14, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12
+      `insert into ${target} as c (source, schema_name, table_name, pipeline, cursor_column, cursor_value, lower_value, horizon, snapshot, run_id, rows, status, started_at, updated_at, relations)
+       select $1, $2, $3, $14, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12, $16
         where $13::text is null
        on conflict (source, schema_name, table_name, pipeline) do nothing`,
-      [...values(key, next), expectedRunId, key.pipeline, next.horizon],
+      [...values(key, next), expectedRunId, key.pipeline, next.horizon, next.relations ? JSON.stringify(next.relations) : null],
     )
     if (result.rowCount === 1) return
     const updated = await client.query(
       `update ${target} set cursor_column = $4, cursor_value = $5, lower_value = $6, snapshot = $7, run_id = $8, rows = $9,
-              status = $10, started_at = $11, updated_at = $12, horizon = $15
+              status = $10, started_at = $11, updated_at = $12, horizon = $15, relations = $16
         where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $14 and run_id is not distinct from $13`,
-      [...values(key, next), expectedRunId, key.pipeline, next.horizon],
+      [...values(key, next), expectedRunId, key.pipeline, next.horizon, next.relations ? JSON.stringify(next.relations) : null],
     )
     if (updated.rowCount !== 1) {
       throw new CheckpointConflictError(
@@ -92,12 +97,12 @@ export function postgresCheckpoints(
     writeWith,
     async read(key) {
       const exists = await connection.query<{ found: boolean }>(
-        `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'pipeline' and not attisdropped) as found`,
+        `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'relations' and not attisdropped) as found`,
         [target],
       )
       if (!exists.rows[0]?.found) return undefined
       const { rows } = await connection.query<Record<string, string | null>>(
-        `select cursor_column, cursor_value, lower_value, horizon, snapshot, run_id, rows::text as rows, status,
+        `select cursor_column, cursor_value, lower_value, horizon, relations, snapshot, run_id, rows::text as rows, status,
                 started_at::text as started_at, updated_at::text as updated_at
            from ${target} where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $4`,
         [key.source, key.schema, key.table, key.pipeline],
@@ -109,6 +114,7 @@ export function postgresCheckpoints(
         value: row.cursor_value ?? null,
         lower: row.lower_value ?? null,
         horizon: row.horizon ?? '',
+        ...(row.relations ? { relations: JSON.parse(row.relations) as number[] } : {}),
         snapshot: row.snapshot as string,
         runId: row.run_id as string,
         rows: Number(row.rows),

@@ -1,4 +1,5 @@
 import type pg from 'pg'
+import type { Connection } from '../connection/connection.js'
 
 /**
  * Names the database a client is connected to independently of how its URL was written (`localhost` or
@@ -11,4 +12,17 @@ export async function databaseIdentity(client: pg.ClientBase): Promise<string> {
   )
   const row = rows[0] as { id: string; db: string }
   return `postgresql-system:${row.id}/${row.db}`
+}
+
+const identities = new WeakMap<Connection, Promise<string>>()
+
+/** The identity of the database a connection reaches, asked once per connection. */
+export function connectionIdentity(connection: Connection): Promise<string> {
+  let identity = identities.get(connection)
+  if (!identity) {
+    identity = connection.withClient(databaseIdentity)
+    identity.catch(() => identities.delete(connection))
+    identities.set(connection, identity)
+  }
+  return identity
 }

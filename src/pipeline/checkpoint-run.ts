@@ -47,7 +47,7 @@ export function checkpointPlan(from: Source<unknown>, to: Sink<unknown>): Checkp
   let claimed: string | undefined
   return {
     async previousCheckpoint(scope: CheckpointScope, shape: Shape) {
-      const target = to.target?.(shape)
+      const target = await to.target?.(shape)
       key = Object.freeze({ source: scope.source, schema: scope.schema, table: scope.table, pipeline: pipelineId(scope, target?.id ?? to.name) })
       stored = await store.read(key)
       // The target was dropped since: its rows are gone, so the run starts from the beginning (the stored

@@ -11,6 +11,7 @@ import { encodeRows, rowEncoder } from '../pg/copy-text-encoder.js'
 import { appendToLines } from '../pg/copy-line-suffix.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { targetTableName } from './target.js'
+import { connectionIdentity } from '../pg/database-identity.js'
 import { cancelOnAbort } from './cancel-on-abort.js'
 import { postgresCheckpoints, type PostgresCheckpointStore } from '../checkpoints/postgres.js'
 import type { CheckpointStore } from '../checkpoints/checkpoint.js'
@@ -190,10 +191,10 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
   }
 
   /** The table a shape lands in: named by the warehouse and the table, not the mode (checkpoints are keyed by it). */
-  function targetOf(shape: Shape): SinkTarget {
+  async function targetOf(shape: Shape): Promise<SinkTarget> {
     const name = targetTableName(shape, table)
     return Object.freeze({
-      id: `postgres ${connection.label} ${schema}.${name}`,
+      id: `postgres ${await connectionIdentity(connection)} ${schema}.${name}`,
       exists: async () => {
         const { rows } = await connection.query<{ found: boolean }>('select to_regclass($1) is not null as found', [qualifiedName(schema, name)])
         return rows[0]?.found === true

@@ -8,7 +8,7 @@ import { parseOptions } from '../connection/options.js'
 import type { Batch, OpenContext, OpenedSource, RunContext, Shape, Source } from '../contracts.js'
 import { classifyError, ConfigError, SourceQueryError, UnknownColumnError, UnsupportedTypeError } from '../errors.js'
 import { databaseIdentity } from '../pg/database-identity.js'
-import { checkIdentifier } from '../pg/identifiers.js'
+import { checkIdentifier, qualifiedName } from '../pg/identifiers.js'
 import { takeLease, type Lease } from '../pg/lease.js'
 import { rowXidDistance, xid8Of } from '../pg/row-xid.js'
 import { builder } from '../pg/sql-builder.js'
@@ -80,6 +80,10 @@ interface RunPlan {
   /** Rows at or above this are searched for late rows (lookback); null: at any value. */
   readonly lateFrom: string | null
   readonly upper: string | null
+  /** The table and its partitions or inheritance children, at the snapshot. */
+  readonly relations: readonly number[]
+  /** Those the previous checkpoint did not know (attached since): none of their rows is covered. */
+  readonly newRelations: readonly number[]
 }
 
 /**
@@ -133,7 +137,8 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
           throw new UnsupportedTypeError(`cursor column "${cursorColumn}" has type ${found.type}, which has no ordering`, { step: 'source', context })
         }
         if (lookback !== undefined) await checkLookback(client, found, lookback)
-        const columnNames = shape.columns.map((column) => column.name)
+        // The columns the user chose, not those the table has now: a column added at the source is the same pipeline.
+        const columnNames = columns ? [...columns].sort() : ['*']
         return { facts: found, scope: { source: await databaseIdentity(client), schema, table, columns: columnNames, filter: filterText(where), name: parsed.name } }
       }, ctx.signal))
       // Read before this run holds a client: the store may live on the same pool.
@@ -158,6 +163,7 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
         value: plan.upper,
         lower: previous ? (plan.lateFrom ?? previous.value) : null,
         horizon: plan.horizon,
+        relations: plan.relations,
         snapshot: plan.snapshot,
         runId: ctx.runId ?? 'standalone',
         rows: 0,
@@ -203,16 +209,20 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
 
   /** The run's snapshot, horizon and upper bound. */
   async function planRun(client: pg.ClientBase, facts: CursorFacts, previous: Checkpoint | undefined): Promise<RunPlan> {
-    // The horizon: the oldest transaction in flight at the snapshot, leaving out those known to run in another
-    // database (they cannot write this table; on a shared server they would stall every extraction). One that ended
-    // since the snapshot cannot be placed, so it counts: a short stall, never a loss. Subtransactions need no care:
-    // a subtransaction's xid is larger than its parent's, so it is at or above the horizon while its parent runs.
+    // The horizon: the oldest transaction in flight at the snapshot, leaving out those known to belong to another
+    // database, by their backend or as prepared transactions (they cannot write this table; on a shared server they
+    // would stall every extraction). One that ended since the snapshot cannot be placed, so it counts: a short stall,
+    // never a loss. Subtransactions need no care: a subtransaction's xid is larger than its parent's, so it is at or
+    // above the horizon while its parent runs.
     const snapshotXmax = sql`pg_snapshot_xmax(s.s)::text::numeric`
     const horizon = capInFlight
       ? sql`coalesce((select min(x::text::numeric) from pg_snapshot_xip(s.s) x
                        where not exists (select 1 from pg_stat_activity a
                                           where a.backend_xid is not null and a.datname is distinct from current_database()
-                                            and ${xid8Of(snapshotXmax, sql`a.backend_xid`)} = x::text::numeric)),
+                                            and ${xid8Of(snapshotXmax, sql`a.backend_xid`)} = x::text::numeric)
+                         and not exists (select 1 from pg_prepared_xacts p
+                                          where p.database is distinct from current_database()
+                                            and ${xid8Of(snapshotXmax, sql`p.transaction`)} = x::text::numeric)),
                      ${snapshotXmax})`
       : snapshotXmax
     const snapshot = await run<{ snapshot: string; xmax: string; horizon: string; previous_horizon: string | null }>(
@@ -222,7 +232,11 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
                  coalesce(${previous?.horizon || null}::text, pg_snapshot_xmin(cast(${previous?.snapshot ?? null}::text as pg_snapshot))::text) as previous_horizon
             from s`,
     )
-    const { snapshot: text, xmax, horizon: runHorizon, previous_horizon: previousHorizon } = snapshot[0] as (typeof snapshot)[number]
+    const { snapshot: text, xmax, horizon: found, previous_horizon: previousHorizon } = snapshot[0] as (typeof snapshot)[number]
+    // Never below the previous horizon: a transaction of this database in flight now with an older xid was in flight
+    // then and held that horizon down. A lower one comes from a transaction placed in this database only now (another
+    // database's, prepared since: PREPARE leaves pg_stat_activity), and would deliver again what the last run did.
+    const runHorizon = previousHorizon !== null && BigInt(previousHorizon) > BigInt(found) ? previousHorizon : found
     const C = sql.id(cursorColumn)
     const type = sql.raw(facts.type)
     const previousValue = previous?.value ?? null
@@ -234,16 +248,35 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
       )
       lateFrom = shifted[0]?.from ?? previousValue
     }
-    // Only rows below the horizon count towards the upper bound: those are the rows this run delivers.
+    // Only rows below the horizon count towards the upper bound: those are the rows this run delivers. The largest
+    // by ORDER BY ... LIMIT 1, not max(): every btree-ordered type sorts (uuid, bool, ranges have no max()), and an
+    // index on the cursor is read backwards.
     const reference = BigInt(xmax)
-    const bounds = await run<{ upper: string | null }>(
+    const bounds = await run<{ upper: string }>(
       client,
-      sql`select greatest(max(${C}) filter (where ${rowXidDistance(reference)} > ${sql.lit(reference - BigInt(runHorizon))}),
-                          cast(${previousValue} as ${type}))::text as upper
-            from ${sql.id(schema, table)}
-           where ${previousValue === null ? sql<SqlBool>`true` : sql<SqlBool>`${C} > cast(${previousValue} as ${type})`}`,
+      sql`select ${C}::text as upper from ${sql.id(schema, table)}
+           where ${C} is not null and ${rowXidDistance(reference)} > ${sql.lit(reference - BigInt(runHorizon))}
+             ${previousValue === null ? sql`` : sql`and ${C} > cast(${previousValue} as ${type})`}
+           order by ${C} desc limit 1`,
     )
-    return { snapshot: text, xmax, horizon: runHorizon, previousHorizon: previous ? previousHorizon : null, lateFrom, upper: bounds[0]?.upper ?? null }
+    const tree = await run<{ oid: string }>(
+      client,
+      sql`with recursive tree(oid) as (select cast(${qualifiedName(schema, table)} as regclass)::oid
+                                        union all select i.inhrelid from pg_inherits i join tree t on i.inhparent = t.oid)
+          select oid::text as oid from tree order by oid`,
+    )
+    const relations = tree.map((row) => Number(row.oid))
+    const known = previous?.relations
+    return {
+      snapshot: text,
+      xmax,
+      horizon: runHorizon,
+      previousHorizon: previous ? previousHorizon : null,
+      lateFrom,
+      upper: bounds[0]?.upper ?? previousValue,
+      relations,
+      newRelations: known ? relations.filter((oid) => !known.includes(oid)) : [],
+    }
   }
 
   /**
@@ -266,7 +299,11 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
       const newValues = previous.value === null ? upTo : sql<SqlBool>`(${C} > ${cast(previous.value)} and ${upTo})`
       const late = plan.lateFrom === null ? upTo : sql<SqlBool>`(${C} >= ${cast(plan.lateFrom)} and ${upTo})`
       const lateRows = sql<SqlBool>`(${distance} <= ${sql.lit(reference - BigInt(plan.previousHorizon ?? '0'))} and (${late} or ${C} is null))`
-      wanted = sql<SqlBool>`(${newValues} or ${lateRows})`
+      // Rows of a relation attached since keep their old xids and values: nothing covers them.
+      const attached = plan.newRelations.length
+        ? sql<SqlBool>` or (tableoid = any(${sql.lit(`{${plan.newRelations.join(',')}}`)}::oid[]) and (${upTo} or ${C} is null))`
+        : sql``
+      wanted = sql<SqlBool>`(${newValues} or ${lateRows}${attached})`
     }
     const query = builder
       .selectFrom(sql`${sql.id(schema, table)}`.as(table))
@@ -300,18 +337,25 @@ async function run<R>(client: pg.ClientBase, query: RawBuilder<unknown>): Promis
   return result.rows as R[]
 }
 
+/**
+ * The cursor column's type as the run compares and casts it: a domain's base type (a domain NOT NULL would refuse
+ * the NULL casts of a first run; comparisons are the base type's anyway), and whether it has a default btree ordering.
+ */
 async function cursorFacts(client: pg.ClientBase, schema: string, table: string, column: string): Promise<CursorFacts> {
   const { rows } = await client.query<{ type: string; orderable: boolean; is_time: boolean }>(
-    `select format_type(a.atttypid, a.atttypmod) as type,
+    `with recursive base(oid, typmod, depth) as (
+       select a.atttypid, a.atttypmod, 0
+         from pg_attribute a join pg_class r on r.oid = a.attrelid join pg_namespace n on n.oid = r.relnamespace
+        where n.nspname = $1 and r.relname = $2 and a.attname = $3 and a.attnum > 0 and not a.attisdropped
+       union all
+       select t.typbasetype, t.typtypmod, b.depth + 1 from base b join pg_type t on t.oid = b.oid where t.typbasetype <> 0)
+     select format_type(t.oid, b.typmod) as type,
             exists (select 1 from pg_opclass c join pg_am am on am.oid = c.opcmethod
                      where am.amname = 'btree' and c.opcdefault
-                       and c.opcintype = any(array[t.oid, nullif(t.typbasetype, 0),
-                             case coalesce(bt.typcategory, t.typcategory) when 'A' then 'anyarray'::regtype::oid
-                                  when 'E' then 'anyenum'::regtype::oid when 'R' then 'anyrange'::regtype::oid end])) as orderable,
-            coalesce(bt.typcategory, t.typcategory) = 'D' as is_time
-       from pg_attribute a join pg_class r on r.oid = a.attrelid join pg_namespace n on n.oid = r.relnamespace
-       join pg_type t on t.oid = a.atttypid left join pg_type bt on bt.oid = nullif(t.typbasetype, 0)
-      where n.nspname = $1 and r.relname = $2 and a.attname = $3 and a.attnum > 0 and not a.attisdropped`,
+                       and c.opcintype = any(array[t.oid, case t.typcategory when 'A' then 'anyarray'::regtype::oid
+                             when 'E' then 'anyenum'::regtype::oid when 'R' then 'anyrange'::regtype::oid end])) as orderable,
+            t.typcategory = 'D' as is_time
+       from (select * from base order by depth desc limit 1) b join pg_type t on t.oid = b.oid`,
     [schema, table, column],
   )
   const row = rows[0]
@@ -324,6 +368,7 @@ async function cursorFacts(client: pg.ClientBase, schema: string, table: string,
   return { type: row.type, orderable: row.orderable, isTime: row.is_time }
 }
 
+/** A lookback the cursor's type can subtract, and whose result is of that type, or a ConfigError before anything runs. */
 async function checkLookback(client: pg.ClientBase, facts: CursorFacts, lookback: string | number): Promise<void> {
   if (facts.isTime !== (typeof lookback === 'string')) {
     throw new ConfigError(
@@ -337,5 +382,11 @@ async function checkLookback(client: pg.ClientBase, facts: CursorFacts, lookback
     } catch (cause) {
       throw new ConfigError('lookback', `"${lookback}" is not an interval PostgreSQL understands`, { cause })
     }
+  }
+  const unit = typeof lookback === 'string' ? 'interval' : 'numeric'
+  try {
+    await client.query(`select (cast(null as ${facts.type}) - cast(null as ${unit}))::${facts.type}`)
+  } catch (cause) {
+    throw new ConfigError('lookback', `a cursor of type ${facts.type} cannot go back by a${unit === 'interval' ? 'n interval' : ' number'}: leave lookback out`, { cause })
   }
 }

@@ -38,6 +38,8 @@ export const THROWAWAY_SETTINGS: Readonly<Record<string, string | number>> = Obj
   synchronous_commit: 'off',
   full_page_writes: 'off',
   shared_buffers: "'128MB'",
+  // Tests of transactions prepared in another database (PREPARE TRANSACTION) need a few.
+  max_prepared_transactions: 10,
 })
 
 /** Finds PostgreSQL server binaries on this machine, or undefined. */

@@ -12,6 +12,7 @@ import {
   tableSource,
   type Transform,
 } from '../src/index.js'
+import { tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 import { onFirstBatch } from './support/transforms.js'
 
@@ -114,6 +115,21 @@ describe('copySource', () => {
            from bronze.appended_orders`,
       ),
     ).toEqual([{ n: 15, runs: 2, sourced: 15 }])
+  })
+
+  it('copies a table with a stored generated column, on the byte and the decoded path', async () => {
+    await db.sourceSql(`create table generated_cols (id int primary key, price numeric(10,2), doubled numeric generated always as (price * 2) stored)`)
+    await db.sourceSql(`insert into generated_cols (id, price) select g, g * 1.5 from generate_series(1, 500) g`)
+    for (const fastPath of [true, false]) {
+      const report = await extract({
+        from: copySource(db.source, { table: 'generated_cols' }),
+        to: postgresSink(db.warehouse, { table: `generated_${fastPath ? 'bytes' : 'rows'}` }),
+        fastPath,
+      })
+      expect(report.path).toBe(fastPath ? 'copy-bytes' : 'rows')
+      const equal = await tablesEqual(db.sourceUrl, 'generated_cols', db.warehouseUrl, `bronze.generated_${fastPath ? 'bytes' : 'rows'}`, ['id', 'price', 'doubled'])
+      expect(equal).toMatchObject({ missing: 0, extra: 0, targetRows: 500 })
+    }
   })
 
   it('copies a column subset, a filter and a Kysely query', async () => {

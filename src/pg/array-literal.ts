@@ -2,6 +2,7 @@
  * Reading and writing PostgreSQL array literals
  * (https://www.postgresql.org/docs/current/arrays.html#ARRAYS-IO).
  */
+import { replaceCharsInPieces, replaceEscapesInPieces } from './replace-in-pieces.js'
 
 export type ArrayValue = readonly (unknown | ArrayValue)[]
 
@@ -25,15 +26,19 @@ export function parseArrayLiteral(text: string, element: (raw: string) => unknow
       if (char === '{') {
         values.push(parseLevel())
       } else if (char === '"') {
-        position++
-        let value = ''
+        const start = ++position
+        let escaped = false
         while (position < text.length && text[position] !== '"') {
-          if (text[position] === '\\') position++
-          value += text[position]
+          if (text[position] === '\\') {
+            escaped = true
+            position++
+          }
           position++
         }
+        const raw = text.slice(start, position)
         position++ // closing quote
-        values.push(element(value))
+        // One slice and one replace per element, not a string grown per character (elements can be huge).
+        values.push(element(escaped ? replaceEscapesInPieces(raw, unquote) : raw))
       } else {
         // PostgreSQL quotes any element holding a delimiter, brace, quote or backslash; input may escape instead.
         const start = position
@@ -46,7 +51,7 @@ export function parseArrayLiteral(text: string, element: (raw: string) => unknow
           position++
         }
         const raw = text.slice(start, position)
-        values.push(escaped ? element(raw.replace(/\\(.)/gs, '$1')) : raw === 'NULL' ? null : element(raw))
+        values.push(escaped ? element(replaceEscapesInPieces(raw, unquote)) : raw === 'NULL' ? null : element(raw))
       }
       const next = text[position]
       position++
@@ -56,6 +61,10 @@ export function parseArrayLiteral(text: string, element: (raw: string) => unknow
   }
   return parseLevel()
 }
+
+const QUOTED = /[\\"]/g
+const quote = (char: string) => `\\${char}`
+const unquote = (char: string) => char
 
 /**
  * Writes a JS array as an array literal; `scalar` renders each non-null element as text, which is always quoted (so
@@ -68,7 +77,7 @@ export function formatArrayLiteral(values: readonly unknown[], scalar: (value: u
     const value = values[index]
     if (value === null || value === undefined) out += 'NULL'
     else if (Array.isArray(value)) out += formatArrayLiteral(value, scalar, delimiter)
-    else out += `"${scalar(value).replace(/[\\"]/g, '\\$&')}"`
+    else out += `"${replaceCharsInPieces(scalar(value), QUOTED, quote)}"`
   }
   return `${out}}`
 }

@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { expect, it } from 'vitest'
 import { bronzeMetadata, extract, incrementalSource, postgresSink } from '../src/index.js'
 import { checksum } from './support/checksum.js'
-import { killTimer } from './support/kill-timer.js'
+import { runUntilKilled } from './support/run-until-killed.js'
 import { useDatabases } from './support/fixtures.js'
 import { seededRandom } from './support/random.js'
 
@@ -13,30 +12,7 @@ const CHILD = fileURLToPath(new URL('./support/incremental-child.ts', import.met
 
 
 /** Starts the child, kills it with SIGKILL `delayMs` after its first run started, and says whether a run was in progress then. */
-function runAndKill(delayMs: number): Promise<{ midRun: boolean; finished: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, db.sourceUrl, db.warehouseUrl, 'orders'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let started = 0
-    let finished = 0
-    let stderr = ''
-    const kill = killTimer(child, delayMs)
-    child.stdout.on('data', (data: Buffer) => {
-      for (const line of data.toString().split('\n')) {
-        if (line === 'started') started++
-        if (line === 'finished') finished++
-      }
-      if (started > 0) kill.begin()
-    })
-    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()))
-    child.on('exit', (code, signal) => {
-      kill.clear()
-      if (signal !== 'SIGKILL') reject(new Error(`the child ended by itself (${code}): ${stderr}`))
-      else resolve({ midRun: started > finished, finished })
-    })
-  })
-}
+const runAndKill = (delayMs: number) => runUntilKilled(CHILD, [db.sourceUrl, db.warehouseUrl, 'orders'], delayMs)
 
 it('survives SIGKILL at random points: after a re-run, bronze equals the source by count and checksum', { timeout: 300_000 }, async () => {
   const seed = Number(process.env.CRASH_SEED ?? 20261124)

@@ -14,6 +14,7 @@ import {
 } from '../src/index.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
+import { meetingPoint } from './support/transforms.js'
 
 const db = useDatabases('incx')
 
@@ -379,22 +380,7 @@ describe('incremental checkpoints written outside the sink', () => {
     const sink = postgresSink(db.warehouse, { mode: 'append' })
     await extract({ from: source, to: sink })
     await db.sourceSql(`insert into race_mem values (2, 'b', 2)`)
-    let arrived = 0
-    let release: () => void = () => undefined
-    const bothRead = new Promise<void>((resolve) => (release = resolve))
-    const meet: Transform = {
-      name: 'meet',
-      shape: (input) => input,
-      async *apply(batches) {
-        let first = true
-        for await (const batch of batches) {
-          if (first && ++arrived === 2) release()
-          if (first) await bothRead
-          first = false
-          yield batch
-        }
-      },
-    }
+    const meet = meetingPoint(2)
     const run = () => extract({ from: source, through: [meet], to: sink, retry: false })
     const results = await Promise.allSettled([run(), run()])
     const failures = results.filter((result) => result.status === 'rejected').map((result) => (result as PromiseRejectedResult).reason)

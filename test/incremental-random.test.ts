@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { extract, incrementalSource, postgresSink } from '../src/index.js'
 import { clientFor, tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
-import { killTimer } from './support/kill-timer.js'
+import { runUntilKilled } from './support/run-until-killed.js'
 import { seededRandom } from './support/random.js'
 
 const db = useDatabases('incrnd')
@@ -79,30 +78,8 @@ async function writer(url: string, table: string, seed: number, tally: Tally, st
 }
 
 /** Starts the runner child and SIGKILLs it `delayMs` after its first run started. */
-function runAndKill(table: string, delayMs: number, lookback: string | undefined): Promise<{ midRun: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, db.sourceUrl, db.warehouseUrl, table, ...(lookback ? [lookback] : [])], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let started = 0
-    let finished = 0
-    let stderr = ''
-    const kill = killTimer(child, delayMs)
-    child.stdout.on('data', (data: Buffer) => {
-      for (const line of data.toString().split('\n')) {
-        if (line === 'started') started++
-        if (line === 'finished') finished++
-      }
-      if (started > 0) kill.begin()
-    })
-    child.stderr.on('data', (data: Buffer) => (stderr += data.toString()))
-    child.on('exit', (code, signal) => {
-      kill.clear()
-      if (signal !== 'SIGKILL') reject(new Error(`the runner ended by itself (${code}): ${stderr}`))
-      else resolve({ midRun: started > finished })
-    })
-  })
-}
+const runAndKill = (table: string, delayMs: number, lookback: string | undefined) =>
+  runUntilKilled(CHILD, [db.sourceUrl, db.warehouseUrl, table, ...(lookback ? [lookback] : [])], delayMs)
 
 describe.each([
   ['without lookback (late rows found at any value)', undefined],

@@ -10,11 +10,11 @@ import {
   postgresSink,
   UnknownColumnError,
   UnsupportedTypeError,
-  type Transform,
 } from '../src/index.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
+import { meetingPoint } from './support/transforms.js'
 
 const db = useDatabases('incr')
 const COLUMNS = ['id', 'status', 'amount', 'updated_at']
@@ -186,22 +186,7 @@ describe('incrementalSource', () => {
     await db.sourceSql(`insert into raced values (2, 'b', 2, '2024-01-02')`)
     // Both runs hold their first batch until both have one: each has read the old checkpoint before either commits,
     // however the machine schedules them.
-    let arrived = 0
-    let release: () => void = () => undefined
-    const bothRead = new Promise<void>((resolve) => (release = resolve))
-    const meet: Transform = {
-      name: 'meet',
-      shape: (input) => input,
-      async *apply(batches) {
-        let first = true
-        for await (const batch of batches) {
-          if (first && ++arrived === 2) release()
-          if (first) await bothRead
-          first = false
-          yield batch
-        }
-      },
-    }
+    const meet = meetingPoint(2)
     const run = () => extract({ from: source, through: [meet], to: sink, retry: false })
     const results = await Promise.allSettled([run(), run()])
     const failures = results.filter((result) => result.status === 'rejected').map((result) => (result as PromiseRejectedResult).reason)

@@ -59,6 +59,7 @@ export { fileCheckpoints } from './checkpoints/file.js'
 // Transforms
 export { bronzeMetadata, BRONZE_COLUMNS } from './transforms/bronze-metadata.js'
 export { parseJsonb, type ParseFailure, type ParseJsonbOptions } from './transforms/parse-jsonb.js'
+export { JsonNumber } from './util/lossless-json.js'
 export { expandArrays, type ExpandArraysOptions } from './transforms/expand-arrays.js'
 
 // Sinks

@@ -1,6 +1,9 @@
+import { JsonNumber } from '../util/lossless-json.js'
+
 /**
  * JSON text for jsonb values built in JS. Unlike `JSON.stringify`, a `bigint` is written as a JSON number with all
- * its digits (not a string, not rounded), and a Buffer as PostgreSQL's `\x` hex text.
+ * its digits (not a string, not rounded), a `JsonNumber` as the number it holds (`1e400`, not `"Infinity"`), and a
+ * Buffer as PostgreSQL's `\x` hex text.
  */
 export function toJsonText(value: unknown): string {
   switch (typeof value) {
@@ -18,6 +21,7 @@ export function toJsonText(value: unknown): string {
       if (Array.isArray(value)) return `[${value.map(toJsonText).join(',')}]`
       if (value instanceof Uint8Array) return JSON.stringify(`\\x${Buffer.from(value).toString('hex')}`)
       if (value instanceof Date) return JSON.stringify(value.toISOString())
+      if (value instanceof JsonNumber) return value.text
       const entries = Object.entries(value as Record<string, unknown>).filter(([, item]) => item !== undefined)
       return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${toJsonText(item)}`).join(',')}}`
     }

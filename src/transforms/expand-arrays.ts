@@ -7,6 +7,7 @@ import { scalarParser } from '../pg/type-parsers.js'
 import { readColumns, withColumns } from '../pg/row-functions.js'
 import { OID, type Column } from '../pg/types.js'
 import { checkNewColumns, selectColumns } from './select-columns.js'
+import { whyJsonbCannotHold } from '../pg/jsonb-limits.js'
 import { parseJsonLossless } from '../util/lossless-json.js'
 
 const expandArraysSchema = z.strictObject({
@@ -37,11 +38,15 @@ function asArray(value: unknown, column: Column): unknown[] {
 
 const isJsonElement = (column: Column) => column.elementOid === OID.json || column.elementOid === OID.jsonb
 
-/** json/jsonb elements are embedded as JSON values, not as strings holding JSON. */
+/**
+ * json/jsonb elements are embedded as JSON values, not as strings holding JSON. An element that is not JSON, or is
+ * JSON that jsonb cannot store (a json element with `\u0000`, see jsonb-limits.ts), is embedded as its text.
+ */
 function parseElement(value: unknown): unknown {
   if (typeof value !== 'string') return value
   try {
-    return parseJsonLossless(value)
+    const parsed = parseJsonLossless(value)
+    return whyJsonbCannotHold(value, parsed) === undefined ? parsed : value
   } catch {
     return value
   }

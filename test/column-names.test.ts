@@ -10,6 +10,7 @@ import {
   memorySink,
   parallelSource,
   parseJsonb,
+  partitionedSource,
   postgresSink,
   rowEncoder,
   tableSource,
@@ -125,6 +126,22 @@ describe('columns named like members of Object.prototype', () => {
       })
     }
   }
+
+  it('lands them exactly through partitionedSource (decoded), with bronzeMetadata, and hands memorySink safe rows', async () => {
+    await db.sourceSql('drop table if exists weird_part')
+    await db.sourceSql(`create table weird_part (${COLUMNS.map(([name, type]) => `${quote(name)} ${type.replace(' primary key', '')}`).join(', ')}) partition by range (id)`)
+    await db.sourceSql(`create table weird_part_low partition of weird_part for values from (minvalue) to (3)`)
+    await db.sourceSql(`create table weird_part_high partition of weird_part for values from (3) to (maxvalue)`)
+    for (const row of EXPECTED) {
+      await db.sourceSql(`insert into weird_part (${NAMES.map(quote).join(', ')}) values (${row.map((_, index) => `$${index + 1}`).join(', ')})`, row)
+    }
+    const source = () => partitionedSource(db.source, { table: 'weird_part', concurrency: 2 })
+    await extract({ from: source(), through: [bronzeMetadata()], to: postgresSink(db.warehouse, { mode: 'append' }), fastPath: false })
+    expect(await tablesEqual(db.sourceUrl, 'weird_part', db.warehouseUrl, 'bronze.br_weird_part', NAMES)).toMatchObject({ missing: 0, extra: 0, targetRows: 4 })
+    const sink = memorySink()
+    await extract({ from: source(), through: [bronzeMetadata()], to: sink, fastPath: false })
+    byId(sink.rows).forEach((row, index) => expectSafeRow(row, EXPECTED[index] as unknown[]))
+  })
 
   it('lands them exactly through incrementalSource, with bronzeMetadata', async () => {
     await seed('weird_inc', true)

@@ -51,6 +51,19 @@ async function changes(slot: string, publication: string, options: string[] = []
 }
 
 describe('pgoutput decoding of real changes', () => {
+  it('reads a tuple whose columns are named __proto__, constructor and toString as columns like any other', () => {
+    const names = ['__proto__', 'constructor', 'toString']
+    const relation = {
+      tag: 'relation', xid: undefined, relationOid: 1, schema: 'public', table: 'odd', replicaIdentity: 'd',
+      columns: names.map((name) => ({ name, typeOid: 25, typeModifier: -1, isKey: false })),
+    } as const
+    const row = tupleReader(relation)(['p', null, 's'])
+    expect(Object.keys(row)).toEqual(names)
+    expect(Object.getOwnPropertyDescriptor(row, '__proto__')?.value).toBe('p')
+    expect(row.constructor).toBeNull()
+    expect(row.toString).toBe('s')
+  })
+
   it('decodes begin, relation, insert, update (key changed and not), delete, truncate, message and commit', async () => {
     await db.sourceSql(`create table items (id int primary key, name text, payload text)`)
     await ensurePublication(db.source, 'pub_items', [{ table: 'items' }])

@@ -1,3 +1,4 @@
+import { rowFromValues } from '../pg/row-functions.js'
 import { typeParsersFor } from '../pg/type-parsers.js'
 import type { Column } from '../pg/types.js'
 import { UNCHANGED, type PgOutputMessage, type TupleValue } from './pgoutput.js'
@@ -13,12 +14,13 @@ export function tupleReader(relation: Relation): (tuple: readonly TupleValue[]) 
   const columns: Column[] = relation.columns.map((column) => ({ name: column.name, type: 'text', typeOid: column.typeOid }))
   const types = typeParsersFor(columns)
   const parsers = columns.map((column) => types.getTypeParser(column.typeOid, 'text') as Parser)
-  return (tuple) => {
-    const row: Record<string, unknown> = {}
-    relation.columns.forEach((column, index) => {
-      const value = tuple[index]
-      row[column.name] = value === null || value === undefined ? null : value === UNCHANGED ? UNCHANGED : (parsers[index] as Parser)(value)
-    })
-    return row
-  }
+  // Keyed by untrusted column names: built by the row constructor, so `__proto__` is a column like any other.
+  const build = rowFromValues(columns)
+  return (tuple) =>
+    build(
+      columns.map((_, index) => {
+        const value = tuple[index]
+        return value === null || value === undefined ? null : value === UNCHANGED ? UNCHANGED : (parsers[index] as Parser)(value)
+      }),
+    )
 }

@@ -1,17 +1,6 @@
 import { sql, type RawBuilder } from 'kysely'
 
 /**
- * The full 64-bit id (as numeric) of a 32-bit `xid` expression (e.g. `pg_stat_activity.backend_xid`), given a current
- * 64-bit xid `reference` (a numeric expression): the most recent xid at or before the reference with those low bits.
- * Frozen and bootstrap xids (< 3) give 0: older than anything.
- */
-export function xid8Of(reference: RawBuilder<unknown>, xid: RawBuilder<unknown>): RawBuilder<number> {
-  const low = sql`${xid}::text::bigint`
-  return sql<number>`(case when ${low} < 3 then 0::numeric
-    else (floor(${reference} / 4294967296) - case when ${low} > mod(${reference}, 4294967296) then 1 else 0 end) * 4294967296 + ${low} end)`
-}
-
-/**
  * How many transaction ids before `reference` (a full 64-bit xid) the transaction that wrote a row began: its 32-bit
  * `xmin` read as the most recent xid at or before the reference with those low bits. Plain bigint arithmetic (a table
  * scan evaluates it per row: about twice as fast as building the full xid as numeric). Frozen and bootstrap xids (< 3)

@@ -10,7 +10,7 @@ import { classifyError, ConfigError, SourceQueryError, UnknownColumnError, Unsup
 import { databaseIdentity } from '../pg/database-identity.js'
 import { checkIdentifier, qualifiedName } from '../pg/identifiers.js'
 import { takeLease, type Lease } from '../pg/lease.js'
-import { rowXidDistance, xid8Of } from '../pg/row-xid.js'
+import { rowXidDistance } from '../pg/row-xid.js'
 import { builder } from '../pg/sql-builder.js'
 import { cursorRows } from '../pg/cursor-rows.js'
 import { cursorBatches } from './cursor-reader.js'
@@ -154,9 +154,12 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
     }
     const lease = await takeLease(connection, ctx.signal, context)
     try {
+      // Read before the snapshot: a transaction listed here and in flight at the snapshot is placed for sure; one that
+      // ends in between is not in the snapshot at all. (Read after it, one that ended meanwhile could not be placed.)
+      const elsewhere = capInFlight ? await transactionsElsewhere(lease.client) : []
       lease.busy()
       await lease.client.query('begin isolation level repeatable read read only')
-      const plan = await planRun(lease.client, facts, previous)
+      const plan = await planRun(lease.client, facts, previous, elsewhere)
       const now = new Date().toISOString()
       const next: Checkpoint = Object.freeze({
         cursorColumn,
@@ -208,21 +211,16 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
   }
 
   /** The run's snapshot, horizon and upper bound. */
-  async function planRun(client: pg.ClientBase, facts: CursorFacts, previous: Checkpoint | undefined): Promise<RunPlan> {
-    // The horizon: the oldest transaction in flight at the snapshot, leaving out those known to belong to another
-    // database, by their backend or as prepared transactions (they cannot write this table; on a shared server they
-    // would stall every extraction). One that ended since the snapshot cannot be placed, so it counts: a short stall,
-    // never a loss. Subtransactions need no care: a subtransaction's xid is larger than its parent's, so it is at or
-    // above the horizon while its parent runs.
+  async function planRun(client: pg.ClientBase, facts: CursorFacts, previous: Checkpoint | undefined, elsewhere: readonly string[]): Promise<RunPlan> {
+    // The horizon: the oldest transaction in flight at the snapshot, leaving out those that cannot write this table
+    // (`elsewhere`; on a shared server they would stall every extraction). One not known there counts: a short
+    // stall, never a loss. Subtransactions need no care: a subtransaction's xid is larger than its parent's, so it is
+    // at or above the horizon while its parent runs. In-flight xids are within 2^31 of each other: their low 32 bits
+    // name them.
     const snapshotXmax = sql`pg_snapshot_xmax(s.s)::text::numeric`
     const horizon = capInFlight
       ? sql`coalesce((select min(x::text::numeric) from pg_snapshot_xip(s.s) x
-                       where not exists (select 1 from pg_stat_activity a
-                                          where a.backend_xid is not null and a.datname is distinct from current_database()
-                                            and ${xid8Of(snapshotXmax, sql`a.backend_xid`)} = x::text::numeric)
-                         and not exists (select 1 from pg_prepared_xacts p
-                                          where p.database is distinct from current_database()
-                                            and ${xid8Of(snapshotXmax, sql`p.transaction`)} = x::text::numeric)),
+                       where (x::text::numeric % 4294967296)::bigint <> all(cast(${`{${elsewhere.join(',')}}`} as bigint[]))),
                      ${snapshotXmax})`
       : snapshotXmax
     const snapshot = await run<{ snapshot: string; xmax: string; horizon: string; previous_horizon: string | null }>(
@@ -329,6 +327,20 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
     batches: iterate,
     [Symbol.asyncIterator]: () => iterate(),
   })
+}
+
+/**
+ * The 32-bit ids of transactions in flight that cannot write the source table: those of backends connected to other
+ * databases, transactions prepared in other databases (no backend), and autovacuum workers (they write catalogs only).
+ */
+async function transactionsElsewhere(client: pg.ClientBase): Promise<string[]> {
+  const { rows } = await client.query<{ xid: string }>(
+    `select backend_xid::text as xid from pg_stat_activity
+      where backend_xid is not null and (datname is distinct from current_database() or backend_type = 'autovacuum worker')
+     union all
+     select transaction::text from pg_prepared_xacts where database is distinct from current_database()`,
+  )
+  return rows.map((row) => row.xid)
 }
 
 async function run<R>(client: pg.ClientBase, query: RawBuilder<unknown>): Promise<R[]> {

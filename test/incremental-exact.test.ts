@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   CheckpointConflictError,
   CheckpointWriteError,
@@ -8,6 +8,7 @@ import {
   extract,
   incrementalSource,
   memoryCheckpoints,
+  postgresCheckpoints,
   postgresSink,
   type CheckpointStore,
   type Transform,
@@ -327,6 +328,22 @@ describe('incremental checkpoints belong to one pipeline', () => {
 })
 
 describe('incremental checkpoints written outside the sink', () => {
+  it('writes checkpoints of a store on another connection to the same warehouse in the sink\u2019s transaction', async () => {
+    await createTable('same_wh')
+    await db.sourceSql(`insert into same_wh select g, 'x', g from generate_series(1, 20) g`)
+    const other = connect(db.warehouseUrl)
+    try {
+      const store = postgresCheckpoints(other)
+      const spied = { ...store, write: vi.fn(store.write) }
+      const from = incrementalSource(db.source, { table: 'same_wh', cursorColumn: 'c', checkpoints: spied })
+      expect((await extract({ from, to: postgresSink(db.warehouse, { mode: 'append' }) })).rows).toBe(20)
+      expect((await extract({ from, to: postgresSink(db.warehouse, { mode: 'append' }) })).rows).toBe(0)
+      expect(spied.write).not.toHaveBeenCalled()
+    } finally {
+      await other.close()
+    }
+  })
+
   /**
    * A store whose first `failures` final writes (after the sink's commit) fail with `error`; the claim a run takes
    * before the commit (run id `<run>:committing`) works.

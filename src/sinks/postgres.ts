@@ -75,6 +75,9 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     const copied = constants && mode !== 'append' ? columns.slice(0, columns.length - constants.columns.length) : columns
     if (columns.length === 0) throw new ConfigError('columns', `nothing to write to ${schema}.${target}: the stream has no columns`)
     const key = mode === 'merge' ? mergeKey(shape) : undefined
+    // Decided before the client is taken: telling where the store lives may need a connection of this pool.
+    const pending = ctx.checkpoint
+    const store = pending ? await storeIn(pending.store, connection) : undefined
     const client = await connection.acquire(ctx.signal)
     // An abort cancels whatever the client waits on (a lock, a stalled server), up to the COMMIT.
     const abort = cancelOnAbort(client, ctx.signal)
@@ -111,11 +114,10 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       }
       if (key) await client.query(upsertSql(qualifiedName(schema, target), quoteIdent(staging), columns, key))
       // The checkpoint commits with the rows it covers, when it lives in this warehouse.
-      // A store elsewhere is written after the commit; it is checked for a conflicting run before it.
-      const pending = ctx.checkpoint
-      const checkpointCommitted = pending !== undefined && isStoreOn(pending.store, connection)
-      if (checkpointCommitted) {
-        await pending.store.writeWith(client, pending.key, { ...pending.next, rows }, pending.previous?.runId ?? null)
+      // A store elsewhere is written after the commit; it is claimed before it.
+      const checkpointCommitted = store !== undefined
+      if (pending && store) {
+        await store.writeWith(client, pending.key, { ...pending.next, rows }, pending.previous?.runId ?? null)
       } else {
         await ctx.beforeCommit?.()
       }
@@ -213,8 +215,16 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
   })
 }
 
-function isStoreOn(store: CheckpointStore, connection: ConnectionClass): store is PostgresCheckpointStore {
-  return 'writeWith' in store && (store as PostgresCheckpointStore).connection === connection
+/**
+ * The store, when it keeps its checkpoints in this warehouse database (by the database's identity, so a store made
+ * with another connection to the same database counts): then they are written in the sink's own transaction.
+ */
+async function storeIn(store: CheckpointStore, connection: ConnectionClass): Promise<PostgresCheckpointStore | undefined> {
+  if (!('writeWith' in store)) return undefined
+  const postgres = store as PostgresCheckpointStore
+  if (postgres.connection === connection) return postgres
+  const [own, theirs] = await Promise.all([connectionIdentity(connection), connectionIdentity(postgres.connection)])
+  return own === theirs ? postgres : undefined
 }
 
 interface CopyChunk {

@@ -315,6 +315,24 @@ describe('incremental checkpoints belong to one pipeline', () => {
     expect((await db.warehouseSql('select count(*)::int as n from bronze.br_hosts'))[0]).toEqual({ n: 10 })
   })
 
+  it('upgrades a checkpoint table made by 0.1 in place and starts its extractions over once', async () => {
+    await createTable('old_table')
+    await db.sourceSql(`insert into old_table select g, 'x', g from generate_series(1, 30) g`)
+    await db.warehouseSql(`create schema old01`)
+    await db.warehouseSql(`create table old01.extraction_checkpoints (
+      source text not null, schema_name text not null, table_name text not null,
+      cursor_column text not null, cursor_value text, lower_value text, snapshot text not null,
+      run_id text not null, rows bigint not null, status text not null,
+      started_at timestamptz not null, updated_at timestamptz not null,
+      primary key (source, schema_name, table_name))`)
+    await db.warehouseSql(`insert into old01.extraction_checkpoints values ('postgresql://x@h:5432/db', 'public', 'old_table', 'c', '30', null, '1:1:', 'old', 30, 'committed', now(), now())`)
+    const from = incrementalSource(db.source, { table: 'old_table', cursorColumn: 'c' })
+    const sink = postgresSink(db.warehouse, { schema: 'old01', mode: 'append' })
+    expect((await extract({ from, to: sink })).rows).toBe(30)
+    expect((await extract({ from, to: sink })).rows).toBe(0)
+    expect(await db.warehouseSql(`select count(*)::int as n from old01.extraction_checkpoints`)).toEqual([{ n: 2 }])
+  })
+
   it("refuses mode 'replace' for an incremental source before anything is written", async () => {
     await createTable('replaced')
     await db.sourceSql(`insert into replaced values (1, 'x', 1)`)

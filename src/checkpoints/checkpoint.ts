@@ -69,8 +69,6 @@ export interface CheckpointStore {
    * `CheckpointConflictError`, because another run moved it in between.
    */
   write(key: CheckpointKey, next: Checkpoint, expectedRunId: string | null): Promise<void>
-  /** Removes a checkpoint (the next run starts from the beginning). */
-  delete?(key: CheckpointKey): Promise<void>
 }
 
 /** A run's move of one checkpoint: committed by the sink in its transaction, or by `extract()` right after it. */

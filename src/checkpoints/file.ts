@@ -43,11 +43,5 @@ export function fileCheckpoints(path: string): CheckpointStore {
         all[keyText(key)] = next
         save(all)
       }),
-    delete: (key) =>
-      withFileLock(path, () => {
-        const all = load()
-        delete all[keyText(key)]
-        save(all)
-      }),
   }
 }

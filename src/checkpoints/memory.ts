@@ -20,8 +20,5 @@ export function memoryCheckpoints(): CheckpointStore & { readonly all: ReadonlyM
       }
       all.set(keyText(key), next)
     },
-    async delete(key) {
-      all.delete(keyText(key))
-    },
   }
 }

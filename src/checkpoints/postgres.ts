@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
-import { CheckpointConflictError, sqlStateOf } from '../errors.js'
+import { CheckpointConflictError } from '../errors.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { ensureSchema, lockForDdl } from '../sinks/warehouse-ddl.js'
 import type { Checkpoint, CheckpointKey, CheckpointStore } from './checkpoint.js'
@@ -13,7 +13,8 @@ export interface PostgresCheckpointStore extends CheckpointStore {
 
 /**
  * Checkpoints in a warehouse table (`bronze.extraction_checkpoints` by default, created on first use), one row per
- * pipeline (source database, table, columns, filter and target). The PostgreSQL sink writes them in the same transaction as the rows they cover.
+ * pipeline (source database, table, columns, filter and target). The PostgreSQL sink writes them in the same
+ * transaction as the rows they cover.
  */
 export function postgresCheckpoints(
   connection: Connection,
@@ -23,12 +24,17 @@ export function postgresCheckpoints(
   const table = checkIdentifier(options.table ?? 'extraction_checkpoints', 'checkpoints.table')
   const target = qualifiedName(schema, table)
 
-  const ensure = async (client: pg.ClientBase) => {
-    const ready = await client.query<{ found: boolean }>(
-      `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'relations' and not attisdropped) as found`,
-      [target],
+  /** Whether the checkpoint table exists with column `name` (false when the table does not exist). */
+  const hasColumn = async (client: pg.ClientBase, name: string) => {
+    const { rows } = await client.query<{ found: boolean }>(
+      `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = $2 and not attisdropped) as found`,
+      [target, name],
     )
-    if (ready.rows[0]?.found) return
+    return rows[0]?.found === true
+  }
+
+  const ensure = async (client: pg.ClientBase) => {
+    if (await hasColumn(client, 'relations')) return
     // Concurrent first runs would race to create the schema and table (a raw catalog unique violation): one at a time,
     // under the same locks the sink's DDL takes.
     await ensureSchema(client, schema)
@@ -43,18 +49,11 @@ export function postgresCheckpoints(
   }
 
   /**
-   * A table made by 0.1 has no pipeline or horizon column and is keyed by (source, schema, table): add them and key
+   * A table made by 0.1 has no pipeline, horizon or relations column and is keyed by (source, schema, table): add them and key
    * it by the pipeline too. Its rows (source = a URL) are never matched by the new keys: those extractions start over.
    */
   const upgrade = async (client: pg.ClientBase) => {
-    const { rows } = await client.query<{ found: boolean }>(
-      `select exists (select 1 from pg_attribute where attrelid = $1::regclass and attname = 'pipeline' and not attisdropped) as found`,
-      [target],
-    )
-    if (rows[0]?.found) {
-      await client.query(`alter table ${target} add column if not exists relations text`)
-      return
-    }
+    if (await hasColumn(client, 'pipeline')) return
     const pkey = await client.query<{ name: string }>(`select conname as name from pg_constraint where conrelid = $1::regclass and contype = 'p'`, [target])
     await client.query(
       `alter table ${target} add column pipeline text not null default '', add column if not exists horizon text, add column if not exists relations text`,
@@ -65,20 +64,24 @@ export function postgresCheckpoints(
 
   const writeWith = async (client: pg.ClientBase, key: CheckpointKey, next: Checkpoint, expectedRunId: string | null) => {
     await ensure(client)
+    const parameters = [
+      key.source, key.schema, key.table, next.cursorColumn, next.value, next.lower, next.snapshot, next.runId, next.rows, next.status,
+      next.startedAt, next.updatedAt, expectedRunId, key.pipeline, next.horizon, next.relations ? JSON.stringify(next.relations) : null,
+    ]
     // Optimistic concurrency: the row moves only if it is still the one this run started from.
     const result = await client.query(
       `insert into ${target} as c (source, schema_name, table_name, pipeline, cursor_column, cursor_value, lower_value, horizon, snapshot, run_id, rows, status, started_at, updated_at, relations)
        select $1, $2, $3, $14, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12, $16
         where $13::text is null
        on conflict (source, schema_name, table_name, pipeline) do nothing`,
-      [...values(key, next), expectedRunId, key.pipeline, next.horizon, next.relations ? JSON.stringify(next.relations) : null],
+      parameters,
     )
     if (result.rowCount === 1) return
     const updated = await client.query(
       `update ${target} set cursor_column = $4, cursor_value = $5, lower_value = $6, snapshot = $7, run_id = $8, rows = $9,
               status = $10, started_at = $11, updated_at = $12, horizon = $15, relations = $16
         where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $14 and run_id is not distinct from $13`,
-      [...values(key, next), expectedRunId, key.pipeline, next.horizon, next.relations ? JSON.stringify(next.relations) : null],
+      parameters,
     )
     if (updated.rowCount !== 1) {
       throw new CheckpointConflictError(
@@ -88,19 +91,12 @@ export function postgresCheckpoints(
     }
   }
 
-  const values = (key: CheckpointKey, next: Checkpoint) =>
-    [key.source, key.schema, key.table, next.cursorColumn, next.value, next.lower, next.snapshot, next.runId, next.rows, next.status, next.startedAt, next.updatedAt]
-
   return {
     name: `postgres checkpoints ${schema}.${table}`,
     connection,
     writeWith,
     async read(key) {
-      const exists = await connection.query<{ found: boolean }>(
-        `select exists (select 1 from pg_attribute where attrelid = to_regclass($1) and attname = 'relations' and not attisdropped) as found`,
-        [target],
-      )
-      if (!exists.rows[0]?.found) return undefined
+      if (!(await connection.withClient((client) => hasColumn(client, 'relations')))) return undefined
       const { rows } = await connection.query<Record<string, string | null>>(
         `select cursor_column, cursor_value, lower_value, horizon, relations, snapshot, run_id, rows::text as rows, status,
                 started_at::text as started_at, updated_at::text as updated_at
@@ -122,16 +118,6 @@ export function postgresCheckpoints(
         startedAt: row.started_at as string,
         updatedAt: row.updated_at as string,
       }
-    },
-    async delete(key) {
-      await connection.query(`delete from ${target} where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $4`, [
-        key.source,
-        key.schema,
-        key.table,
-        key.pipeline,
-      ]).catch((error: unknown) => {
-        if (sqlStateOf(error) !== '42P01') throw error
-      })
     },
     async write(key, next, expectedRunId) {
       await connection.withClient(async (client) => {

@@ -7,13 +7,10 @@ import type { OpenContext, OpenedSource, Source } from '../contracts.js'
 export async function openSource<R>(source: Source<R>, ctx: OpenContext): Promise<OpenedSource<R>> {
   if (source.open) return source.open(ctx)
   const shape = await source.shape()
-  const close = async () => undefined
-  return Object.freeze({
+  return openedRead({
     shape,
     batches: () => source.batches(ctx),
     ...(source.copyText ? { copyText: () => source.copyText!(ctx) } : {}),
-    close,
-    [Symbol.asyncDispose]: close,
   })
 }
 

@@ -242,7 +242,7 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
     if (previous && previousValue !== null && lookback !== undefined) {
       const shifted = await run<{ from: string }>(
         client,
-        sql`select (cast(${previousValue} as ${type}) - cast(${String(lookback)} as ${sql.raw(facts.isTime ? 'interval' : 'numeric')}))::${type}::text as from`,
+        sql`select ${backBy(facts, previousValue, lookback)}::text as from`,
       )
       lateFrom = shifted[0]?.from ?? previousValue
     }
@@ -395,10 +395,15 @@ async function checkLookback(client: pg.ClientBase, facts: CursorFacts, lookback
       throw new ConfigError('lookback', `"${lookback}" is not an interval PostgreSQL understands`, { cause })
     }
   }
-  const unit = typeof lookback === 'string' ? 'interval' : 'numeric'
   try {
-    await client.query(`select (cast(null as ${facts.type}) - cast(null as ${unit}))::${facts.type}`)
+    await run(client, sql`select ${backBy(facts, null, lookback)}`)
   } catch (cause) {
-    throw new ConfigError('lookback', `a cursor of type ${facts.type} cannot go back by a${unit === 'interval' ? 'n interval' : ' number'}: leave lookback out`, { cause })
+    throw new ConfigError('lookback', `a cursor of type ${facts.type} cannot go back by ${typeof lookback === 'string' ? 'an interval' : 'a number'}: leave lookback out`, { cause })
   }
+}
+
+/** `value - lookback`, in the cursor's type: where a run's search for late rows starts. */
+function backBy(facts: CursorFacts, value: string | null, lookback: string | number): RawBuilder<unknown> {
+  const type = sql.raw(facts.type)
+  return sql`(cast(${value} as ${type}) - cast(${String(lookback)} as ${sql.raw(typeof lookback === 'string' ? 'interval' : 'numeric')}))::${type}`
 }

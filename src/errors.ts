@@ -199,6 +199,32 @@ export class SlotInvalidatedError extends DatakitError {
   override readonly code = 'SLOT_INVALIDATED'
 }
 
+/**
+ * The warehouse holds a captured position for a replication slot that no longer exists on the source (dropped by an
+ * operator, or lost in a failover: PostgreSQL 15 does not carry logical slots to a standby). A new slot would start at
+ * the current WAL and every change in between would be lost, so the capture stops. Re-snapshot (`slotLost:
+ * 'resnapshot'`) or restore the slot; docs/cdc.md has the runbook.
+ */
+export class SlotMissingError extends DatakitError {
+  override readonly code = 'SLOT_MISSING'
+}
+
+/**
+ * The slot has confirmed a position the warehouse does not hold (the warehouse lost its last commits, was restored
+ * from a backup, or the slot was re-created): the changes in between will never be sent again. docs/cdc.md has the runbook.
+ */
+export class SlotAheadError extends DatakitError {
+  override readonly code = 'SLOT_AHEAD_OF_WAREHOUSE'
+}
+
+/**
+ * A table was added to the publication while the capture ran, and the capture was told not to snapshot new tables
+ * (`newTables: 'error'`): its rows from before it was published would be missing in bronze.
+ */
+export class PublicationChangedError extends DatakitError {
+  override readonly code = 'PUBLICATION_CHANGED'
+}
+
 /** The run was cancelled through its `AbortSignal`. Nothing was committed. */
 export class AbortedError extends DatakitError {
   override readonly code = 'ABORTED'

@@ -7,8 +7,9 @@ import type { BronzeRelation } from './bronze-table.js'
 import { cdcSource, type CdcSource, type ChangeBatch } from './cdc-source.js'
 import { ChangeLogLines } from './change-log-lines.js'
 import type { PgOutputMessage } from './pgoutput.js'
-import { takeInitialSnapshot, type InitialSnapshotReport } from './initial-snapshot.js'
-import { ensureChangeLog, readDurableLsn, writeChanges } from './change-log.js'
+import type { InitialSnapshotReport } from './initial-snapshot.js'
+import { ensureChangeLog, writeChanges } from './change-log.js'
+import { startCapture } from './capture-start.js'
 import { primaryKeyOf } from '../pg/catalog.js'
 
 export interface CaptureOptions {
@@ -36,6 +37,12 @@ export interface CaptureOptions {
    * Default false.
    */
   readonly initialSnapshot?: boolean
+  /**
+   * What to do when the warehouse holds a position for the slot but the slot is gone (dropped, or lost in a failover):
+   * `'error'` (default) stops with `SlotMissingError`; `'resnapshot'` makes the slot anew and copies the published
+   * tables again, as the initial snapshot does (the change log keeps a gap, recorded in `cdc_state`).
+   */
+  readonly slotLost?: 'error' | 'resnapshot'
   /** After the initial snapshot is in the warehouse. */
   readonly onSnapshot?: (snapshot: InitialSnapshotReport) => void
   /** After each batch is durable in the warehouse (and acknowledged to the server). */
@@ -72,15 +79,21 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   let writing: Promise<void> = Promise.resolve()
   try {
     await ensureChangeLog(writer, schema)
-    if (options.initialSnapshot) {
-      const snapshot = await takeInitialSnapshot(source, writer, { slot: options.slot, publication: options.publication, schema, ...(options.signal ? { signal: options.signal } : {}) })
-      if (snapshot) options.onSnapshot?.(snapshot)
-    }
-    const startAfter = await readDurableLsn(writer, schema, options.slot)
+    const start = await startCapture(source, writer, {
+      slot: options.slot,
+      publication: options.publication,
+      schema,
+      initialSnapshot: options.initialSnapshot ?? false,
+      slotLost: options.slotLost ?? 'error',
+      signal: options.signal,
+    })
+    if (start.snapshot) options.onSnapshot?.(start.snapshot)
+    const startAfter = start.startAfter
     changes = cdcSource(source, {
       slot: options.slot,
       publication: options.publication,
       startAfter,
+      createSlot: false,
       ...(options.maxBatchChanges !== undefined ? { maxBatchChanges: options.maxBatchChanges } : {}),
       ...(options.maxBatchMs !== undefined ? { maxBatchMs: options.maxBatchMs } : {}),
       ...(options.streaming !== undefined ? { streaming: options.streaming } : {}),

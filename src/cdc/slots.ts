@@ -6,6 +6,8 @@ import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js
 export interface SlotStatus {
   readonly name: string
   readonly plugin: string
+  /** The database the slot decodes. */
+  readonly database: string | null
   readonly active: boolean
   readonly confirmedFlushLsn: string | null
   readonly restartLsn: string | null
@@ -38,8 +40,11 @@ export async function ensurePublication(
   return { created: true }
 }
 
-/** Creates a pgoutput logical replication slot if it is missing. */
-export async function ensureSlot(connection: Connection, name: string): Promise<{ created: boolean }> {
+/**
+ * Creates a pgoutput logical replication slot if it is missing. `consistentPoint` is where a slot made now starts:
+ * it streams the transactions that commit after it.
+ */
+export async function ensureSlot(connection: Connection, name: string): Promise<{ created: boolean; consistentPoint?: string }> {
   checkName(name, 'slot')
   const existing = await connection.query<{ plugin: string }>('select plugin from pg_replication_slots where slot_name = $1', [name])
   if (existing.rows[0]) {
@@ -48,8 +53,8 @@ export async function ensureSlot(connection: Connection, name: string): Promise<
     }
     return { created: false }
   }
-  await connection.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [name])
-  return { created: true }
+  const { rows } = await connection.query<{ lsn: string }>(`select lsn::text from pg_create_logical_replication_slot($1, 'pgoutput')`, [name])
+  return { created: true, consistentPoint: rows[0]?.lsn as string }
 }
 
 /** Drops a slot (the server then frees the WAL it kept). Missing is fine. */
@@ -62,6 +67,7 @@ export async function slotStatus(connection: Connection, name: string): Promise<
   const { rows } = await connection.query<{
     name: string
     plugin: string
+    database: string | null
     active: boolean
     confirmed: string | null
     restart: string | null
@@ -69,7 +75,7 @@ export async function slotStatus(connection: Connection, name: string): Promise<
     lag: string | null
     retained: string | null
   }>(
-    `select slot_name as name, plugin, active, confirmed_flush_lsn::text as confirmed, restart_lsn::text as restart, wal_status,
+    `select slot_name as name, plugin, database, active, confirmed_flush_lsn::text as confirmed, restart_lsn::text as restart, wal_status,
             pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text as lag,
             pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text as retained
        from pg_replication_slots where slot_name = $1`,
@@ -80,6 +86,7 @@ export async function slotStatus(connection: Connection, name: string): Promise<
   return {
     name: row.name,
     plugin: row.plugin,
+    database: row.database,
     active: row.active,
     confirmedFlushLsn: row.confirmed,
     restartLsn: row.restart,

@@ -133,9 +133,11 @@ export class Connection implements AsyncDisposable {
    */
   async replicationClient(): Promise<pg.Client> {
     await this.#getPool()
-    // Session settings are left out: a walsender takes few of them.
-    const { options: _options, types: _types, ...base } = this.#clientConfig()
-    const client = new pg.Client({ ...base, ssl: this.#ssl, replication: 'database' } as pg.ClientConfig)
+    // pgoutput sends values as the walsender's output functions print them, so the settings that shape that text are
+    // pinned whatever the database or role says (DateStyle DMY swaps days and months, bytea_output=escape is not hex).
+    // The user's session settings are left out: they are meant for queries, and a walsender takes few of them.
+    const { types: _types, ...base } = this.#clientConfig()
+    const client = new pg.Client({ ...base, options: startupOptions(SESSION_DEFAULTS), ssl: this.#ssl, replication: 'database' } as pg.ClientConfig)
     client.on('error', () => undefined)
     try {
       await client.connect()

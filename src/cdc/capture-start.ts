@@ -1,0 +1,77 @@
+import type pg from 'pg'
+import type { Connection } from '../connection/connection.js'
+import { ConfigError, SlotAheadError, SlotMissingError } from '../errors.js'
+import { qualifiedName } from '../pg/identifiers.js'
+import { readCaptureState, storeDurableLsn } from './change-log.js'
+import { takeInitialSnapshot, type InitialSnapshotReport } from './initial-snapshot.js'
+import { lsnFromText } from './pgoutput.js'
+import { checkCdcReady, ensureSlot, slotStatus } from './slots.js'
+
+export interface CaptureStartOptions {
+  readonly slot: string
+  readonly publication: string
+  readonly schema: string
+  readonly initialSnapshot: boolean
+  readonly slotLost: 'error' | 'resnapshot'
+  readonly signal?: AbortSignal | undefined
+}
+
+export interface CaptureStart {
+  /** The last commit end LSN the warehouse holds: where streaming picks up. */
+  readonly startAfter: string
+  readonly snapshot?: InitialSnapshotReport
+}
+
+/**
+ * Decides where a capture starts, and refuses to start where it would silently skip changes:
+ * - a slot the warehouse has a position for must still exist (else `SlotMissingError`, or a new snapshot when
+ *   `slotLost: 'resnapshot'`): a new slot starts at the current WAL, and what was committed in between is gone;
+ * - the slot must not have confirmed more than the warehouse holds (else `SlotAheadError`): the server never sends
+ *   again what it was told is flushed.
+ * A slot made here is recorded in the warehouse at once, so that losing it later is noticed even before its first
+ * change lands. The slot's status is read before the warehouse's position: a capture running meanwhile stores a
+ * position before it confirms it, so the order cannot make a healthy slot look ahead.
+ */
+export async function startCapture(source: Connection, writer: pg.ClientBase, options: CaptureStartOptions): Promise<CaptureStart> {
+  const { slot, publication, schema } = options
+  await checkCdcReady(source, { publication, slot })
+  const status = await slotStatus(source, slot)
+  if (status) {
+    const here = (await source.query<{ name: string }>('select current_database() as name')).rows[0]?.name
+    if (status.database !== here) {
+      throw new ConfigError('slot', `slot "${slot}" decodes database "${status.database}", not "${here}"; name another slot`)
+    }
+  }
+  const state = await readCaptureState(writer, schema, slot)
+  let resnapshot = false
+  if (state && state.initialSnapshot !== 'pending') {
+    const context = { slot, position: state.lsn }
+    if (!status) {
+      if (options.slotLost !== 'resnapshot') {
+        throw new SlotMissingError(
+          `replication slot "${slot}" is gone, but the warehouse holds changes up to ${state.lsn} from it: a new slot would start at the current WAL and lose every change committed since. ` +
+            `If the slot was dropped or lost in a failover, capture again with slotLost: 'resnapshot' to copy the published tables anew (docs/cdc.md, "Slot lost")`,
+          { step: 'source', context },
+        )
+      }
+      await writer.query(`update ${qualifiedName(schema, 'cdc_state')} set initial_snapshot = 'pending', updated_at = now() where slot = $1`, [slot])
+      resnapshot = true
+    } else if (status.confirmedFlushLsn && lsnFromText(status.confirmedFlushLsn).value > lsnFromText(state.lsn).value) {
+      throw new SlotAheadError(
+        `replication slot "${slot}" has confirmed changes up to ${status.confirmedFlushLsn}, but the warehouse holds them only up to ${state.lsn}: ` +
+          `the changes in between will not be sent again (the warehouse lost commits or was restored, or the slot was re-created). Re-snapshot: drop the slot and capture with initialSnapshot (docs/cdc.md, "Slot ahead of the warehouse")`,
+        { step: 'source', context: { ...context, confirmed: status.confirmedFlushLsn } },
+      )
+    }
+  }
+  if (options.initialSnapshot || resnapshot) {
+    const snapshot = await takeInitialSnapshot(source, writer, { slot, publication, schema, ...(options.signal ? { signal: options.signal } : {}) })
+    if (snapshot) return { startAfter: snapshot.consistentPoint, snapshot }
+  }
+  if (state) return { startAfter: state.lsn }
+  // The warehouse has no position: from now on it knows the slot (made here, or found).
+  const made = status ? undefined : await ensureSlot(source, slot)
+  const position = made?.consistentPoint ?? status?.confirmedFlushLsn ?? '0/0'
+  await storeDurableLsn(writer, schema, slot, position)
+  return { startAfter: position }
+}

@@ -1,0 +1,137 @@
+import { describe, expect, it } from 'vitest'
+import { captureChanges, ensurePublication, SlotAheadError, SlotMissingError, slotStatus, type CaptureOptions } from '../src/index.js'
+import { captureUntil } from './support/capture.js'
+import { checksum } from './support/checksum.js'
+import { clientFor } from './support/databases.js'
+import { useDatabases } from './support/fixtures.js'
+
+const db = useDatabases('diverge')
+
+function capture(slot: string, publication: string, options: { changes?: number; apply?: boolean; firstMs?: number } = {}) {
+  return captureUntil({ source: db.source, warehouse: db.warehouse, slot, publication, firstMs: 1_500, idleMs: 1_500, ...options })
+}
+
+/** A capture that must refuse to start: it is given 30 s, then aborted (so a capture that streams instead fails the test). */
+async function refusal(options: Omit<CaptureOptions, 'to' | 'signal'>): Promise<unknown> {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(), 30_000)
+  try {
+    await captureChanges(db.source, { ...options, to: db.warehouse, signal: controller.signal })
+    return undefined
+  } catch (error) {
+    return error
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+async function position(slot: string): Promise<string | undefined> {
+  const rows = await db.warehouseSql('select last_commit_end_lsn::text as lsn from bronze.cdc_state where slot = $1', [slot])
+  return rows[0]?.lsn as string | undefined
+}
+
+describe('a capture never continues past a gap', () => {
+  it('stops with SlotMissingError when the slot it streamed from is gone, and re-snapshots only when told to', async () => {
+    await db.sourceSql('create table lost_items (id int primary key, note text)')
+    await ensurePublication(db.source, 'lost_pub', [{ table: 'lost_items' }])
+    await capture('lost_slot', 'lost_pub', { apply: true })
+    await db.sourceSql(`insert into lost_items select g, 'first ' || g from generate_series(1, 10) g`)
+    await capture('lost_slot', 'lost_pub', { apply: true, changes: 10 })
+    const held = await position('lost_slot')
+    // An operator drops the slot (or a failover loses it); writes go on.
+    await db.sourceSql(`select pg_drop_replication_slot('lost_slot')`)
+    await db.sourceSql(`insert into lost_items select g, 'meanwhile ' || g from generate_series(11, 35) g`)
+    await db.sourceSql(`update lost_items set note = 'changed' where id <= 3`)
+
+    const error = await refusal({ slot: 'lost_slot', publication: 'lost_pub', apply: true })
+    expect(error).toBeInstanceOf(SlotMissingError)
+    expect((error as Error).message).toMatch(/lost_slot.*slotLost: 'resnapshot'/s)
+    // Nothing moved: no slot was made behind the warehouse's back, its position stands.
+    expect(await slotStatus(db.source, 'lost_slot')).toBeUndefined()
+    expect(await position('lost_slot')).toBe(held)
+
+    await captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'lost_slot', publication: 'lost_pub', apply: true, firstMs: 3_000, idleMs: 1_500, ...{} })
+      .catch((e) => e)
+      .then((e) => expect(e).toBeInstanceOf(SlotMissingError))
+    const controller = new AbortController()
+    let snapshotRows = 0
+    const run = captureChanges(db.source, {
+      slot: 'lost_slot',
+      publication: 'lost_pub',
+      to: db.warehouse,
+      apply: true,
+      slotLost: 'resnapshot',
+      maxBatchMs: 50,
+      signal: controller.signal,
+      onSnapshot: (snapshot) => {
+        snapshotRows = snapshot.tables.reduce((sum, table) => sum + table.rows, 0)
+        void (async () => {
+          await db.sourceSql(`update lost_items set note = 'after' where id = 35`)
+          setTimeout(() => controller.abort(), 1_500)
+        })()
+      },
+    })
+    await run
+    expect(snapshotRows).toBe(35)
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_lost_items', ['id', 'note'])).toEqual(await checksum(db.sourceDatabase, 'lost_items', ['id', 'note']))
+  })
+
+  it('stops with SlotMissingError when a slot it made is dropped before any change landed', async () => {
+    await db.sourceSql('create table early_items (id int primary key)')
+    await ensurePublication(db.source, 'early_pub', [{ table: 'early_items' }])
+    await capture('early_slot', 'early_pub')
+    expect(await slotStatus(db.source, 'early_slot')).toBeDefined()
+    await db.sourceSql(`insert into early_items select generate_series(1, 5)`)
+    await db.sourceSql(`select pg_drop_replication_slot('early_slot')`)
+    expect(await refusal({ slot: 'early_slot', publication: 'early_pub' })).toBeInstanceOf(SlotMissingError)
+  })
+
+  it('stops with SlotAheadError when the warehouse lost commits the slot had confirmed', async () => {
+    await db.sourceSql('create table ahead_items (id int primary key, qty int)')
+    await ensurePublication(db.source, 'ahead_pub', [{ table: 'ahead_items' }])
+    await capture('ahead_slot', 'ahead_pub')
+    await db.sourceSql(`insert into ahead_items select generate_series(1, 10), 0`)
+    await capture('ahead_slot', 'ahead_pub', { changes: 10 })
+    const first = await position('ahead_slot')
+    for (let round = 0; round < 3; round++) await db.sourceSql(`update ahead_items set qty = qty + 1`)
+    await capture('ahead_slot', 'ahead_pub', { changes: 30 })
+    // A warehouse crash with synchronous_commit = off loses its last acknowledged commits: position and rows go back.
+    await db.warehouseSql(`delete from bronze.cdc_changes where commit_lsn > $1::pg_lsn`, [first])
+    await db.warehouseSql(`update bronze.cdc_state set last_commit_end_lsn = $1 where slot = 'ahead_slot'`, [first])
+    const error = await refusal({ slot: 'ahead_slot', publication: 'ahead_pub' })
+    expect(error).toBeInstanceOf(SlotAheadError)
+    expect((error as SlotAheadError).context).toMatchObject({ slot: 'ahead_slot', position: first })
+    expect(await db.warehouseSql(`select count(*)::int as n from bronze.cdc_changes where table_name = 'ahead_items'`)).toEqual([{ n: 10 }])
+  })
+
+  it('lands dates, intervals, floats and bytea exactly whatever DateStyle, IntervalStyle, extra_float_digits and bytea_output the source database sets', async () => {
+    await db.sourceSql(`create table styled (id int primary key, d date, ts timestamp, tz timestamptz, iv interval, f float8, r real, b bytea)`)
+    await ensurePublication(db.source, 'styled_pub', [{ table: 'styled' }])
+    await capture('styled_slot', 'styled_pub', { apply: true })
+    const settings = [`DateStyle = 'SQL, DMY'`, `IntervalStyle = 'sql_standard'`, `extra_float_digits = -3`, `bytea_output = 'escape'`, `TimeZone = 'Asia/Kolkata'`]
+    for (const setting of settings) await db.sourceSql(`alter database "${db.sourceDatabase}" set ${setting}`)
+    try {
+      await db.sourceSql(`insert into styled values
+        (1, '2024-03-04', '2024-03-04 05:06:07.123456', '2024-03-04 05:06:07.5+00', '1 year -2 months 3 days -04:05:06.5', 0.30000000000000004, 1.1754944e-38, '\\x00ff5c0a'),
+        (2, '0044-12-11 BC', '2024-12-01 00:00:00', 'infinity', '-1 day +02:00:00', 1e-300, 3.4028235e38, '\\x'),
+        (3, null, null, null, '00:00:00.000001', 'NaN', '-Infinity', '\\x5c5c')`)
+      await db.sourceSql(`update styled set f = f * 3 where id = 1`)
+      await capture('styled_slot', 'styled_pub', { apply: true, changes: 4 })
+    } finally {
+      for (const setting of settings) await db.sourceSql(`alter database "${db.sourceDatabase}" reset ${setting.split(' ')[0]}`)
+    }
+    // Compared as text under one set of settings on both sides.
+    const read = async (url: string, table: string) => {
+      const client = await clientFor(url)
+      try {
+        await client.query(`set DateStyle = 'ISO, MDY'; set IntervalStyle = 'postgres'; set extra_float_digits = 1; set bytea_output = 'hex'; set TimeZone = 'UTC'`)
+        return (await client.query(`select id, d::text, ts::text, tz::text, iv::text, f::text, r::text, b::text from ${table} order by id`)).rows
+      } finally {
+        await client.end()
+      }
+    }
+    const source = await read(db.sourceUrl, 'styled')
+    expect(source[0]).toMatchObject({ d: '2024-03-04', iv: '10 mons 3 days -04:05:06.5', f: '0.9000000000000001', b: '\\x00ff5c0a' })
+    expect(await read(db.warehouseUrl, 'bronze.br_styled')).toEqual(source)
+  })
+})

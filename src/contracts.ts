@@ -71,6 +71,8 @@ export interface OpenedSource<R = Row> extends AsyncDisposable {
   batches(): AsyncIterable<Batch<R>>
   /** The byte path (see `Source.copyText`), when the source has one. */
   copyText?(): AsyncIterable<Buffer>
+  /** The binary byte path: the same rows in COPY's binary format, when the source has it (see `BinaryCopy`). */
+  readonly copyBinary?: BinaryCopy
   /** For incremental sources: the checkpoint the run will have reached once its rows are committed. */
   readonly checkpoint?: { readonly scope: CheckpointScope; readonly previous: Checkpoint | undefined; readonly next: Checkpoint }
   close(): Promise<void>
@@ -126,6 +128,37 @@ export interface RunConstants {
   readonly values: Row
 }
 
+/**
+ * A source's rows in COPY's binary format (https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4):
+ * the signature and header, one tuple per row, the trailer. Binary forms skip the servers' text formatting and
+ * parsing, but they are only the same value where the warehouse column has the source column's very type, read by
+ * a server that knows the form; a sink checks that before it takes them (`Sink.writeCopy`).
+ */
+export interface BinaryCopy {
+  /** The source server's `server_version_num`. */
+  readonly serverVersion: number
+  /** Why these rows must not go binary (a column type without a portable binary form), or undefined. */
+  readonly refused: string | undefined
+  /** Reads the rows (nothing runs before the first `next()`). */
+  chunks(): AsyncIterable<Buffer>
+}
+
+/** Which COPY format the byte path uses: chosen per run (`auto`), or asked for. */
+export type CopyFormat = 'auto' | 'binary' | 'text'
+
+/**
+ * A run's COPY bytes as a byte-path sink is handed them: the text and, when the source has it and no step rewrites
+ * the bytes, the binary form. Nothing is read before the sink pulls, and it pulls exactly one of them.
+ */
+export interface CopyBytes {
+  readonly text: AsyncIterable<Buffer>
+  /** Absent, with the reason in `noBinary`, when the run cannot go binary whatever the sink says. */
+  readonly binary?: Omit<BinaryCopy, 'chunks' | 'refused'> & { readonly chunks: AsyncIterable<Buffer> }
+  readonly noBinary?: string
+  /** `binary`: fail (ConfigError) rather than fall back to text; `text`: never binary. */
+  readonly format: CopyFormat
+}
+
 /** What a sink says it did. */
 export interface SinkResult {
   readonly rows: number
@@ -135,6 +168,9 @@ export interface SinkResult {
   readonly target: string
   /** True when the sink wrote `ctx.checkpoint` in the transaction that committed the rows. */
   readonly checkpointCommitted?: boolean
+  /** On the byte path: the COPY format the rows went in, and why text when it was text. */
+  readonly copyFormat?: 'binary' | 'text'
+  readonly copyFormatReason?: string
 }
 
 /** Where a sink puts a stream of a given shape: its identity (part of a checkpoint's key) and whether it exists. */
@@ -171,4 +207,9 @@ export interface Sink<R = Row> {
    * `constants` columns when given: those the sink adds itself, once or per row as it can.
    */
   writeCopyText?(chunks: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext, constants?: RunConstants): Promise<SinkResult>
+  /**
+   * Optional: the byte path in either COPY format. The sink reads `bytes.binary` where every column lands with the
+   * type it has in the source, else `bytes.text` (as `writeCopyText` would), and says which in its result.
+   */
+  writeCopy?(bytes: CopyBytes, shape: Shape, ctx: RunContext, constants?: RunConstants): Promise<SinkResult>
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import { parseOptions } from './connection/options.js'
-import type { Sink, Source, Transform } from './contracts.js'
+import type { CopyFormat, Sink, Source, Transform } from './contracts.js'
 import { AbortedError, ConfigError, DatakitError } from './errors.js'
 import { silentLogger, type Logger } from './logger.js'
 import { backoffDelay, isRetryable, retryOptionsSchema, waitBeforeRetry, type RetryOptions } from './pipeline/retry.js'
@@ -27,6 +27,13 @@ export interface ExtractOptions {
    */
   readonly fastPath?: boolean
   /**
+   * The COPY format of the byte path. `auto` (default): binary where every column lands in the warehouse as its own
+   * type and the warehouse's server reads the source's binary forms, text elsewhere (`report.copyFormat` says which,
+   * `report.copyFormatReason` why text). `text`: always text. `binary`: a ConfigError, before anything is written,
+   * where binary is not possible.
+   */
+  readonly copyFormat?: CopyFormat
+  /**
    * Run the whole pipeline again after an error that says nothing was committed (docs/errors.md), with
    * backoff and jitter; only with a sink that declares itself atomic. Default: 3 attempts. `false`: one attempt.
    */
@@ -35,7 +42,11 @@ export interface ExtractOptions {
   readonly logger?: Logger
 }
 
-const flagsSchema = z.object({ fastPath: z.boolean().default(true), runId: z.string().min(1).optional() })
+const flagsSchema = z.object({
+  fastPath: z.boolean().default(true),
+  copyFormat: z.enum(['auto', 'binary', 'text']).default('auto'),
+  runId: z.string().min(1).optional(),
+})
 
 /**
  * Runs a pipeline: the source's batches flow through each transform into the sink, pulled by the sink
@@ -52,7 +63,7 @@ const flagsSchema = z.object({ fastPath: z.boolean().default(true), runId: z.str
  */
 export async function extract(options: ExtractOptions): Promise<RunReport> {
   checkPipeline(options)
-  const flags = parseOptions(flagsSchema, { fastPath: options.fastPath, runId: options.runId })
+  const flags = parseOptions(flagsSchema, { fastPath: options.fastPath, copyFormat: options.copyFormat, runId: options.runId })
   const retry = parseOptions(retryOptionsSchema, options.retry === false ? { attempts: 1 } : (options.retry ?? {}), 'retry')
   const logger = options.logger ?? silentLogger
   const signal = options.signal ?? new AbortController().signal
@@ -73,9 +84,10 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
         runId,
         startedAt: new Date(),
         fastPath: flags.fastPath,
+        copyFormat: flags.copyFormat,
       })
       logger.info(
-        { ...fields, attempt, path: report.path, target: report.target, rows: report.rows, bytes: report.bytes, durationMs: Math.round(report.durationMs) },
+        { ...fields, attempt, path: report.path, copyFormat: report.copyFormat, target: report.target, rows: report.rows, bytes: report.bytes, durationMs: Math.round(report.durationMs) },
         'extraction finished',
       )
       return report

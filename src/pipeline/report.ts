@@ -23,6 +23,13 @@ export interface RunReport {
   readonly runId: string
   /** `copy-bytes`: COPY text went from source to sink undecoded; `rows`: rows were decoded and re-encoded. */
   readonly path: 'copy-bytes' | 'rows'
+  /**
+   * On the byte path: `binary` when the rows went `COPY TO (FORMAT binary)` into `COPY FROM (FORMAT binary)`, `text`
+   * otherwise, with the reason in `copyFormatReason` (a column the warehouse holds as another type, servers of
+   * different major versions, a step that rewrites COPY text, `copyFormat: 'text'`, ...).
+   */
+  readonly copyFormat?: 'binary' | 'text'
+  readonly copyFormatReason?: string
   readonly source: string
   readonly target: string
   readonly rows: number

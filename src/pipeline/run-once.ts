@@ -1,5 +1,6 @@
-import type { Batch, OpenedSource, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from '../contracts.js'
-import { classifyError, SourceQueryError, TransformError } from '../errors.js'
+import type { Batch, CopyBytes, CopyFormat, OpenedSource, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from '../contracts.js'
+import { classifyError, ConfigError, SourceQueryError, TransformError } from '../errors.js'
+import { BinaryTuples } from '../pg/binary-copy.js'
 import { checkpointPlan, type CheckpointRun } from './checkpoint-run.js'
 import { openSource } from './open-source.js'
 import { countLines } from '../pg/copy-line-suffix.js'
@@ -18,6 +19,7 @@ export interface RunOptions {
   readonly runId: string
   readonly startedAt: Date
   readonly fastPath: boolean
+  readonly copyFormat?: CopyFormat
 }
 
 /** One attempt at a pipeline: what `extract()` retries. */
@@ -84,6 +86,14 @@ async function runOpened(
     to.writeCopyText !== undefined &&
     byteSteps.every((transform) => transform.copyText !== undefined)
 
+  const copyFormat = options.copyFormat ?? 'auto'
+  if (copyFormat === 'binary' && !useBytes) {
+    throw new ConfigError(
+      'copyFormat',
+      `'binary' needs the byte path, and this pipeline decodes rows (${!options.fastPath ? 'fastPath: false' : 'a source, transform or sink without it'}); leave copyFormat at 'auto'`,
+    )
+  }
+
   let rows = 0
   let lastProgress = 0
   const progress = (step: string, force: boolean) => {
@@ -128,10 +138,50 @@ async function runOpened(
       progress('sink', true)
     }
     const top = onProgress ? counted(chunks) : (chunks as AsyncGenerator<Buffer>)
+    // The binary form goes only where nothing rewrites the bytes but the sink's own run constants.
+    const offered = opened.copyBinary
+    const noBinary =
+      copyFormat === 'text'
+        ? "copyFormat: 'text' was asked for"
+        : !offered
+          ? 'the source has no binary COPY'
+          : byteSteps.length > 0
+            ? `${byteSteps[0]!.name} rewrites COPY text`
+            : !to.writeCopy
+              ? 'the sink takes COPY text only'
+              : offered.refused
+    if (copyFormat === 'binary' && noBinary) throw new ConfigError('copyFormat', `binary COPY is not possible here: ${noBinary}`)
+    let binaryTop: AsyncGenerator<Buffer> | undefined
+    if (!noBinary && offered) {
+      const binaryChunks = measured(offered.chunks(), sourceTiming, signal, sourceError, noCount)
+      const countedBinary = async function* (input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+        const tuples = new BinaryTuples()
+        for await (const chunk of input) {
+          const out = tuples.push(chunk)
+          rows = tuples.tuples
+          if (out.length) yield out
+          progress('sink', false)
+        }
+        tuples.end()
+        progress('sink', true)
+      }
+      binaryTop = onProgress ? countedBinary(binaryChunks) : (binaryChunks as AsyncGenerator<Buffer>)
+    }
     try {
-      result = await to.writeCopyText!(top, shape, ctx, constants)
+      if (to.writeCopy) {
+        const bytes: CopyBytes = {
+          text: top,
+          format: copyFormat,
+          ...(binaryTop && offered ? { binary: { serverVersion: offered.serverVersion, chunks: binaryTop } } : {}),
+          ...(noBinary ? { noBinary } : {}),
+        }
+        result = await to.writeCopy(bytes, shape, ctx, constants)
+      } else {
+        result = { ...(await to.writeCopyText!(top, shape, ctx, constants)), copyFormat: 'text', ...(noBinary ? { copyFormatReason: noBinary } : {}) }
+      }
     } finally {
       await closeChain(top)
+      if (binaryTop) await closeChain(binaryTop)
     }
   } else {
     let stream: AsyncIterable<Batch> = measured(opened.batches(), sourceTiming, signal, sourceError, batchRows)
@@ -170,6 +220,8 @@ async function runOpened(
   return Object.freeze({
     runId: ctx.runId,
     path: useBytes ? 'copy-bytes' : 'rows',
+    ...(useBytes ? { copyFormat: result.copyFormat ?? 'text' } : {}),
+    ...(useBytes && result.copyFormatReason ? { copyFormatReason: result.copyFormatReason } : {}),
     source: from.name,
     target: result.target,
     rows: result.rows,

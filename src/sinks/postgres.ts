@@ -2,13 +2,18 @@ import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult, SinkTarget } from '../contracts.js'
+import type { Batch, CopyBytes, Row, RunConstants, RunContext, Shape, Sink, SinkResult, SinkTarget } from '../contracts.js'
 import type pg from 'pg'
 import { AbortedError, classifyError, ConfigError, DatakitError, SinkWriteError, sqlStateOf, type ErrorContext } from '../errors.js'
 import { countLines } from '../pg/copy-line-suffix.js'
 import { copyIn } from '../pg/copy-in.js'
 import { encodeRows, rowEncoder } from '../pg/copy-text-encoder.js'
 import { appendToLines } from '../pg/copy-line-suffix.js'
+import { copyOutOn } from '../pg/copy-out.js'
+import { BinaryTuples, onlyTupleFields } from '../pg/binary-copy.js'
+import { binaryLandingCheck } from '../pg/binary-types.js'
+import { literal } from '../pg/inline-parameters.js'
+import type { Column } from '../pg/types.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { targetTableName } from './target.js'
 import { connectionIdentity } from '../pg/database-identity.js'
@@ -65,7 +70,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
   async function load(
     shape: Shape,
     ctx: RunContext,
-    copy: (client: pg.PoolClient, statement: string) => Promise<{ rows: number; bytes: number }>,
+    copy: (client: pg.PoolClient, statement: string, into: CopyInto) => Promise<CopyDone>,
     constants?: RunConstants,
   ): Promise<SinkResult> {
     const target = targetTableName(shape, table)
@@ -103,7 +108,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       }
 
       const columnList = copied.map((column) => quoteIdent(column.name)).join(', ')
-      const { rows, bytes } = await copy(client, `copy ${copyInto} (${columnList}) from stdin`)
+      const { rows, bytes, ...format } = await copy(client, `copy ${copyInto} (${columnList}) from stdin`, { table: copyInto, columns: copied })
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
       if (mode === 'replace' && copied !== columns && constants) await addConstantColumns(client, schema, staging, constants)
 
@@ -131,7 +136,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
         broken = error as Error
         throw classifyError(error, 'sink', { ...context, phase: 'commit' }, SinkWriteError)
       }
-      return { rows, bytes, target: `${schema}.${target}`, checkpointCommitted }
+      return { rows, bytes, target: `${schema}.${target}`, checkpointCommitted, ...format }
     } catch (error) {
       abort.stop()
       if (!broken) {
@@ -181,15 +186,48 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
    * COPY leaves them out and the upsert reads them from there. In append mode they are appended to each line.
    */
   function writeCopyText(input: AsyncIterable<Buffer>, shape: Shape, ctx: RunContext, constants?: RunConstants): Promise<SinkResult> {
+    return load(shape, ctx, (client, statement) => copyCounting(client, statement, textChunks(input, constants), ctx), constants)
+  }
+
+  /**
+   * The byte path in either format, decided in the run's transaction once the table the COPY goes into is ready:
+   * binary where each copied column has there the type OID it has in the source and the warehouse's server reads the
+   * source's binary forms (binary-types.ts), text otherwise. Run constants are handled as on the text path; in append
+   * mode their binary fields, encoded by the warehouse itself, are appended to every tuple.
+   */
+  function writeCopy(bytes: CopyBytes, shape: Shape, ctx: RunContext, constants?: RunConstants): Promise<SinkResult> {
+    return load(
+      shape,
+      ctx,
+      async (client, statement, into) => {
+        const refused =
+          bytes.noBinary ?? (bytes.binary ? await binaryLandingCheck(client, into.columns, bytes.binary.serverVersion, into.table) : 'the source has no binary COPY')
+        if (refused !== undefined || !bytes.binary) {
+          if (bytes.format === 'binary') throw new ConfigError('copyFormat', `binary COPY is not possible here: ${refused}`, { step: 'sink' })
+          const done = await copyCounting(client, statement, textChunks(bytes.text, constants), ctx)
+          return { ...done, copyFormat: 'text', ...(refused ? { copyFormatReason: refused } : {}) }
+        }
+        let chunks: AsyncIterable<Buffer> = bytes.binary.chunks
+        if (constants && mode === 'append') {
+          const tuples = new BinaryTuples(await binaryFields(client, constants.columns, constants.values, ctx))
+          chunks = mapChunks(chunks, (chunk) => tuples.push(chunk), () => tuples.end())
+        }
+        return { ...(await copyBinaryCounting(client, `${statement} (format binary)`, chunks, ctx)), copyFormat: 'binary' }
+      },
+      constants,
+    )
+  }
+
+  /** COPY text for the statement: run constants appended to each line in append mode (see writeCopyText). */
+  function textChunks(input: AsyncIterable<Buffer>, constants: RunConstants | undefined): AsyncIterable<CopyChunk> {
     const perLine =
       constants && mode === 'append' ? appendToLines(Buffer.from(`\t${encodeRows([constants.values], constants.columns).slice(0, -1)}`)) : undefined
-    async function* chunks(): AsyncGenerator<CopyChunk> {
+    return (async function* () {
       for await (const raw of input) {
         const chunk = perLine ? perLine(raw) : raw
         yield { chunk, rows: countLines(chunk) }
       }
-    }
-    return load(shape, ctx, (client, statement) => copyCounting(client, statement, chunks(), ctx), constants)
+    })()
   }
 
   /** The table a shape lands in: named by the warehouse and the table, not the mode (checkpoints are keyed by it). */
@@ -212,6 +250,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     checkpoints,
     write,
     writeCopyText,
+    writeCopy,
   })
 }
 
@@ -225,6 +264,57 @@ async function storeIn(store: CheckpointStore, connection: ConnectionClass): Pro
   if (postgres.connection === connection) return postgres
   const [own, theirs] = await Promise.all([connectionIdentity(connection), connectionIdentity(postgres.connection)])
   return own === theirs ? postgres : undefined
+}
+
+/** The table a COPY goes into (the target, a staging table or a temporary one) and the columns it names. */
+interface CopyInto {
+  readonly table: string
+  readonly columns: readonly Column[]
+}
+
+interface CopyDone {
+  readonly rows: number
+  readonly bytes: number
+  readonly copyFormat?: 'binary' | 'text'
+  readonly copyFormatReason?: string
+}
+
+/**
+ * The binary fields of values as the warehouse itself encodes them: one `COPY (SELECT ...) TO STDOUT (FORMAT binary)`
+ * of literals cast to the columns' types.
+ */
+async function binaryFields(
+  client: pg.ClientBase,
+  columns: readonly Column[],
+  values: Row,
+  ctx: RunContext,
+): Promise<{ fields: Buffer; count: number }> {
+  const list = columns.map((column) => `${literal(values[column.name] ?? null)}::${column.type}`).join(', ')
+  const parts: Buffer[] = []
+  for await (const chunk of copyOutOn(client, `copy (select ${list}) to stdout (format binary)`, { phase: 'run constants' }, ctx.signal)) parts.push(chunk)
+  return onlyTupleFields(Buffer.concat(parts))
+}
+
+async function* mapChunks(input: AsyncIterable<Buffer>, step: (chunk: Buffer) => Buffer, end: () => void): AsyncGenerator<Buffer> {
+  for await (const chunk of input) {
+    const out = step(chunk)
+    if (out.length) yield out
+  }
+  end()
+}
+
+/** COPY FROM binary chunks: the rows are the server's count (counting tuples would cost a walk of every field). */
+async function copyBinaryCounting(client: pg.ClientBase, statement: string, input: AsyncIterable<Buffer>, ctx: RunContext): Promise<CopyDone> {
+  let bytes = 0
+  async function* counted(): AsyncGenerator<Buffer> {
+    for await (const chunk of input) {
+      bytes += chunk.length
+      ctx.reportBytes?.(chunk.length)
+      yield chunk
+    }
+  }
+  const rows = await copyIn(client, statement, counted(), ctx.signal)
+  return { rows, bytes }
 }
 
 interface CopyChunk {

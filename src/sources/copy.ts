@@ -1,11 +1,12 @@
 import type { Compilable, CompiledQuery } from 'kysely'
 import type { Connection } from '../connection/connection.js'
-import { ConfigError } from '../errors.js'
-import type { Batch, OpenContext, OpenedSource, RunContext, Shape, Source } from '../contracts.js'
+import { classifyError, ConfigError, SourceQueryError } from '../errors.js'
+import type { Batch, BinaryCopy, OpenContext, OpenedSource, RunContext, Shape, Source } from '../contracts.js'
 import { openedRead } from '../pipeline/open-source.js'
 import { parseOptions } from '../connection/options.js'
 import { copyOut } from '../pg/copy-out.js'
 import { decodeCopyBatches } from '../pg/copy-batches.js'
+import { binarySourceCheck } from '../pg/binary-types.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { inlineParameters } from '../pg/inline-parameters.js'
 import { describeQueryShape, describeTableShape, normalizeQuery } from './describe.js'
@@ -19,13 +20,15 @@ export type CopySourceOptions =
 
 interface CopyPlan {
   readonly shape: Shape
+  /** `COPY ... TO STDOUT`, without its options. */
   readonly statement: string
 }
 
 /**
  * Reads a table (or a query) with `COPY (...) TO STDOUT`, PostgreSQL's fastest way out. With `postgresSink` and
  * byte-level transforms (`bronzeMetadata`), `extract()` moves the COPY bytes straight into `COPY FROM` without
- * decoding a row; with any other step the bytes are decoded into the same rows `tableSource` gives.
+ * decoding a row, in COPY's binary format where every column lands as its own type (report.copyFormat); with any
+ * other step the bytes are decoded into the same rows `tableSource` gives.
  *
  * COPY takes no bind parameters, so filter values are written into the statement as escaped literals
  * (docs/sources.md explains why that is safe).
@@ -44,9 +47,18 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
   /** Planned once: the COPY statement reads exactly the columns of the shape the sink was told about. */
   async function open(ctx: OpenContext = {}): Promise<OpenedSource> {
     const { shape, statement } = await plan(ctx)
+    const { serverVersion, refused } = await connection
+      .withClient((client) => binarySourceCheck(client, shape.columns), ctx.signal)
+      .catch((error: unknown) => Promise.reject(classifyError(error, 'source', context, SourceQueryError)))
+    const copyBinary: BinaryCopy = Object.freeze({
+      serverVersion,
+      refused,
+      chunks: () => copyOut(connection, `${statement} (format binary)`, ctx, context),
+    })
     return openedRead({
       shape,
       copyText: () => copyOut(connection, statement, ctx, context),
+      copyBinary,
       batches: () => decodeCopyBatches(copyOut(connection, statement, ctx, context), shape.columns, { batchSize, maxBatchBytes, context }),
     })
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { bronzeMetadata, copySource, extract, postgresSink, tableSource } from '../src/index.js'
+import { bronzeMetadata, ConfigError, copySource, extract, postgresSink, tableSource } from '../src/index.js'
 import { tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 
@@ -137,5 +137,72 @@ describe('type fidelity through the cursor path', () => {
     const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, `bronze.${table}`, columns)
     expect(comparison).toMatchObject({ missing: 0, extra: 0 })
     expect(comparison.targetRows).toBeGreaterThan(1)
+  })
+
+  /** Columns the warehouse holds as another type (docs/types.md): these can only go as text. */
+  const MAPPED = new Set(['c_mood', 'c_posint', 'c_mood_arr'])
+  const builtIn = COLUMNS.map(([name]) => name).filter((name) => !MAPPED.has(name))
+
+  it.each(['replace', 'append', 'merge'] as const)(
+    'lands every built-in type through the binary byte path (%s) equal to the source',
+    async (mode) => {
+      const table = `all_types_binary_${mode}`
+      const report = await extract({
+        from: copySource(db.source, { table: 'all_types', columns: ['id', ...builtIn] }),
+        through: [bronzeMetadata()],
+        to: postgresSink(db.warehouse, { table, mode }),
+      })
+      expect([report.path, report.copyFormat, report.copyFormatReason]).toEqual(['copy-bytes', 'binary', undefined])
+      const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, `bronze.${table}`, ['id', ...builtIn])
+      expect(comparison).toEqual({ missing: 0, extra: 0, sourceRows: report.rows, targetRows: report.rows })
+      expect(report.rows).toBeGreaterThan(1)
+      // The run constants are there, the same on every row, whichever way the mode stores them.
+      const [meta] = await db.warehouseSql(
+        `select count(distinct (_bronze_loaded_at, _bronze_source, _bronze_schema, _bronze_table, _bronze_extraction_type))::int as n,
+                min(_bronze_loaded_at)::text as at, min(_bronze_table) as source_table, count(*)::int as rows from bronze.${table}`,
+      )
+      expect(meta).toMatchObject({ n: 1, source_table: 'all_types', rows: report.rows })
+      expect(new Date(meta?.at as string).getTime()).toBe(report.startedAt.getTime())
+    },
+  )
+
+  it('says why the byte path went text for a column the warehouse holds as another type, and lands it equal', async () => {
+    for (const name of MAPPED) {
+      const table = `all_types_mapped_${name}`
+      const report = await extract({
+        from: copySource(db.source, { table: 'all_types', columns: ['id', 'c_int4', name] }),
+        through: [bronzeMetadata()],
+        to: postgresSink(db.warehouse, { table }),
+      })
+      expect({ name, format: report.copyFormat }).toEqual({ name, format: 'text' })
+      expect(report.copyFormatReason).toContain(`"${name}"`)
+      const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, `bronze.${table}`, ['id', 'c_int4', name])
+      expect(comparison).toMatchObject({ missing: 0, extra: 0 })
+    }
+  })
+
+  it("goes text when asked (copyFormat: 'text'), and refuses binary it cannot do before writing anything", async () => {
+    const text = await extract({
+      from: copySource(db.source, { table: 'all_types', columns: ['id', ...builtIn] }),
+      through: [bronzeMetadata()],
+      to: postgresSink(db.warehouse, { table: 'all_types_asked_text' }),
+      copyFormat: 'text',
+    })
+    expect([text.copyFormat, text.copyFormatReason]).toEqual(['text', "copyFormat: 'text' was asked for"])
+    expect(await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, 'bronze.all_types_asked_text', ['id', ...builtIn])).toMatchObject({
+      missing: 0,
+      extra: 0,
+    })
+
+    const refused = extract({
+      from: copySource(db.source, { table: 'all_types' }),
+      through: [bronzeMetadata()],
+      to: postgresSink(db.warehouse, { table: 'all_types_asked_binary' }),
+      copyFormat: 'binary',
+    })
+    await expect(refused).rejects.toBeInstanceOf(ConfigError)
+    await expect(refused).rejects.toThrow(/binary COPY is not possible here: column "c_mood"/)
+    const [exists] = await db.warehouseSql(`select to_regclass('bronze.all_types_asked_binary') is not null as found`)
+    expect(exists?.found).toBe(false)
   })
 })

@@ -4,6 +4,8 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   resolve: {
     alias: {
+      'pg-datakit/duckdb': fileURLToPath(new URL('./src/duckdb.ts', import.meta.url)),
+      'pg-datakit/parquet': fileURLToPath(new URL('./src/parquet.ts', import.meta.url)),
       'pg-datakit/testing': fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)),
       'pg-datakit': fileURLToPath(new URL('./src/index.ts', import.meta.url)),
     },

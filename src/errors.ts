@@ -126,6 +126,19 @@ export class SinkWriteError extends DatakitError {
   override readonly code = 'SINK_WRITE_FAILED'
 }
 
+/**
+ * A value the warehouse's type cannot hold without changing it (NaN in a DuckDB DECIMAL, a multi-dimensional array in
+ * a DuckDB list, a timestamp past DuckDB's range). Nothing was written; `context.column` names the column.
+ */
+export class UnrepresentableValueError extends DatakitError {
+  override readonly code = 'VALUE_NOT_REPRESENTABLE'
+}
+
+/** A file sink cannot create or write its files: the directory is read-only, missing rights, or under a regular file. */
+export class PathNotWritableError extends DatakitError {
+  override readonly code = 'PATH_NOT_WRITABLE'
+}
+
 /** One column whose type in the source no longer fits its bronze column (see `SchemaDriftError`). */
 export interface ColumnDrift {
   readonly column: string

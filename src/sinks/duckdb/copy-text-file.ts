@@ -1,0 +1,107 @@
+import { open, readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Batch, Row, RunConstants, RunContext } from '../../contracts.js'
+import { AbortedError } from '../../errors.js'
+import { countLines } from '../../pg/copy-line-suffix.js'
+import { encodeRows, rowEncoder } from '../../pg/copy-text-encoder.js'
+import type { Column } from '../../pg/types.js'
+import { quoteIdent } from '../../pg/identifiers.js'
+import { duckColumn, type Warehouse } from './types.js'
+import { sqlString } from './sql.js'
+
+/**
+ * The DuckDB and Parquet sinks load a run in two steps, the way `psql COPY ... TO` a file and DuckDB's `read_csv`
+ * would: the run's COPY text is written to a spool file, then DuckDB reads that file with its parallel CSV reader
+ * (tab-delimited, no quoting, `\N` for NULL: COPY's text format) and converts each column in SQL (types.ts). The
+ * decoded path encodes its rows as COPY text first, so both paths share one conversion.
+ */
+export interface Spooled {
+  readonly rows: number
+  readonly bytes: number
+}
+
+const SPOOL_PREFIX = '.pg-datakit-spool-'
+
+/** A spool file's path in `dir`, carrying this process's id so that a later run can remove one a killed run left. */
+export function spoolPath(dir: string, runId: string): string {
+  return join(dir, `${SPOOL_PREFIX}${process.pid}-${runId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)}.copy`)
+}
+
+/** Removes spool files in `dir` whose process is gone (a run killed before its cleanup). */
+export async function removeStaleSpools(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  for (const name of names) {
+    if (!name.startsWith(SPOOL_PREFIX)) continue
+    const pid = Number(name.slice(SPOOL_PREFIX.length).split('-')[0])
+    if (Number.isInteger(pid) && pid > 0 && !alive(pid)) await rm(join(dir, name), { force: true })
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Writes COPY text chunks (cut anywhere) to `file`, pulling one at a time: the source runs at the disk's pace. */
+export async function spoolCopyText(chunks: AsyncIterable<Buffer>, file: string, ctx: RunContext, suffix?: (chunk: Buffer) => Buffer): Promise<Spooled> {
+  const handle = await open(file, 'w')
+  let rows = 0
+  let bytes = 0
+  try {
+    for await (const raw of chunks) {
+      if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink' })
+      const chunk = suffix ? suffix(raw) : raw
+      rows += countLines(chunk)
+      bytes += chunk.length
+      ctx.reportBytes?.(chunk.length)
+      await handle.write(chunk)
+    }
+  } finally {
+    await handle.close()
+  }
+  return { rows, bytes }
+}
+
+/** Encodes decoded rows as COPY text and spools them: the same file the byte path writes. */
+export function spoolRows(batches: AsyncIterable<Batch<Row>>, columns: readonly Column[], file: string, ctx: RunContext): Promise<Spooled> {
+  const encode = rowEncoder(columns)
+  async function* chunks(): AsyncGenerator<Buffer> {
+    for await (const batch of batches) if (batch.rows.length > 0) yield Buffer.from(encode(batch.rows))
+  }
+  return spoolCopyText(chunks(), file, ctx)
+}
+
+/**
+ * The SELECT that reads a spool file of `copied` columns and yields every column of `columns` in its DuckDB type:
+ * the file's, converted, then the run constants (bound as parameters, converted the same way).
+ */
+export function selectSpooled(
+  file: string,
+  columns: readonly Column[],
+  copied: number,
+  constants: RunConstants | undefined,
+  warehouse: Warehouse = 'duckdb',
+): { sql: string; values: string[] } {
+  const values: string[] = []
+  const fields = columns.slice(0, copied).map((_, index) => `'c${index}': 'VARCHAR'`)
+  const select = columns.map((column, index) => {
+    const duck = duckColumn(column, warehouse)
+    let raw = `c${index}`
+    if (index >= copied) {
+      const value = constants ? encodeRows([constants.values], [column]).slice(0, -1) : '\\N'
+      if (value === '\\N') return `CAST(NULL AS ${duck.type}) AS ${quoteIdent(column.name)}`
+      values.push(value)
+      raw = `CAST($${values.length} AS VARCHAR)`
+    }
+    return `${duck.convert(raw)} AS ${quoteIdent(column.name)}`
+  })
+  // Values of any size: DuckDB's reader refuses lines longer than max_line_size (2 MB by default).
+  const reader =
+    `read_csv(${sqlString(file)}, delim = '\t', quote = '', escape = '', header = false, nullstr = '\\N', ` +
+    `auto_detect = false, new_line = '\\n', max_line_size = 1073741824, columns = {${fields.join(', ')}})`
+  return { sql: `SELECT ${select.join(', ')} FROM ${reader}`, values }
+}

@@ -9,7 +9,9 @@
  *   (e), (f)     partitionedSource over a 4-partition copy of the table, read (and dropped) with 1 and 2 connections
  *   (g), (h)     their limit: psql reading the same partitions, 1 and 2 connections, bytes dropped
  *   (i), (j)     the server alone: the same partitions COPYed to the server's /dev/null (needs pg_write_server_files)
- *   cdc          a pgbench workload captured into bronze.cdc_changes, then applied (--cdc-transactions, default 50000)
+ *   cdc          change capture against pg_recvlogical on the same backlogs (bench/cdc.ts): A, --cdc-transactions
+ *                one-row transactions (default 300000); B, --cdc-large transactions x updates (default 3x100000);
+ *                apply's statement shapes (--cdc-shape-changes, default 20000); lag (--cdc-lag-transactions, 10000)
  * Each run is a fresh process running dist/ (so peak RSS is the run's own); a warm-up round, then --runs rounds in which
  * the cases take turns (so a ratio compares cases under the same background load); medians per case.
  * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
@@ -20,7 +22,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { startTestPostgres, type ThrowawayPostgres } from '../src/testing/index.js'
-import { runCdcBench, type CdcBenchResult } from './cdc.js'
+import { cdcReport, runCdcBench, type CdcBenchResult } from './cdc.js'
 
 const execFile = promisify(execFileCallback)
 
@@ -75,7 +77,10 @@ const requested = (
 ).split(',')
 const withCdc = requested.includes('cdc')
 const cases = requested.filter((name) => name !== 'cdc') as CaseName[]
-const cdcTransactions = Number(argument('cdc-transactions') ?? 50_000)
+const cdcTransactions = Number(argument('cdc-transactions') ?? 300_000)
+const [cdcLargeTransactions, cdcLargeSize] = (argument('cdc-large') ?? '3x100000').split('x').map(Number) as [number, number]
+const cdcShapeChanges = Number(argument('cdc-shape-changes') ?? 20_000)
+const cdcLagTransactions = Number(argument('cdc-lag-transactions') ?? 10_000)
 const json = argument('json')
 const table = `bench_${rows}`
 
@@ -171,8 +176,13 @@ async function main() {
     // out and vacuuming hundreds of MB) would share the 2 cores with the capture and measure that instead.
     let cdc: CdcBenchResult | undefined
     if (withCdc) {
-      console.error(`cdc: ${cdcTransactions.toLocaleString('en')} one-row update transactions (pgbench, 2 clients) captured into bronze.cdc_changes ...`)
-      cdc = await runCdcBench(url, cdcTransactions)
+      cdc = await runCdcBench(url, {
+        transactions: cdcTransactions,
+        largeTransactions: cdcLargeTransactions,
+        largeSize: cdcLargeSize,
+        shapeChanges: cdcShapeChanges,
+        lagTransactions: cdcLagTransactions,
+      })
     }
     const { bytes } = cases.length ? await generate(url) : { bytes: 0 }
     if (cases.length) console.error(`table ${table}: ${(bytes / 1e6).toFixed(0)} MB on disk; ${runs} runs per case after a warm-up round; the cases take turns in each round`)
@@ -258,11 +268,7 @@ async function main() {
       summary.partitionSpeedupLimits = Object.fromEntries(limits)
     }
     if (cdc) {
-      lines.push(
-        `cdc: ${Math.round(cdc.changesPerSecond).toLocaleString('en')} changes/s landed (target >= 50,000: ${cdc.changesPerSecond >= 50_000 ? 'met' : 'MISSED'}), ` +
-          `lag p50 ${Math.round(cdc.lagP50Ms)} ms, p99 ${Math.round(cdc.lagP99Ms)} ms; decode ceiling ${Math.round(cdc.decodeCeilingPerSecond).toLocaleString('en')} changes/s (${cdc.ratioToCeiling.toFixed(2)}x of it); ` +
-          `with apply: ${Math.round(cdc.applyPerSecond).toLocaleString('en')} changes/s`,
-      )
+      lines.push(...cdcReport(cdc))
       summary.cdc = cdc
     }
     console.log(lines.join('\n'))

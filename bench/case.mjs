@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { bronzeMetadata, connect, copySource, extract, partitionedSource, postgresSink, tableSource } from '../dist/index.js'
+import { bronzeMetadata, connect, copySource, expandArrays, extract, parseJsonb, partitionedSource, postgresSink, tableSource } from '../dist/index.js'
 import { findPostgresBinDir } from '../dist/testing/index.js'
 
 const [caseName, url, table] = process.argv.slice(2)
@@ -44,14 +44,16 @@ function run(command, args, options = {}) {
   })
 }
 
-async function psqlPipe() {
+/** `psql COPY TO STDOUT | psql COPY FROM STDIN` in COPY's text or binary format, into an equal, empty table. */
+async function psqlPipe(format) {
   const psql = join(findPostgresBinDir() ?? '/usr/bin', 'psql')
-  const target = `${table}_limit`
+  const target = `${table}_limit_${format}`
+  const options = format === 'binary' ? ' (format binary)' : ''
   await run(psql, [url, '-qAtc', `drop table if exists ${target}; create table ${target} (like ${table})`])
   const started = performance.now()
   await new Promise((resolve, reject) => {
-    const out = spawn(psql, [url, '-qAtc', `copy ${table} to stdout`], { stdio: ['ignore', 'pipe', 'inherit'] })
-    const into = spawn(psql, [url, '-qAtc', `copy ${target} from stdin`], { stdio: ['pipe', 'ignore', 'inherit'] })
+    const out = spawn(psql, [url, '-qAtc', `copy ${table} to stdout${options}`], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const into = spawn(psql, [url, '-qAtc', `copy ${target} from stdin${options}`], { stdio: ['pipe', 'ignore', 'inherit'] })
     out.stdout.pipe(into.stdin)
     let exited = 0
     for (const child of [out, into]) {
@@ -59,7 +61,10 @@ async function psqlPipe() {
       child.on('exit', (code) => (code === 0 ? ++exited === 2 && resolve() : reject(new Error(`psql exited with ${code}`))))
     }
   })
-  return performance.now() - started
+  const wallMs = performance.now() - started
+  // One copy of the table at a time: at 100 M rows each is ~25 GB.
+  await run(psql, [url, '-qAtc', `drop table ${target}`])
+  return wallMs
 }
 
 /**
@@ -81,7 +86,8 @@ async function psqlPartitions(connections, to) {
 }
 
 const LIMITS = {
-  limit: psqlPipe,
+  limit: () => psqlPipe('text'),
+  'limit-binary': () => psqlPipe('binary'),
   'partitions-psql-serial': () => psqlPartitions(1, 'stdout'),
   'partitions-psql-parallel': () => psqlPartitions(2, 'stdout'),
   'partitions-server-serial': () => psqlPartitions(1, 'server'),
@@ -94,7 +100,13 @@ async function pipeline() {
     const started = performance.now()
     const options = {
       fast: { from: copySource(conn, { table }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_fast` }) },
+      'fast-text': { from: copySource(conn, { table }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_fast_text` }), copyFormat: 'text' },
       decoded: { from: copySource(conn, { table }), through: [bronzeMetadata(), jsTransform], to: postgresSink(conn, { table: `${table}_decoded` }) },
+      realistic: {
+        from: copySource(conn, { table }),
+        through: [bronzeMetadata(), parseJsonb(), expandArrays({ mode: 'json' })],
+        to: postgresSink(conn, { table: `${table}_realistic` }),
+      },
       cursor: { from: tableSource(conn, { table, ...(process.env.BS ? { batchSize: Number(process.env.BS) } : {}) }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_cursor` }) },
       'partitions-serial': { from: partitionedSource(conn, { table: `${table}_parts`, concurrency: 1 }), to: discard },
       'partitions-parallel': { from: partitionedSource(conn, { table: `${table}_parts`, concurrency: 2 }), to: discard },
@@ -102,7 +114,11 @@ async function pipeline() {
     if (!options) throw new Error(`unknown case ${caseName}`)
     const report = await extract(options)
     if (caseName === 'fast' && report.path !== 'copy-bytes') throw new Error('the fast case did not take the byte path')
-    return { wallMs: performance.now() - started, rows: report.rows }
+    const wallMs = performance.now() - started
+    // The copy in the warehouse is dropped right away: at 100 M rows each is ~25 GB.
+    if (report.target?.startsWith('bronze.')) await conn.query(`drop table if exists ${report.target}`)
+    const steps = Object.fromEntries(report.steps.map((step) => [`${step.step} ${step.name}`, Math.round(step.ms)]))
+    return { wallMs, rows: report.rows, copyFormat: report.copyFormat ?? null, copyFormatReason: report.copyFormatReason ?? null, steps }
   } finally {
     await conn.close()
   }
@@ -111,13 +127,17 @@ async function pipeline() {
 // RSS sampled through the run: a leak shows as a second half that peaks higher than the first.
 const samples = []
 const sampler = setInterval(() => samples.push(process.memoryUsage.rss()), 100)
+const cpuBefore = process.cpuUsage()
 const result = LIMITS[caseName] ? { wallMs: await LIMITS[caseName](), rows: null } : await pipeline()
+// This process's CPU (not psql's, not the servers'): how much of the wall time Node itself was busy.
+const cpu = process.cpuUsage(cpuBefore)
 clearInterval(sampler)
 const half = Math.floor(samples.length / 2)
 const peak = (values) => (values.length ? Math.max(...values) : 0)
 process.stdout.write(
   `${JSON.stringify({
     ...result,
+    cpuMs: (cpu.user + cpu.system) / 1000,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     firstHalfPeakRssBytes: peak(samples.slice(0, half)),
     secondHalfPeakRssBytes: peak(samples.slice(half)),

@@ -20,6 +20,9 @@ export interface Spooled {
   readonly bytes: number
 }
 
+/** The longest row (as COPY text) the DuckDB and Parquet sinks load. */
+export const MAX_LINE_BYTES = 64 * 1024 * 1024
+
 const SPOOL_PREFIX = '.pg-datakit-spool-'
 
 /** A spool file's path in `dir`, carrying this process's id so that a later run can remove one a killed run left. */
@@ -99,9 +102,10 @@ export function selectSpooled(
     }
     return `${duck.convert(raw)} AS ${quoteIdent(column.name)}`
   })
-  // Values of any size: DuckDB's reader refuses lines longer than max_line_size (2 MB by default).
+  // DuckDB's reader refuses lines longer than max_line_size (2 MB by default) and reads buffers of at least that size
+  // per thread: 64 MB holds large JSON documents while keeping memory bounded (docs/sinks.md, limits).
   const reader =
     `read_csv(${sqlString(file)}, delim = '\t', quote = '', escape = '', header = false, nullstr = '\\N', ` +
-    `auto_detect = false, new_line = '\\n', max_line_size = 1073741824, columns = {${fields.join(', ')}})`
+    `auto_detect = false, new_line = '\\n', max_line_size = ${MAX_LINE_BYTES}, buffer_size = ${MAX_LINE_BYTES}, columns = {${fields.join(', ')}})`
   return { sql: `SELECT ${select.join(', ')} FROM ${reader}`, values }
 }

@@ -3,6 +3,8 @@ import { valueToText } from '../pg/copy-text-encoder.js'
 import { quoteIdent } from '../pg/identifiers.js'
 import { bronzeKey, bronzeTableName, ensureBronzeTable, type BronzeRelation } from './bronze-table.js'
 import type { ChangeRecord } from './change-records.js'
+import { UNCHANGED, type RelationColumn, type TupleValue } from './pgoutput.js'
+import type { CommittedTransaction } from './transactions.js'
 
 /**
  * Applies changes to `<schema>.br_<table>`, in order, inside the caller's transaction (the one that writes the
@@ -15,11 +17,18 @@ import type { ChangeRecord } from './change-records.js'
  * old values pgoutput sent (compared as text, so every type compares), and its inserts are plain inserts.
  * Tables are created on first use (`ensureBronzeTable`).
  *
- * A table's consecutive upserts with the same columns go in one multi-row INSERT ... ON CONFLICT, and its consecutive
- * deletes in one DELETE, whatever other tables' changes come between (bronze tables have no foreign keys, so only the
- * order within a table matters): the same result as one statement per change (a key met twice in a run keeps its last
- * row, as the later statement would have), without a round trip per change. Key moves and keyless tables are applied
- * one change at a time, in order with the runs of their table.
+ * Changes are applied in runs, each one statement, whatever other tables' changes come between (bronze tables have no
+ * foreign keys, so only the order within a table matters), with the result of one statement per change:
+ * - a table's consecutive upserts with the same columns: `INSERT ... SELECT ... FROM unnest($1::text[], ...) ON
+ *   CONFLICT (key) DO UPDATE` (a key met twice in a run keeps its last row, as the later statement would have);
+ * - its consecutive deletes: `DELETE ... USING unnest(...)` joined on every key column (a row-value `IN` list of a
+ *   composite key is not planned as index lookups);
+ * - on a table without a key, consecutive plain inserts, deletes, or updates with the same columns: each old tuple
+ *   takes one row of equal old values (the n-th change with a given old tuple the n-th such row, so of two identical
+ *   rows one delete removes exactly one), found in one scan of the table; an update whose old tuple equals the new
+ *   tuple of an earlier update in its run starts a new run, as it may mean the row that update wrote.
+ * Values travel as text arrays (one parameter per column) and are cast to the bronze column's type on the server.
+ * Key moves are applied one change at a time, in order with the runs of their table.
  */
 export async function applyChanges(
   client: pg.ClientBase,
@@ -27,124 +36,265 @@ export async function applyChanges(
   relations: ReadonlyMap<string, BronzeRelation>,
   changes: readonly ChangeRecord[],
 ): Promise<void> {
-  const tables = new Map<string, ReadonlyMap<string, string>>()
-  // One open run per table: bronze tables have no foreign keys, so only the order within a table matters.
-  const runs = new Map<string, Run>()
-  const flush = async (target: string) => {
-    const run = runs.get(target)
-    runs.delete(target)
-    if (run) await applyRun(client, run)
-  }
-  // Adds a row to the table's open run when it continues it, else applies that run and opens a new one.
-  const extend = async (kind: Run['kind'], target: string, key: readonly string[], columns: readonly string[], values: Record<string, unknown>) => {
-    const signature = columns.join('\u0000')
-    let run = runs.get(target)
-    if (!run || run.kind !== kind || run.signature !== signature || run.rows.size >= maxRows(columns.length)) {
-      await flush(target)
-      runs.set(target, (run = { kind, target, key, columns, signature, rows: new Map() }))
-    }
-    const row = columns.map((column) => text(values[column]))
-    const id = JSON.stringify(key.map((column) => text(values[column])))
-    run.rows.delete(id) // the last row of a key wins, at the end of the run like its statement
-    run.rows.set(id, row)
-  }
+  const applier = new Applier(client, schema)
   for (const change of changes) {
     if (!change.schema_name || !change.table_name) continue
     const name = `${change.schema_name}.${change.table_name}`
     const relation = relations.get(name)
     if (!relation) continue
-    const target = bronzeTableName(schema, relation)
-    let types = tables.get(name)
-    if (!types) tables.set(name, (types = await ensureBronzeTable(client, target, relation)))
-    const key = bronzeKey(relation)
-    const data = change.data ?? {}
-    if (change.operation === 'truncate') {
-      await flush(target)
-      await client.query(`truncate ${target}`)
-    } else if (key.length === 0) {
-      await flush(target)
-      await applyWithoutKey(client, target, types, change)
-    } else if (change.operation === 'delete') {
-      await extend('delete', target, key, key, change.key ?? change.old_data ?? {})
-    } else if (change.operation === 'insert' || change.operation === 'update') {
-      const oldKey = change.old_data ? Object.fromEntries(key.map((column) => [column, change.old_data?.[column]])) : undefined
-      // A changed key moves the row (an UPDATE keeps the columns pgoutput did not send); a row not there is inserted.
-      const moved = oldKey && key.some((column) => text(oldKey[column]) !== text(data[column]))
-      if (moved) {
-        await flush(target)
-        if (!(await updateByKey(client, target, key, oldKey, data))) await upsert(client, target, key, data)
-      } else {
-        await extend('upsert', target, key, Object.keys(data), data)
+    if (change.operation === 'truncate') await applier.truncate(name, relation)
+    else if (change.operation !== 'message') {
+      const columns = relation.columns
+      // The record's old row (or old key), in the relation's column order; a column it does not hold is not matched on.
+      const old = change.old_data ?? (change.operation === 'delete' ? change.key : null)
+      const newTuple = change.data ? tupleOf(columns, change.data) : undefined
+      await applier.row(name, relation, columns, change.operation, newTuple, old ? tupleOf(columns, old) : undefined)
+    }
+  }
+  await applier.finish()
+}
+
+/**
+ * The same as `applyChanges`, straight from committed transactions (pgoutput's text values, no records built): what a
+ * capture applies. `relations` maps `schema.table` to the relation keyed as bronze keys it (see `BronzeRelation`).
+ */
+export async function applyTransactions(
+  client: pg.ClientBase,
+  schema: string,
+  relations: ReadonlyMap<string, BronzeRelation>,
+  transactions: readonly CommittedTransaction[],
+): Promise<void> {
+  const applier = new Applier(client, schema)
+  for (const transaction of transactions) {
+    for (const change of transaction.changes) {
+      if (change.kind === 'truncate') {
+        for (const sent of change.relations) {
+          const relation = sent && relations.get(`${sent.schema}.${sent.table}`)
+          if (sent && relation) await applier.truncate(`${sent.schema}.${sent.table}`, relation)
+        }
+      } else if (change.kind === 'row') {
+        const name = `${change.relation.schema}.${change.relation.table}`
+        const relation = relations.get(name)
+        if (!relation) continue
+        await applier.row(name, relation, change.relation.columns, change.operation, change.newTuple, change.oldTuple)
       }
     }
   }
-  for (const target of [...runs.keys()]) await flush(target)
+  await applier.finish()
 }
 
-/** Consecutive changes of one kind to one table with the same columns (other tables' changes between them or not), by key (text). */
-interface Run {
-  readonly kind: 'upsert' | 'delete'
-  readonly target: string
-  readonly key: readonly string[]
-  readonly columns: readonly string[]
-  readonly signature: string
-  readonly rows: Map<string, (string | null)[]>
-}
-
-/** Rows per statement: PostgreSQL takes at most 65,535 parameters. */
-function maxRows(columns: number): number {
-  return Math.max(1, Math.min(5_000, Math.floor(60_000 / Math.max(1, columns))))
-}
-
-async function applyRun(client: pg.ClientBase, run: Run): Promise<void> {
-  const rows = [...run.rows.values()]
-  if (run.kind === 'upsert') return insertRows(client, run.target, run.key, run.columns, rows)
-  const key = `(${run.key.map(quoteIdent).join(', ')})`
-  await client.query(`delete from ${run.target} where ${key} in (${tuples(rows.length, run.columns.length)})`, rows.flat())
-}
-
-/** `($1, $2), ($3, $4), ...`: the placeholders of `count` rows of `width` values. */
-function tuples(count: number, width: number): string {
-  const row = (index: number) => `(${Array.from({ length: width }, (_, column) => `$${index * width + column + 1}`).join(', ')})`
-  return Array.from({ length: count }, (_, index) => row(index)).join(', ')
+function tupleOf(columns: readonly RelationColumn[], values: Record<string, unknown>): TupleValue[] {
+  return columns.map((column) => (Object.hasOwn(values, column.name) ? text(values[column.name]) : UNCHANGED))
 }
 
 function text(value: unknown): string | null {
   return value === null || value === undefined ? null : valueToText(value)
 }
 
-async function updateByKey(
-  client: pg.ClientBase,
-  target: string,
-  key: readonly string[],
-  oldKey: Record<string, unknown>,
-  data: Record<string, unknown>,
-): Promise<boolean> {
-  const columns = Object.keys(data)
-  const set = columns.map((column, index) => `${quoteIdent(column)} = $${index + 1}`).join(', ')
-  const where = key.map((column, index) => `${quoteIdent(column)} = $${columns.length + index + 1}`).join(' and ')
-  const result = await client.query(`update ${target} set ${set} where ${where}`, [
-    ...columns.map((column) => text(data[column])),
-    ...key.map((column) => text(oldKey[column])),
-  ])
-  return result.rowCount === 1
+type Text = string | null
+
+interface Table {
+  readonly target: string
+  /** Each bronze column's SQL type (`format_type`), which values are cast to. */
+  readonly types: ReadonlyMap<string, string>
+  readonly key: readonly string[]
 }
 
-async function upsert(client: pg.ClientBase, target: string, key: readonly string[], data: Record<string, unknown>): Promise<void> {
-  const columns = Object.keys(data)
-  await insertRows(client, target, key, columns, [columns.map((column) => text(data[column]))])
+/**
+ * Consecutive changes of one kind to one table with the same columns (other tables' changes between them or not).
+ * `values[i]` holds the text of `columns[i]`'s value for every row of the run, ready to be sent as one array.
+ */
+interface Run {
+  readonly kind: 'upsert' | 'delete' | 'insert' | 'match-delete' | 'match-update'
+  readonly table: Table
+  readonly signature: string
+  /** Upsert, insert: the columns written. Delete: the key. Match: the old values' columns, then the new values'. */
+  readonly columns: readonly string[]
+  /** match-*: how many of `columns` are old values. */
+  readonly matched: number
+  readonly values: Text[][]
+  /** Keyed runs: row index by key text, so a key met again replaces its row (the last one wins). */
+  readonly byKey: Map<string, number> | undefined
+  /** match-update: the new tuples written so far, by their text. */
+  readonly written: Set<string> | undefined
+  rows: number
 }
 
-/** Inserts rows of text values (upserted by `key`, when there is one). */
-async function insertRows(
-  client: pg.ClientBase,
-  target: string,
-  key: readonly string[],
-  columns: readonly string[],
-  rows: readonly (string | null)[][],
-): Promise<void> {
-  const values = tuples(rows.length, columns.length)
-  await client.query(`insert into ${target} (${columns.map(quoteIdent).join(', ')}) values ${values}${onConflict(key, columns)}`, rows.flat())
+/** Rows per statement: bounded only to keep one statement's arrays a reasonable size. */
+const MAX_RUN_ROWS = 50_000
+
+/** The indexes of the columns a tuple sent (unchanged TOAST values are not). */
+function sent(tuple: readonly TupleValue[]): number[] {
+  const indexes: number[] = []
+  for (let index = 0; index < tuple.length; index++) if (tuple[index] !== UNCHANGED) indexes.push(index)
+  return indexes
+}
+
+/** A tuple's values at `indexes` as one string (NULL and '' told apart), to compare tuples of one run. */
+function tupleText(indexes: readonly number[], tuple: readonly TupleValue[]): string {
+  return JSON.stringify(indexes.map((index) => tuple[index] ?? null))
+}
+
+class Applier {
+  readonly #tables = new Map<string, Table>()
+  // One open run per table: bronze tables have no foreign keys, so only the order within a table matters.
+  readonly #runs = new Map<string, Run>()
+
+  constructor(
+    private readonly client: pg.ClientBase,
+    private readonly schema: string,
+  ) {}
+
+  async #table(name: string, relation: BronzeRelation): Promise<Table> {
+    let table = this.#tables.get(name)
+    if (!table) {
+      const target = bronzeTableName(this.schema, relation)
+      table = { target, types: await ensureBronzeTable(this.client, target, relation), key: bronzeKey(relation) }
+      this.#tables.set(name, table)
+    }
+    return table
+  }
+
+  async truncate(name: string, relation: BronzeRelation): Promise<void> {
+    const table = await this.#table(name, relation)
+    await this.#flush(table)
+    await this.client.query(`truncate ${table.target}`)
+  }
+
+  /** One row change; `columns` are the relation's columns as the change was sent (its tuples' order). */
+  async row(
+    name: string,
+    relation: BronzeRelation,
+    columns: readonly RelationColumn[],
+    operation: 'insert' | 'update' | 'delete',
+    newTuple: readonly TupleValue[] | undefined,
+    oldTuple: readonly TupleValue[] | undefined,
+  ): Promise<void> {
+    const table = await this.#table(name, relation)
+    const { key } = table
+    if (key.length === 0) {
+      // No key: inserts are plain inserts; updates and deletes match rows by every old value sent.
+      if (operation === 'insert' || !oldTuple) {
+        if (operation !== 'delete' && newTuple) await this.#add(table, 'insert', columns, sent(newTuple), newTuple)
+        return
+      }
+      if (operation === 'delete') await this.#add(table, 'match-delete', columns, sent(oldTuple), oldTuple)
+      else if (newTuple) await this.#add(table, 'match-update', columns, sent(oldTuple), oldTuple, sent(newTuple), newTuple)
+      return
+    }
+    const keyIndexes = key.map((column) => columns.findIndex((candidate) => candidate.name === column))
+    if (operation === 'delete') {
+      const source = oldTuple ?? newTuple
+      if (source) await this.#add(table, 'delete', columns, keyIndexes, source)
+      return
+    }
+    if (!newTuple) return
+    // A changed key moves the row (an UPDATE keeps the columns pgoutput did not send); a row not there is inserted.
+    const moved =
+      oldTuple !== undefined &&
+      keyIndexes.some((index) => {
+        const before = oldTuple[index]
+        return before !== UNCHANGED && before !== undefined && before !== newTuple[index]
+      })
+    const written = sent(newTuple)
+    if (!moved) {
+      await this.#add(table, 'upsert', columns, written, newTuple, undefined, undefined, keyIndexes)
+      return
+    }
+    await this.#flush(table)
+    const names = written.map((index) => (columns[index] as RelationColumn).name)
+    const values = written.map((index) => newTuple[index] as Text)
+    const set = names.map((column, index) => `${quoteIdent(column)} = $${index + 1}`).join(', ')
+    const where = key.map((column, index) => `${quoteIdent(column)} = $${names.length + index + 1}`).join(' and ')
+    const result = await this.client.query(`update ${table.target} set ${set} where ${where}`, [
+      ...values,
+      ...keyIndexes.map((index) => oldTuple[index] as Text),
+    ])
+    if (result.rowCount !== 1) await this.client.query(insertStatement(table, names, key), values.map((value) => [value]))
+  }
+
+  /**
+   * Adds a change to its table's open run when it continues it, else applies that run and opens a new one. The run
+   * takes the values of `tuple` at `first` (and of `secondTuple` at `second`).
+   */
+  async #add(
+    table: Table,
+    kind: Run['kind'],
+    columns: readonly RelationColumn[],
+    first: readonly number[],
+    tuple: readonly TupleValue[],
+    second: readonly number[] = [],
+    secondTuple?: readonly TupleValue[],
+    keyIndexes?: readonly number[],
+  ): Promise<void> {
+    const names = (indexes: readonly number[]) => indexes.map((index) => (columns[index] as RelationColumn).name)
+    const signature = `${names(first).join('\u0000')}\u0001${names(second).join('\u0000')}`
+    let run = this.#runs.get(table.target)
+    let continues = run !== undefined && run.kind === kind && run.signature === signature && run.rows < MAX_RUN_ROWS
+    // An update whose old tuple an earlier update of the run wrote may mean that row: it waits for the run to be applied.
+    if (continues && run?.written?.has(tupleText(first, tuple))) continues = false
+    if (!run || !continues) {
+      await this.#flush(table)
+      const all = [...names(first), ...names(second)]
+      run = {
+        kind,
+        table,
+        signature,
+        columns: all,
+        matched: first.length,
+        values: all.map(() => []),
+        byKey: kind === 'upsert' || kind === 'delete' ? new Map() : undefined,
+        written: kind === 'match-update' ? new Set() : undefined,
+        rows: 0,
+      }
+      this.#runs.set(table.target, run)
+    }
+    let row = run.rows
+    if (run.byKey) {
+      const indexes = keyIndexes ?? first
+      const id = indexes.length === 1 ? String(tuple[indexes[0] as number]) : JSON.stringify(indexes.map((index) => tuple[index]))
+      const seen = run.byKey.get(id)
+      if (seen === undefined) run.byKey.set(id, run.rows++)
+      else row = seen // the last row of a key wins, as the later statement would have
+    } else {
+      run.rows++
+    }
+    let column = 0
+    for (const index of first) (run.values[column++] as Text[])[row] = tuple[index] as Text
+    if (secondTuple) {
+      for (const index of second) (run.values[column++] as Text[])[row] = secondTuple[index] as Text
+      // The row as the update left it, in the run's old columns (a column it did not send kept its old value).
+      run.written?.add(JSON.stringify(first.map((index) => (secondTuple[index] === UNCHANGED ? tuple[index] : secondTuple[index]) ?? null)))
+    }
+  }
+
+  async #flush(table: Table): Promise<void> {
+    const run = this.#runs.get(table.target)
+    if (!run) return
+    this.#runs.delete(table.target)
+    await applyRun(this.client, run)
+  }
+
+  async finish(): Promise<void> {
+    for (const run of [...this.#runs.values()]) await this.#flush(run.table)
+  }
+}
+
+/** `$n::text[]` for each column, unnested as `u(v1, v2, ...)`; `cast(i)` is the i-th value cast to its column's type. */
+function unnest(table: Table, columns: readonly string[], offset = 0, ordinality = false): { from: string; cast: (index: number) => string } {
+  const parameters = columns.map((_, index) => `$${offset + index + 1}::text[]`).join(', ')
+  const aliases = columns.map((_, index) => `v${index + 1}`).join(', ')
+  return {
+    from: `unnest(${parameters})${ordinality ? ' with ordinality' : ''} as u(${aliases}${ordinality ? ', ord' : ''})`,
+    cast: (index) => `u.v${index + 1}::${table.types.get(columns[index] as string) ?? 'text'}`,
+  }
+}
+
+/** INSERT of text arrays, one per column (upserted by `key`, when there is one). */
+function insertStatement(table: Table, columns: readonly string[], key: readonly string[]): string {
+  const { from, cast } = unnest(table, columns)
+  const values = columns.map((_, index) => cast(index)).join(', ')
+  return `insert into ${table.target} (${columns.map(quoteIdent).join(', ')}) select ${values} from ${from}${onConflict(key, columns)}`
 }
 
 /** The ON CONFLICT clause of an upsert by `key` that sets `columns` (none without a key). */
@@ -154,29 +304,50 @@ function onConflict(key: readonly string[], columns: readonly string[]): string 
   return ` on conflict (${key.map(quoteIdent).join(', ')}) do ${updates.length ? `update set ${updates.join(', ')}` : 'nothing'}`
 }
 
+async function applyRun(client: pg.ClientBase, run: Run): Promise<void> {
+  const { table, columns } = run
+  const values = run.values.map((column) => column.slice(0, run.rows))
+  switch (run.kind) {
+    case 'upsert':
+    case 'insert':
+      await client.query(insertStatement(table, columns, run.kind === 'upsert' ? table.key : []), values)
+      return
+    case 'delete': {
+      const { from, cast } = unnest(table, columns)
+      const on = columns.map((column, index) => `t.${quoteIdent(column)} = ${cast(index)}`).join(' and ')
+      await client.query(`delete from ${table.target} t using ${from} where ${on}`, values)
+      return
+    }
+    default:
+      await client.query(matchStatement(run), values)
+  }
+}
+
 /**
- * A table without a key (REPLICA IDENTITY FULL, no primary key): one row that has every old value sent is updated or
- * deleted. Both sides are compared as the warehouse's text of the column's type, so types without an equality
- * operator (json, point, ...) match too.
+ * Updates or deletes, on a table without a key, one row per old tuple: rows and old tuples are matched by the text of
+ * every old value sent (the row's `column::text` against the old value cast to the column's type and back to text,
+ * so json, point and the like compare too), as a row value's text, in which NULL and '' differ. The n-th old tuple of
+ * a given text takes the n-th row of that text (row_number on both sides), so duplicates are taken one each. An update
+ * that finds no row inserts its new values, as the change-at-a-time statement did.
  */
-async function applyWithoutKey(client: pg.ClientBase, target: string, types: ReadonlyMap<string, string>, change: ChangeRecord): Promise<void> {
-  const data = change.data ?? {}
-  if (change.operation === 'insert' || !change.old_data) {
-    if (change.operation !== 'delete') await upsert(client, target, [], data)
-    return
-  }
-  const old = Object.entries(change.old_data)
-  const match = old
-    .map(([column], index) => `${quoteIdent(column)}::text is not distinct from $${index + 1}::${types.get(column) ?? 'text'}::text`)
-    .join(' and ')
-  const row = `(select ctid from ${target} where ${match || 'true'} limit 1)`
-  const oldValues = old.map(([, value]) => text(value))
-  if (change.operation === 'delete') {
-    await client.query(`delete from ${target} where ctid = ${row}`, oldValues)
-    return
-  }
-  const columns = Object.keys(data)
-  const set = columns.map((column, index) => `${quoteIdent(column)} = $${old.length + index + 1}`).join(', ')
-  const result = await client.query(`update ${target} set ${set} where ctid = ${row}`, [...oldValues, ...columns.map((column) => text(data[column]))])
-  if (result.rowCount === 0) await upsert(client, target, [], data)
+function matchStatement(run: Run): string {
+  const { table, columns, matched } = run
+  const { from, cast } = unnest(table, columns, 0, true)
+  const old = columns.slice(0, matched)
+  const sourceText = old.length ? `row(${old.map((_, index) => `${cast(index)}::text`).join(', ')})::text` : `''`
+  const rowText = old.length ? `row(${old.map((column) => `${quoteIdent(column)}::text`).join(', ')})::text` : `''`
+  const pairs = `changes as (
+      select u.*, ${sourceText} as m, row_number() over (partition by ${sourceText} order by u.ord) as n from ${from}),
+    candidates as (
+      select ctid, m, row_number() over (partition by m) as n
+        from (select ctid, ${rowText} as m from ${table.target}) r where m in (select m from changes)),
+    pairs as (select candidates.ctid, changes.* from candidates join changes using (m, n))`
+  if (run.kind === 'match-delete') return `with ${pairs} delete from ${table.target} t using pairs where t.ctid = pairs.ctid`
+  const written = columns.slice(matched)
+  const set = written.map((column, index) => `${quoteIdent(column)} = ${cast(matched + index)}`).join(', ')
+  const insertValues = written.map((_, index) => cast(matched + index)).join(', ')
+  return `with ${pairs},
+    updated as (update ${table.target} t set ${set} from pairs u where t.ctid = u.ctid returning u.ord)
+    insert into ${table.target} (${written.map(quoteIdent).join(', ')})
+    select ${insertValues} from changes u where u.ord not in (select ord from updated)`
 }

@@ -103,7 +103,7 @@ export function duckdbSink(options: DuckDBSinkOptions): Sink {
         { signal: ctx.signal, context },
       )
     } finally {
-      await rm(file, { force: true })
+      await rm(file, { force: true }).catch(() => undefined)
     }
   }
 

@@ -158,7 +158,7 @@ export function parquetSink(options: ParquetSinkOptions): Sink {
         { waitMs: 60_000 },
       ).catch((error: unknown) => Promise.reject(classify(error, paths.link, context)))
     } finally {
-      await rm(work, { recursive: true, force: true })
+      await rm(work, { recursive: true, force: true }).catch(() => undefined)
     }
   }
 

@@ -3,16 +3,20 @@
  *
  *   npm run quickstart
  *
- * Uses SOURCE_DATABASE_URL (and WAREHOUSE_DATABASE_URL, defaulting to the source) when set; otherwise it
- * starts a throwaway PostgreSQL from the installed server binaries (or Docker) and removes it afterwards.
+ * Uses SOURCE_DATABASE_URL when set; otherwise it starts a throwaway PostgreSQL from the installed server binaries (or
+ * Docker) and removes it afterwards. With WAREHOUSE_DATABASE_URL set, bronze is that PostgreSQL database; without it,
+ * the embedded default: a DuckDB file, quickstart.duckdb (needs the optional @duckdb/node-api).
  */
-import { bronzeMetadata, connect, extract, postgresSink, tableSource } from 'pg-datakit'
+import { bronzeMetadata, connect, extract, postgresSink, tableSource, type Sink } from 'pg-datakit'
 import { startTestPostgres } from 'pg-datakit/testing'
 
 const throwaway = process.env.SOURCE_DATABASE_URL ? undefined : await startTestPostgres({ urlVariable: 'SOURCE_DATABASE_URL' })
 const sourceUrl = process.env.SOURCE_DATABASE_URL ?? (throwaway as { url: string }).url
 const source = connect(sourceUrl)
-const warehouse = connect(process.env.WAREHOUSE_DATABASE_URL ?? sourceUrl)
+const warehouse = process.env.WAREHOUSE_DATABASE_URL ? connect(process.env.WAREHOUSE_DATABASE_URL) : undefined
+const duckdbPath = process.env.QUICKSTART_DUCKDB ?? 'quickstart.duckdb'
+// Loaded only when used: the DuckDB sink needs the optional peer dependency @duckdb/node-api.
+const to: Sink = warehouse ? postgresSink(warehouse, { mode: 'replace' }) : (await import('pg-datakit/duckdb')).duckdbSink({ path: duckdbPath, mode: 'replace' })
 
 try {
   // A demo table: 100 000 orders with a few kinds of values.
@@ -27,15 +31,26 @@ try {
   const report = await extract({
     from: tableSource(source, { table: 'demo_orders' }),
     through: [bronzeMetadata()],
-    to: postgresSink(warehouse, { mode: 'replace' }), // bronze.br_demo_orders
+    to, // bronze.br_demo_orders
     onProgress: (p) => process.stdout.write(`\r${p.rows} rows, ${p.rowsPerSecond} rows/s`),
   })
   process.stdout.write('\n')
   console.log(JSON.stringify(report, null, 2))
-  const { rows } = await warehouse.query('select count(*) as rows from bronze.br_demo_orders')
-  console.log(`bronze.br_demo_orders now holds ${String(rows[0]?.rows)} rows`)
+  if (warehouse) {
+    const { rows } = await warehouse.query('select count(*) as rows from bronze.br_demo_orders')
+    console.log(`bronze.br_demo_orders now holds ${String(rows[0]?.rows)} rows`)
+  } else {
+    const { DuckDBInstance } = await import('@duckdb/node-api')
+    const duckdb = await DuckDBInstance.create(duckdbPath)
+    const connection = await duckdb.connect()
+    const query = `SELECT customer, count(*) AS orders, sum(total) AS total FROM bronze.br_demo_orders GROUP BY customer ORDER BY total DESC LIMIT 5`
+    console.log(`${duckdbPath}: ${query}`)
+    console.table((await connection.runAndReadAll(query)).getRowObjectsJson())
+    connection.closeSync()
+    duckdb.closeSync()
+  }
 } finally {
   await source.close()
-  await warehouse.close()
+  await warehouse?.close()
   await throwaway?.stop()
 }

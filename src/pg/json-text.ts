@@ -6,6 +6,8 @@ import { JsonNumber } from '../util/lossless-json.js'
  * Buffer as PostgreSQL's `\x` hex text.
  */
 export function toJsonText(value: unknown): string {
+  // What JSON.parse makes (parseJsonb's values, nearly always) is written by JSON.stringify, natively: the same text.
+  if (typeof value === 'object' && value !== null && isPlainJson(value, 0)) return JSON.stringify(value)
   switch (typeof value) {
     case 'bigint':
       return value.toString()
@@ -27,5 +29,37 @@ export function toJsonText(value: unknown): string {
     }
     default:
       return JSON.stringify(String(value))
+  }
+}
+
+/**
+ * True when `JSON.stringify` writes `value` exactly as `toJsonText` would: only strings, booleans, null, finite
+ * numbers, arrays and plain objects, no deeper than 64 levels (a deeper value takes the general path). Anything with
+ * a form of its own (bigint, JsonNumber, Buffer, Date, NaN, ...) is not.
+ */
+function isPlainJson(value: object, depth: number): boolean {
+  if (depth > 64) return false
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) if (!isPlainJsonValue(value[index], depth)) return false
+    return true
+  }
+  const prototype = Object.getPrototypeOf(value) as object | null
+  if (prototype !== Object.prototype && prototype !== null) return false
+  for (const key in value) if (!isPlainJsonValue((value as Record<string, unknown>)[key], depth)) return false
+  return true
+}
+
+function isPlainJsonValue(item: unknown, depth: number): boolean {
+  switch (typeof item) {
+    case 'string':
+    case 'boolean':
+    case 'undefined':
+      return true
+    case 'number':
+      return Number.isFinite(item)
+    case 'object':
+      return item === null || isPlainJson(item, depth + 1)
+    default:
+      return false
   }
 }

@@ -63,8 +63,11 @@ export function mayHoldInexactNumbers(text: string): boolean {
   return MAY_BE_INEXACT.test(text)
 }
 
-// 16 digits in a row (a large integer, or a decimal with many zeros), or an exponent of 3 or more digits.
-const MAY_BE_INEXACT = /\d{16}|[eE][+-]?\d{3}/
+// An integer part of 16 or more digits (beyond 2^53, or beyond a double), `0.` and 300 zeros (below a double's
+// normal range, 2.2e-308, without an exponent), or an exponent of 3 or more digits. Other long fractions
+// (`33.3333333333333333`, `11.0000000000000000`, as numeric division writes them) are rounded by any parse, or exact:
+// they need no scan.
+const MAY_BE_INEXACT = /(?<![.\d])\d{16}|(?<!\d)0\.0{300}|[eE][+-]?\d{3}/
 const INTEGER = /^-?\d+$/
 const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/
 const MAX = BigInt(Number.MAX_SAFE_INTEGER)

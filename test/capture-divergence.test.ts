@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { captureChanges, ensurePublication, SlotAheadError, SlotMissingError, slotStatus, type CaptureOptions } from '../src/index.js'
+import { captureChanges, ensurePublication, PublicationChangedError, SlotAheadError, SlotMissingError, slotStatus, type CaptureOptions } from '../src/index.js'
 import { captureUntil } from './support/capture.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
@@ -133,5 +133,127 @@ describe('a capture never continues past a gap', () => {
     const source = await read(db.sourceUrl, 'styled')
     expect(source[0]).toMatchObject({ d: '2024-03-04', iv: '10 mons 3 days -04:05:06.5', f: '0.9000000000000001', b: '\\x00ff5c0a' })
     expect(await read(db.warehouseUrl, 'bronze.br_styled')).toEqual(source)
+  })
+
+  it('follows ADD COLUMN (constant and volatile defaults), a wider type and a dropped column into bronze with apply, and restarts cleanly', async () => {
+    await db.sourceSql(`create domain positive_qty as int check (value > 0)`)
+    await db.sourceSql('create table evolving (id int primary key, a int)')
+    await db.sourceSql(`insert into evolving select g, g from generate_series(1, 20) g`)
+    await ensurePublication(db.source, 'evolving_pub', [{ table: 'evolving' }])
+    const run = (changes: number) =>
+      captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'evolving_slot', publication: 'evolving_pub', apply: true, changes, firstMs: 10_000, idleMs: 1_500, initialSnapshot: true })
+    const same = async (columns: string[]) =>
+      expect(await checksum(db.warehouseDatabase, 'bronze.br_evolving', columns)).toEqual(await checksum(db.sourceDatabase, 'evolving', columns))
+    const reason = async () => (await db.warehouseSql(`select reason from bronze.cdc_tables where table_name = 'evolving'`))[0]?.reason
+    await run(0)
+    await db.sourceSql(`update evolving set a = -a where id <= 2`)
+    await db.sourceSql(`begin;
+      alter table evolving add column b text default 'filled', add column c numeric(10,2);
+      insert into evolving values (21, 21, 'new', 1.25);
+      update evolving set c = id / 4.0 where id <= 5;
+      commit`)
+    await run(2 + 1 + 5)
+    // Rows that predate ADD COLUMN ... DEFAULT 'filled' hold it without any change sent: bronze has it from the catalog.
+    await same(['id', 'a', 'b', 'c'])
+    expect(await reason()).toBe('initial')
+
+    // A domain with a CHECK makes ADD COLUMN scan the table; its rows hold NULL there.
+    await db.sourceSql(`alter table evolving add column d positive_qty`)
+    await db.sourceSql(`update evolving set d = id where id <= 5`)
+    await db.sourceSql(`alter table evolving alter column a type bigint`)
+    await db.sourceSql(`insert into evolving (id, a, b) values (22, 1099511627776, 'wide')`)
+    // A volatile default rewrites the table: every old row gets its own value, which only a copy of the table brings.
+    await db.sourceSql(`alter table evolving add column e text default md5(random()::text)`)
+    await db.sourceSql(`alter table evolving drop column c`)
+    await db.sourceSql(`insert into evolving (id, a, b, d) values (23, 3, 'after drop', 3)`)
+    await db.sourceSql(`update evolving set b = 'late' where id = 2`)
+    await run(5 + 3)
+    const columns = await db.warehouseSql(
+      `select attname as name, format_type(atttypid, atttypmod) as type from pg_attribute where attrelid = 'bronze.br_evolving'::regclass and attnum > 0 and not attisdropped order by attnum`,
+    )
+    expect(columns).toEqual([
+      { name: 'id', type: 'integer' },
+      { name: 'a', type: 'bigint' },
+      { name: 'b', type: 'text' },
+      { name: 'c', type: 'numeric(10,2)' },
+      { name: 'd', type: 'integer' },
+      { name: 'e', type: 'text' },
+    ])
+    await same(['id', 'a', 'b', 'd', 'e'])
+    expect(await reason()).toBe('column added')
+    await db.sourceSql(`insert into evolving (id, a, b, d) values (24, 4, 'restart', 4)`)
+    await run(1)
+    await same(['id', 'a', 'b', 'd', 'e'])
+  })
+
+  it('snapshots a table that joins the publication, while streaming or while stopped, so bronze holds its older rows and TOAST-unchanged updates find them', async () => {
+    await db.sourceSql('create table first_table (id int primary key, note text)')
+    await db.sourceSql(`insert into first_table select g, 'x' from generate_series(1, 10) g`)
+    await ensurePublication(db.source, 'growing_pub', [{ table: 'first_table' }])
+    const toasted = `repeat(md5(g::text), 400)`
+    await db.sourceSql(`create table joins_streaming (id int primary key, qty int, big text)`)
+    await db.sourceSql(`insert into joins_streaming select g, 0, ${toasted} from generate_series(1, 1002) g`)
+    await db.sourceSql(`create table joins_stopped (id int primary key, qty int, big text)`)
+    await db.sourceSql(`insert into joins_stopped select g, 0, ${toasted} from generate_series(1, 500) g`)
+
+    const controller = new AbortController()
+    let landed = 0
+    let snapshotted = () => {}
+    const snapshot = new Promise<void>((resolve) => (snapshotted = resolve))
+    const running = captureChanges(db.source, {
+      slot: 'growing_slot',
+      publication: 'growing_pub',
+      to: db.warehouse,
+      initialSnapshot: true,
+      apply: true,
+      maxBatchMs: 50,
+      signal: controller.signal,
+      onBatch: (batch) => void (landed += batch.changes),
+      onSnapshot: () => snapshotted(),
+    })
+    const waitFor = async (changes: number) => {
+      for (let waited = 0; landed < changes; waited += 50) {
+        if (waited > 30_000) throw new Error(`only ${landed} of ${changes} changes landed`)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    }
+    await snapshot
+    await db.sourceSql(`update first_table set note = 'y' where id = 1`)
+    await waitFor(1)
+    await db.sourceSql(`alter publication growing_pub add table joins_streaming`)
+    // Updates that leave the TOASTed column out: pgoutput sends it as unchanged.
+    await db.sourceSql(`update joins_streaming set qty = qty + 1 where id % 10 = 0`)
+    await db.sourceSql(`delete from joins_streaming where id = 7`)
+    await waitFor(1 + 100 + 1)
+    controller.abort()
+    await running
+
+    await db.sourceSql(`alter publication growing_pub add table joins_stopped`)
+    await db.sourceSql(`update joins_stopped set qty = 5 where id <= 3`)
+    await captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'growing_slot', publication: 'growing_pub', apply: true, changes: 3, firstMs: 10_000 })
+
+    for (const table of ['first_table', 'joins_streaming', 'joins_stopped']) {
+      const columns = table === 'first_table' ? ['id', 'note'] : ['id', 'qty', 'big']
+      expect(await checksum(db.warehouseDatabase, `bronze.br_${table}`, columns), table).toEqual(await checksum(db.sourceDatabase, table, columns))
+    }
+    expect(await db.warehouseSql(`select table_name, reason, snapshot_rows::int as rows from bronze.cdc_tables where slot = 'growing_slot' order by 1`)).toEqual([
+      { table_name: 'first_table', reason: 'initial', rows: 10 },
+      { table_name: 'joins_stopped', reason: 'added to publication', rows: 500 },
+      { table_name: 'joins_streaming', reason: 'added to publication', rows: expect.any(Number) },
+    ])
+  })
+
+  it("stops with PublicationChangedError for a table that joins the publication when told newTables: 'error'", async () => {
+    await db.sourceSql('create table strict_a (id int primary key)')
+    await db.sourceSql('create table strict_b (id int primary key)')
+    await db.sourceSql(`insert into strict_b select generate_series(1, 5)`)
+    await ensurePublication(db.source, 'strict_pub', [{ table: 'strict_a' }])
+    const controller = new AbortController()
+    setTimeout(() => controller.abort(), 1_000)
+    await captureChanges(db.source, { slot: 'strict_slot', publication: 'strict_pub', to: db.warehouse, initialSnapshot: true, signal: controller.signal })
+    await db.sourceSql(`alter publication strict_pub add table strict_b`)
+    const error = await refusal({ slot: 'strict_slot', publication: 'strict_pub', newTables: 'error' })
+    expect(error).toBeInstanceOf(PublicationChangedError)
+    expect((error as Error).message).toContain('public.strict_b')
   })
 })

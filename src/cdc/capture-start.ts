@@ -65,7 +65,13 @@ export async function startCapture(source: Connection, writer: pg.ClientBase, op
     }
   }
   if (options.initialSnapshot || resnapshot) {
-    const snapshot = await takeInitialSnapshot(source, writer, { slot, publication, schema, ...(options.signal ? { signal: options.signal } : {}) })
+    const snapshot = await takeInitialSnapshot(source, writer, {
+      slot,
+      publication,
+      schema,
+      reason: resnapshot ? 'slot lost' : 'initial',
+      ...(options.signal ? { signal: options.signal } : {}),
+    })
     if (snapshot) return { startAfter: snapshot.consistentPoint, snapshot }
   }
   if (state) return { startAfter: state.lsn }

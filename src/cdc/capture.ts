@@ -7,10 +7,18 @@ import type { BronzeRelation } from './bronze-table.js'
 import { cdcSource, type CdcSource, type ChangeBatch } from './cdc-source.js'
 import { ChangeLogLines } from './change-log-lines.js'
 import type { PgOutputMessage } from './pgoutput.js'
+import type { Column } from '../pg/types.js'
+
+type Relation = Extract<PgOutputMessage, { tag: 'relation' }>
 import type { InitialSnapshotReport } from './initial-snapshot.js'
 import { ensureChangeLog, writeChanges } from './change-log.js'
 import { startCapture } from './capture-start.js'
 import { primaryKeyOf } from '../pg/catalog.js'
+import { silentLogger, type Logger } from '../logger.js'
+import { readCaptureState } from './change-log.js'
+import { PublicationWatch } from './publication-watch.js'
+import { tableKey } from './table-snapshot.js'
+import { bronzeColumns, columnsNewToBronze, existingValues, prepareBronzeTable, type ExistingValues } from './bronze-table.js'
 
 export interface CaptureOptions {
   readonly slot: string
@@ -43,6 +51,14 @@ export interface CaptureOptions {
    * tables again, as the initial snapshot does (the change log keeps a gap, recorded in `cdc_state`).
    */
   readonly slotLost?: 'error' | 'resnapshot'
+  /**
+   * A table that joins the publication after the capture's snapshot (only a capture that began with one promises
+   * complete bronze tables): `'snapshot'` (default) copies it into bronze in the transaction of the first batch after
+   * it is seen; `'error'` stops with `PublicationChangedError`. See `PublicationWatch` and docs/cdc.md.
+   */
+  readonly newTables?: 'snapshot' | 'error'
+  /** Where the capture says what it does (snapshots, lag warnings); pino and console fit. Default: silent. */
+  readonly logger?: Logger
   /** After the initial snapshot is in the warehouse. */
   readonly onSnapshot?: (snapshot: InitialSnapshotReport) => void
   /** After each batch is durable in the warehouse (and acknowledged to the server). */
@@ -72,12 +88,18 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   const schema = options.schema ?? 'bronze'
   checkIdentifier(schema, 'schema')
   const context = { slot: options.slot, publication: options.publication }
+  const logger = options.logger ?? silentLogger
+  // Ends the stream at once when a write fails, instead of when the next batch arrives.
+  const stop = new AbortController()
+  const onAbort = () => stop.abort()
+  options.signal?.addEventListener('abort', onAbort, { once: true })
   const writer = await options.to.acquire(options.signal)
   let writerBroken: Error | undefined
   let changes: CdcSource | undefined
   // The batch being written; never left running when this returns (the writer goes back to the pool after it).
   let writing: Promise<void> = Promise.resolve()
   try {
+    if (options.signal?.aborted) stop.abort()
     await ensureChangeLog(writer, schema)
     const start = await startCapture(source, writer, {
       slot: options.slot,
@@ -89,6 +111,32 @@ export async function captureChanges(source: Connection, options: CaptureOptions
     })
     if (start.snapshot) options.onSnapshot?.(start.snapshot)
     const startAfter = start.startAfter
+    // Only a capture that began with a snapshot promises complete bronze tables, and so snapshots tables that join.
+    const watch =
+      (await readCaptureState(writer, schema, options.slot))?.initialSnapshot === 'done'
+        ? await PublicationWatch.open(source, writer, {
+            slot: options.slot,
+            publication: options.publication,
+            schema,
+            newTables: options.newTables ?? 'snapshot',
+            logger,
+            signal: options.signal,
+          })
+        : undefined
+    if (watch) {
+      const joined = await watch.newTables([], true)
+      if (joined.size) {
+        await writer.query('begin')
+        try {
+          const snapshot = await watch.snapshot(writer, joined)
+          await writer.query('commit')
+          snapshot.committed()
+        } catch (error) {
+          await writer.query('rollback').catch(() => undefined)
+          throw error
+        }
+      }
+    }
     changes = cdcSource(source, {
       slot: options.slot,
       publication: options.publication,
@@ -97,19 +145,40 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       ...(options.maxBatchChanges !== undefined ? { maxBatchChanges: options.maxBatchChanges } : {}),
       ...(options.maxBatchMs !== undefined ? { maxBatchMs: options.maxBatchMs } : {}),
       ...(options.streaming !== undefined ? { streaming: options.streaming } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+      signal: stop.signal,
     })
     const lines = new ChangeLogLines()
-    const apply = options.apply ? bronzeApplier(source, schema) : undefined
+    let copied: { committed(): void }[] = []
+    const apply = options.apply
+      ? bronzeApplier(source, schema, async (client, relation, columns) => {
+          const where = { slot: options.slot, schema: relation.schema, table: relation.table, columns }
+          if (!watch) {
+            logger.warn(where, 'columns added with a default: the rows that existed keep NULL in bronze (no change carries their value); capture with initialSnapshot to have the table copied again')
+            return
+          }
+          logger.info(where, 'columns added with a default whose existing values no change carries: copying the table again')
+          copied.push(await watch.snapshot(client, new Set([tableKey(relation)]), 'column added'))
+        })
+      : undefined
     const report = { transactions: 0, changes: 0, batches: 0, lastCommitEndLsn: startAfter }
 
     const write = async (batch: ChangeBatch, copyText: string): Promise<void> => {
+      let joined: { committed(): void } | undefined
       try {
-        await writeChanges(writer, schema, options.slot, copyText, batch.lastCommitEndLsn, apply?.(batch))
+        await writeChanges(writer, schema, options.slot, copyText, batch.lastCommitEndLsn, async (client) => {
+          const fresh = watch ? await watch.newTables(tablesOf(batch)) : undefined
+          if (watch && fresh?.size) joined = await watch.snapshot(client, fresh)
+          await apply?.(batch)(client)
+        })
       } catch (error) {
         writerBroken = error as Error
+        copied = []
+        stop.abort()
         throw classifyError(error, 'sink', { ...context, table: 'cdc_changes' }, SinkWriteError)
       }
+      joined?.committed()
+      for (const table of copied) table.committed()
+      copied = []
       batch.acknowledge()
       report.transactions += batch.transactions.length
       report.changes += batch.changes
@@ -131,30 +200,72 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   } catch (error) {
     throw classifyError(error, 'source', context, SourceQueryError)
   } finally {
+    options.signal?.removeEventListener('abort', onAbort)
     await writing.catch(() => undefined)
     await changes?.close()
     writer.release(writerBroken)
   }
 }
 
+/** The tables a batch changes (its truncates included). */
+function tablesOf(batch: ChangeBatch): { schema: string; table: string }[] {
+  const tables: { schema: string; table: string }[] = []
+  const seen = new Set<unknown>()
+  const add = (relation: { schema: string; table: string } | undefined) => {
+    if (!relation || seen.has(relation)) return
+    seen.add(relation)
+    tables.push(relation)
+  }
+  for (const transaction of batch.transactions) {
+    for (const change of transaction.changes) {
+      if (change.kind === 'row') add(change.relation)
+      else if (change.kind === 'truncate') change.relations.forEach(add)
+    }
+  }
+  return tables
+}
+
 /**
  * Applies batches to the bronze tables, with each relation as the batch's changes were sent. REPLICA IDENTITY FULL
  * tables are keyed by their primary key, asked of the source once per table.
  */
-function bronzeApplier(source: Connection, schema: string): (batch: ChangeBatch) => (client: pg.ClientBase) => Promise<void> {
+function bronzeApplier(
+  source: Connection,
+  schema: string,
+  copyAgain: (client: pg.ClientBase, relation: BronzeRelation, columns: readonly string[]) => Promise<void>,
+): (batch: ChangeBatch) => (client: pg.ClientBase) => Promise<void> {
   const primaryKeys = new Map<number, Promise<readonly string[]>>()
   const primaryKey = (oid: number) => {
     let key = primaryKeys.get(oid)
     if (!key) primaryKeys.set(oid, (key = source.withClient((client) => primaryKeyOf(client, oid))))
     return key
   }
+  // Each Relation message (a table's columns as its changes were sent) is typed on the source and its bronze table made
+  // ready once: a new one after ALTER TABLE adds or widens columns in the transaction of the changes that need them.
+  const columns = new WeakMap<Relation, Promise<[Column[], ExistingValues]>>()
+  const prepared = new WeakSet<Relation>()
   return (batch) => async (client) => {
     const relations = new Map<string, BronzeRelation>()
-    const seen = new Set<Extract<PgOutputMessage, { tag: 'relation' }>>()
-    const add = async (relation: Extract<PgOutputMessage, { tag: 'relation' }>) => {
+    const seen = new Set<Relation>()
+    const add = async (relation: Relation) => {
       if (seen.has(relation)) return
       seen.add(relation)
       const keyed = relation.replicaIdentity === 'f' ? { ...relation, primaryKey: await primaryKey(relation.relationOid) } : relation
+      if (!prepared.has(relation)) {
+        let typed = columns.get(relation)
+        if (!typed) {
+          const read = (reader: pg.ClientBase) => Promise.all([bronzeColumns(reader, relation), existingValues(reader, relation.relationOid)])
+          columns.set(relation, (typed = source.withClient(read)))
+        }
+        const [types, existing] = await typed
+        const added = await columnsNewToBronze(client, schema, keyed, types)
+        const unknown = added.filter((name) => existing.unknown.has(name))
+        // Existing rows got values no change carries: only a copy of the table brings them.
+        if (unknown.length) await copyAgain(client, keyed, unknown)
+        await prepareBronzeTable(client, schema, keyed, types, existing.missing)
+        // A failed write ends the capture, so a table prepared in a transaction that rolled back is not used again.
+        prepared.add(relation)
+      }
       relations.set(`${relation.schema}.${relation.table}`, keyed)
     }
     for (const transaction of batch.transactions) {

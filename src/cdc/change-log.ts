@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import { copyIn } from '../pg/copy-in.js'
+import { ensureCapturedTables } from './captured-tables.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { OID, type Column } from '../pg/types.js'
 
@@ -37,6 +38,7 @@ export async function ensureChangeLog(client: pg.ClientBase, schema: string): Pr
   await client.query(`create table if not exists ${state} (
     slot text primary key, last_commit_end_lsn pg_lsn not null, updated_at timestamptz not null, initial_snapshot text)`)
   await client.query(`alter table ${state} add column if not exists initial_snapshot text`)
+  await ensureCapturedTables(client, schema)
 }
 
 /** What the warehouse holds for a slot: its position, and where an initial snapshot stands ('pending', 'done'). */

@@ -1,11 +1,10 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { ConfigError } from '../errors.js'
-import { copyIn } from '../pg/copy-in.js'
-import { copyOutOn } from '../pg/copy-out.js'
-import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
+import { quoteIdent } from '../pg/identifiers.js'
 import { literal } from '../pg/inline-parameters.js'
-import { bronzeTableName, ensureBronzeTable, type BronzeRelation } from './bronze-table.js'
+import { forgetCapturedTables, recordCapturedTable } from './captured-tables.js'
+import { copyPublishedTable, publishedTables } from './table-snapshot.js'
 import { readCaptureState, storeDurableLsn } from './change-log.js'
 import { checkCdcReady, dropSlot, slotStatus } from './slots.js'
 
@@ -14,6 +13,8 @@ export interface InitialSnapshotOptions {
   readonly publication: string
   readonly schema: string
   readonly signal?: AbortSignal
+  /** Why the snapshot is taken, as `<schema>.cdc_tables` records it. Default `'initial'`. */
+  readonly reason?: 'initial' | 'slot lost'
 }
 
 export interface InitialSnapshotReport {
@@ -67,19 +68,15 @@ export async function takeInitialSnapshot(
     await reader.query(`set transaction snapshot ${literal(snapshot)}`)
     // The snapshot is imported: the replication connection that exported it may go.
     await replication.end()
-    const relations = await publishedRelations(reader, publication)
+    const published = await publishedTables(reader, publication)
     const tables: { schema: string; table: string; rows: number }[] = []
     await writer.query('begin')
     try {
-      for (const { relation, filter } of relations) {
-        const target = bronzeTableName(schema, relation)
-        await ensureBronzeTable(writer, target, relation)
-        await writer.query(`truncate ${target}`)
-        const columns = relation.columns.map((column) => quoteIdent(column.name)).join(', ')
-        const select = `select ${columns} from ${qualifiedName(relation.schema, relation.table)}${filter ? ` where ${filter}` : ''}`
-        const context = { schema: relation.schema, table: relation.table }
-        const rows = await copyIn(writer, `copy ${target} (${columns}) from stdin`, copyOutOn(reader, `copy (${select}) to stdout`, context, options.signal), options.signal)
-        tables.push({ schema: relation.schema, table: relation.table, rows })
+      await forgetCapturedTables(writer, schema, slot)
+      for (const table of published) {
+        const rows = await copyPublishedTable(reader, writer, schema, table, options.signal)
+        tables.push({ schema: table.relation.schema, table: table.relation.table, rows })
+        await recordCapturedTable(writer, schema, slot, table.relation, { lsn: consistentPoint, rows, reason: options.reason ?? 'initial' })
       }
       await storeDurableLsn(writer, schema, slot, consistentPoint, 'done')
       await writer.query('commit')
@@ -96,37 +93,4 @@ export async function takeInitialSnapshot(
     await replication.end().catch(() => undefined)
     reader.release(readerBroken)
   }
-}
-
-/**
- * The published tables as pgoutput sends them: columns (the publication's column list, generated columns left out)
- * and the key flags of the replica identity; with the publication's row filter (PostgreSQL 15), which comes from the
- * catalog as SQL.
- */
-async function publishedRelations(client: pg.ClientBase, publication: string): Promise<{ relation: BronzeRelation; filter: string | null }[]> {
-  // jsonb arrives as its text (the lossless type map), and is parsed here.
-  const { rows } = await client.query<{ schema: string; table: string; identity: string; filter: string | null; columns: string; primary_key: string[] }>(
-    `select t.schemaname as schema, t.tablename as table, c.relreplident as identity, to_jsonb(t)->>'rowfilter' as filter,
-            (select jsonb_agg(jsonb_build_object('name', a.attname, 'typeOid', a.atttypid::int, 'typeModifier', a.atttypmod,
-                     'isKey', case c.relreplident when 'f' then true
-                                  when 'i' then a.attnum = any(coalesce((select i.indkey::int2[] from pg_index i where i.indrelid = c.oid and i.indisreplident), '{}'))
-                                  else a.attnum = any(coalesce((select i.indkey::int2[] from pg_index i where i.indrelid = c.oid and i.indisprimary), '{}')) end)
-                     order by a.attnum)
-               from pg_attribute a
-              where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
-                and (to_jsonb(t)->'attnames' is null or to_jsonb(t)->'attnames' ? a.attname::text)) as columns,
-            array(select a.attname::text from pg_index i cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
-                    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-                   where i.indrelid = c.oid and i.indisprimary order by k.ord) as primary_key
-       from pg_publication_tables t
-       join pg_namespace n on n.nspname = t.schemaname
-       join pg_class c on c.relnamespace = n.oid and c.relname = t.tablename
-      where t.pubname = $1
-      order by 1, 2`,
-    [publication],
-  )
-  return rows.map((row) => ({
-    relation: { schema: row.schema, table: row.table, columns: JSON.parse(row.columns) as BronzeRelation['columns'], replicaIdentity: row.identity, primaryKey: row.primary_key },
-    filter: row.filter,
-  }))
 }

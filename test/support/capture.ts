@@ -11,6 +11,7 @@ export interface CaptureUntilOptions {
   readonly firstMs?: number
   readonly idleMs?: number
   readonly apply?: boolean
+  readonly initialSnapshot?: boolean
 }
 
 /** Runs a capture until enough changes have landed or it has gone quiet, then stops it. */
@@ -26,6 +27,7 @@ export async function captureUntil(options: CaptureUntilOptions): Promise<Captur
       to: options.warehouse,
       maxBatchMs: 50,
       ...(options.apply ? { apply: true } : {}),
+      ...(options.initialSnapshot ? { initialSnapshot: true } : {}),
       signal: controller.signal,
       onBatch: (batch) => {
         landed += batch.changes

@@ -5,6 +5,7 @@ import {
   dropSlot,
   ensurePublication,
   ensureSlot,
+  lsnFromBigInt,
   lsnFromText,
   MissingPublicationError,
   PgOutputDecoder,
@@ -49,6 +50,41 @@ async function changes(slot: string, publication: string, options: string[] = []
   const decoder = new PgOutputDecoder()
   return rows.map((row) => decoder.decode(row.data))
 }
+
+describe('pgoutput values', () => {
+  it('prints LSNs and timestamps as PostgreSQL does, on the fast double path and beyond it', () => {
+    // The reference: bigint arithmetic for every digit.
+    const lsnReference = (value: bigint) => `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}`
+    for (const value of [0n, 1n, 0xffffffffn, 0x1_0000_0000n, 0x16_b374d848n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 64n - 1n]) {
+      expect(lsnFromBigInt(value).text).toBe(lsnReference(value))
+    }
+    const micros = (iso: string, extra: bigint) => BigInt(Date.parse(iso)) * 1000n + extra - 946_684_800_000_000n
+    expect(timestampText(micros('2024-02-29T23:59:59.999Z', 999n))).toBe('2024-02-29T23:59:59.999999Z')
+    expect(timestampText(micros('2024-03-01T00:00:00.000Z', 0n))).toBe('2024-03-01T00:00:00.000000Z')
+    expect(timestampText(micros('2024-03-01T00:00:00.000Z', 1n))).toBe('2024-03-01T00:00:00.000001Z')
+    expect(timestampText(micros('1969-12-31T23:59:59.999Z', 999n))).toBe('1969-12-31T23:59:59.999999Z')
+    expect(timestampText(micros('1900-01-01T00:00:00.000Z', 5n))).toBe('1900-01-01T00:00:00.000005Z')
+    expect(timestampText(0n)).toBe('2000-01-01T00:00:00.000000Z')
+    expect(timestampText(-1n)).toBe('1999-12-31T23:59:59.999999Z')
+  })
+
+  it('reads 64-bit values on both sides of 2^53 exactly (commit time and LSNs of a Commit message)', () => {
+    for (const [lsn, time] of [
+      [0x16_b374d848n, 751_234_567_891_234n],
+      [2n ** 60n + 12345n, -(2n ** 62n) + 7n],
+      [2n ** 53n + 1n, -1n],
+    ] as const) {
+      const message = Buffer.alloc(26)
+      message[0] = 0x43 // 'C'
+      message.writeBigUInt64BE(lsn, 2)
+      message.writeBigUInt64BE(lsn + 8n, 10)
+      message.writeBigInt64BE(time, 18)
+      const commit = new PgOutputDecoder().decode(message)
+      expect(commit).toMatchObject({ tag: 'commit', commitTime: time })
+      expect(commit.tag === 'commit' && [commit.commitLsn.value, commit.endLsn.value]).toEqual([lsn, lsn + 8n])
+    }
+  })
+})
 
 describe('pgoutput decoding of real changes', () => {
   it('reads a tuple whose columns are named __proto__, constructor and toString as columns like any other', () => {

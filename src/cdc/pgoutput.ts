@@ -75,8 +75,13 @@ export function timestampText(micros: bigint): string {
   const unix = micros + POSTGRES_EPOCH_MICROS
   if (unix > -MAX_EXACT && unix < MAX_EXACT) {
     const value = Number(unix)
-    const millis = Math.floor(value / 1000)
-    return `${new Date(millis).toISOString().slice(0, 23)}${String(value - millis * 1000).padStart(3, '0')}Z`
+    // Commit times come in order, many within one second: the date and time up to the second are made once per second.
+    const seconds = Math.floor(value / 1_000_000)
+    if (seconds !== lastSecond) {
+      lastSecond = seconds
+      lastSecondText = new Date(seconds * 1000).toISOString().slice(0, -4)
+    }
+    return `${lastSecondText}${String(value - seconds * 1_000_000).padStart(6, '0')}Z`
   }
   const millis = unix / 1000n
   const rest = ((unix % 1000n) + 1000n) % 1000n
@@ -84,9 +89,18 @@ export function timestampText(micros: bigint): string {
 }
 
 const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER)
+let lastSecond = Number.NaN
+let lastSecondText = ''
+const TWO_32 = 4_294_967_296
 
 /** An LSN as PostgreSQL prints it. */
 export function lsnText(value: bigint): string {
+  if (value >= 0n && value < MAX_EXACT) {
+    // In doubles (one conversion) rather than bigint shifts and masks: the same digits, a few times faster.
+    const number = Number(value)
+    const high = Math.floor(number / TWO_32)
+    return `${high.toString(16).toUpperCase()}/${(number - high * TWO_32).toString(16).toUpperCase()}`
+  }
   return `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}`
 }
 
@@ -207,6 +221,14 @@ export class PgOutputDecoder {
   }
 }
 
+/** The high 32 bits of a 64-bit value below which it is exact as a double (2^53). */
+const HIGH_EXACT = 2 ** 21
+/** TupleData kinds: 'n' NULL, 'u' unchanged TOAST value, 't' text, 'b' binary. */
+const KIND_NULL = 0x6e
+const KIND_UNCHANGED = 0x75
+const KIND_TEXT = 0x74
+const KIND_BINARY = 0x62
+
 class Reader {
   #at = 0
   constructor(readonly buffer: Buffer) {}
@@ -240,16 +262,19 @@ class Reader {
 
   int64(): bigint {
     this.#need(8)
-    const value = this.buffer.readBigInt64BE(this.#at)
+    const high = this.buffer.readInt32BE(this.#at)
+    const low = this.buffer.readUInt32BE(this.#at + 4)
     this.#at += 8
-    return value
+    // One bigint from a double when the value is exact as one (timestamps are, for ±285 years): fewer allocations.
+    return high >= -HIGH_EXACT && high < HIGH_EXACT ? BigInt(high * TWO_32 + low) : (BigInt(high) << 32n) | BigInt(low)
   }
 
   lsn(): Lsn {
     this.#need(8)
-    const value = this.buffer.readBigUInt64BE(this.#at)
+    const high = this.buffer.readUInt32BE(this.#at)
+    const low = this.buffer.readUInt32BE(this.#at + 4)
     this.#at += 8
-    return lsnFromBigInt(value)
+    return lsnFromBigInt(high < HIGH_EXACT ? BigInt(high * TWO_32 + low) : (BigInt(high) << 32n) | BigInt(low))
   }
 
   string(): string {
@@ -274,14 +299,19 @@ class Reader {
 
   tuple(): TupleValue[] {
     const count = this.int16()
-    const values: TupleValue[] = []
+    const values: TupleValue[] = new Array(count)
+    const buffer = this.buffer
     for (let index = 0; index < count; index++) {
-      const kind = String.fromCharCode(this.byte())
-      if (kind === 'n') values.push(null)
-      else if (kind === 'u') values.push(UNCHANGED)
-      else if (kind === 't') values.push(this.bytes(this.int32()).toString('utf8'))
-      else if (kind === 'b') values.push(this.bytes(this.int32()).toString('hex'))
-      else throw new SyntaxError(`pgoutput: unknown tuple value kind '${kind}'`)
+      const kind = this.byte()
+      if (kind === KIND_NULL) values[index] = null
+      else if (kind === KIND_UNCHANGED) values[index] = UNCHANGED
+      else if (kind === KIND_TEXT || kind === KIND_BINARY) {
+        const length = this.int32()
+        this.#need(length)
+        // Read in place (no view of the bytes made first): most values are short.
+        values[index] = buffer.toString(kind === KIND_TEXT ? 'utf8' : 'hex', this.#at, this.#at + length)
+        this.#at += length
+      } else throw new SyntaxError(`pgoutput: unknown tuple value kind '${String.fromCharCode(kind)}'`)
     }
     return values
   }

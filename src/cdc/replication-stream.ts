@@ -49,7 +49,8 @@ export class ReplicationStream extends EventEmitter {
       // 'w': XLogData: walStart, walEnd, sendTime, then the payload.
       this.emit('xlog', chunk.readBigUInt64BE(1), chunk.subarray(25))
     } else if (kind === 0x6b) {
-      // 'k': primary keepalive; the last byte asks for an immediate reply.
+      // 'k': primary keepalive: the server's WAL end (everything before it was sent), then whether to reply at once.
+      this.emit('keepalive', chunk.readBigUInt64BE(1))
       if (chunk[17] === 1) this.sendStatus(false)
     }
   }

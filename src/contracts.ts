@@ -120,6 +120,19 @@ export interface Transform<In = Row, Out = Row> {
    * them per row (see `Sink.writeCopyText`) is then handed them instead of the bytes.
    */
   constantColumns?(shape: Shape, ctx: RunContext): Row
+  /**
+   * Optional: this transform keeps every row as it is and appends the columns its shape adds, computed from the
+   * values of the columns it `reads` (bronzeMetadata, parseJsonb, expandArrays in json mode). `extract()` runs
+   * consecutive such transforms as one step that builds each row once, with the columns of all of them, instead of
+   * once per transform; `apply` must do what they describe.
+   */
+  appendColumns?(shape: Shape, ctx: RunContext): AppendedColumns
+}
+
+/** How an `appendColumns` transform computes its columns: from the values of `reads`, in order, the added values. */
+export interface AppendedColumns {
+  readonly reads: readonly string[]
+  compute(values: unknown[]): unknown[]
 }
 
 /** Columns with one value for the whole run, trailing the shape's columns. */

@@ -96,3 +96,16 @@ export function readColumns(columns: readonly Column[]): (row: Row) => unknown[]
     Object.hasOwn,
   ) as (row: Row) => unknown[]
 }
+
+/**
+ * `(row, added) => values` of the columns `names`, in order: a name in `positions` is read from `added` at that
+ * position (a column an earlier fused transform added), any other from the row.
+ */
+export function gatherColumns(names: readonly string[], positions: ReadonlyMap<string, number>): (row: Row, added: readonly unknown[]) => unknown[] {
+  const reads = names.map((name) => (positions.has(name) ? `a[${positions.get(name) as number}]` : read(name)))
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  return new Function('hasOwn', `return function gather(r, a) { return [${reads.join(', ')}] }`)(Object.hasOwn) as (
+    row: Row,
+    added: readonly unknown[],
+  ) => unknown[]
+}

@@ -1,6 +1,7 @@
 import type { Batch, CopyBytes, CopyFormat, OpenedSource, Row, RunConstants, RunContext, Shape, Sink, SinkResult, Source, Transform } from '../contracts.js'
 import { classifyError, ConfigError, SourceQueryError, TransformError } from '../errors.js'
 import { BinaryTuples } from '../pg/binary-copy.js'
+import { fuseAppended } from './appended-columns.js'
 import { checkpointPlan, type CheckpointRun } from './checkpoint-run.js'
 import { openSource } from './open-source.js'
 import { countLines } from '../pg/copy-line-suffix.js'
@@ -107,6 +108,8 @@ async function runOpened(
 
   const sourceTiming = { ms: 0, rows: 0 }
   const transformTimings = through.map(() => ({ ms: 0, rows: 0 }))
+  /** Fused transforms' own times, spread over their timings when the run is done (see below). */
+  const fusedGroups: { from: number; own: { ms: number }[]; upstream: { ms: number } }[] = []
   const sourceError = (error: unknown) => classifyError(error, 'source', {}, SourceQueryError)
   const transformError = (transform: Transform) => (error: unknown) =>
     classifyError(error, 'transform', { transform: transform.name }, TransformError)
@@ -185,9 +188,24 @@ async function runOpened(
     }
   } else {
     let stream: AsyncIterable<Batch> = measured(opened.batches(), sourceTiming, signal, sourceError, batchRows)
-    through.forEach((transform, index) => {
+    for (let index = 0; index < through.length; ) {
+      const transform = through[index] as Transform
+      // Consecutive transforms that only append columns run as one step that builds each row once.
+      let end = index
+      while (end < through.length && through[end]?.appendColumns) end++
+      if (end - index >= 2) {
+        const group = through.slice(index, end)
+        const own = group.map(() => ({ ms: 0 }))
+        const last = transformTimings[end - 1]!
+        const fused = fuseAppended(group, shapes.slice(index, end + 1), ctx, own)
+        stream = measured(fused(stream), last, signal, transformError(group[0] as Transform), batchRows)
+        fusedGroups.push({ from: index, own, upstream: index === 0 ? sourceTiming : transformTimings[index - 1]! })
+        index = end
+        continue
+      }
       stream = measured(transform.apply(stream, shapes[index] as Shape, ctx), transformTimings[index]!, signal, transformError(transform), batchRows)
-    })
+      index++
+    }
     const counted = async function* (input: AsyncIterable<Batch>): AsyncGenerator<Batch> {
       for await (const batch of input) {
         rows += batch.rows.length
@@ -210,6 +228,17 @@ async function runOpened(
   const durationMs = performance.now() - started
   // Byte-path steps do not count rows (it would cost a scan of every byte): the sink's count is theirs too.
   if (useBytes) for (const timing of [sourceTiming, ...transformTimings]) timing.rows = result.rows
+  // A fused group was measured as one step (on its last transform's timing): each of the others gets the upstream's
+  // time plus its own and its predecessors' in the group, so the report below gives each its own time.
+  for (const { from: first, own, upstream } of fusedGroups) {
+    let cumulative = upstream.ms
+    own.slice(0, -1).forEach((time, offset) => {
+      cumulative += time.ms
+      const timing = transformTimings[first + offset]!
+      timing.ms = cumulative
+      timing.rows = transformTimings[first + own.length - 1]!.rows
+    })
+  }
   const steps: StepTiming[] = [{ step: 'source', name: from.name, ms: sourceTiming.ms, rows: sourceTiming.rows }]
   through.forEach((transform, index) => {
     const own = transformTimings[index] as { ms: number; rows: number }

@@ -1,4 +1,4 @@
-import type { Batch, Row, RunContext, Shape, Transform } from '../contracts.js'
+import type { AppendedColumns, Batch, Row, RunContext, Shape, Transform } from '../contracts.js'
 import { ConfigError } from '../errors.js'
 import { redact } from '../connection/redact.js'
 import { appendToLines } from '../pg/copy-line-suffix.js'
@@ -64,6 +64,11 @@ export function bronzeMetadata(): Transform {
       }
     },
     constantColumns: (shape: Shape, ctx: RunContext): Row => bronzeValues(shape, ctx),
+    appendColumns(shape: Shape, ctx: RunContext): AppendedColumns {
+      let values: unknown[] | undefined
+      // Taken at the first row, as apply takes them at the first batch.
+      return { reads: [], compute: () => (values ??= Object.values(bronzeValues(shape, ctx))) }
+    },
     copyText(shape: Shape, ctx: RunContext): (chunk: Buffer) => Buffer {
       // The same values, encoded once as COPY fields and appended to every line.
       const fields = encodeRows([bronzeValues(shape, ctx)], bronzeColumns(shape)).slice(0, -1)

@@ -1,5 +1,6 @@
 import { z } from 'zod'
-import type { Batch, Row, Shape, Transform } from '../contracts.js'
+import type { AppendedColumns, Batch, Row, Shape, Transform } from '../contracts.js'
+import { applyAppended } from '../pipeline/appended-columns.js'
 import { ConfigError } from '../errors.js'
 import { parseOptions } from '../connection/options.js'
 import { parseArrayLiteral } from '../pg/array-literal.js'
@@ -83,6 +84,22 @@ export function expandArrays(options: ExpandArraysOptions = {}): Transform {
     return picked
   }
 
+  /** json mode: each picked array as a JSON array. */
+  function asJson(shape: Shape): AppendedColumns {
+    const picked = targets(shape)
+    const json = picked.map(isJsonElement)
+    return {
+      reads: picked.map((column) => column.name),
+      compute(values) {
+        for (let index = 0; index < picked.length; index++) {
+          const elements = asArray(values[index], picked[index] as Column)
+          values[index] = json[index] ? deepMap(elements, parseElement) : elements
+        }
+        return values
+      },
+    }
+  }
+
   return Object.freeze({
     name: 'expandArrays',
     shape(input: Shape): Shape {
@@ -99,26 +116,14 @@ export function expandArrays(options: ExpandArraysOptions = {}): Transform {
       const { primaryKey: _key, ...rest } = input
       return mode === 'explode' ? { ...rest, columns: [...input.columns, ...added] } : { ...input, columns: [...input.columns, ...added] }
     },
+    ...(mode === 'json' ? { appendColumns: asJson } : {}),
     async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape): AsyncGenerator<Batch<Row>> {
-      const picked = targets(shape)
-      const arrays = readColumns(picked)
       if (mode === 'json') {
-        const extend = withColumns(shape.columns, picked.map((column) => `${column.name}_expanded`))
-        for await (const batch of batches) {
-          yield {
-            rows: batch.rows.map((row) => {
-              const values = arrays(row)
-              for (let index = 0; index < picked.length; index++) {
-                const column = picked[index] as Column
-                const elements = asArray(values[index], column)
-                values[index] = isJsonElement(column) ? deepMap(elements, parseElement) : elements
-              }
-              return extend(row, values)
-            }),
-          }
-        }
+        yield* applyAppended(batches, shape, asJson(shape), targets(shape).map((column) => `${column.name}_expanded`))
         return
       }
+      const picked = targets(shape)
+      const arrays = readColumns(picked)
       const column = picked[0] as Column
       const extend = withColumns(shape.columns, [`${column.name}_element`, `${column.name}_index`])
       for await (const batch of batches) {

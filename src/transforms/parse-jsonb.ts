@@ -1,7 +1,7 @@
 import { z } from 'zod'
-import type { Batch, Row, RunContext, Shape, Transform } from '../contracts.js'
+import type { AppendedColumns, Batch, Row, RunContext, Shape, Transform } from '../contracts.js'
+import { applyAppended } from '../pipeline/appended-columns.js'
 import { parseOptions } from '../connection/options.js'
-import { readColumns, withColumns } from '../pg/row-functions.js'
 import { OID, type Column } from '../pg/types.js'
 import { checkNewColumns, selectColumns } from './select-columns.js'
 import { whyJsonbCannotHold } from '../pg/jsonb-limits.js'
@@ -39,40 +39,40 @@ export function parseJsonb(options: ParseJsonbOptions = {}): Transform {
   const { columns, suffix } = parseOptions(parseJsonbSchema, options, 'parseJsonb')
   const isJson = (column: Column) => column.typeOid === OID.json || column.typeOid === OID.jsonb || column.parseOid === OID.jsonb
   const targets = (shape: Shape) => selectColumns(shape, columns, isJson, 'parseJsonb')
+  const added = (shape: Shape) => targets(shape).map((column) => `${column.name}${suffix}`)
+
+  /** Each picked column's text parsed; failures kept as values and counted. */
+  function appendColumns(shape: Shape, ctx: RunContext): AppendedColumns {
+    return {
+      reads: targets(shape).map((column) => column.name),
+      compute(values) {
+        for (let index = 0; index < values.length; index++) {
+          const parsed = parseJson(values[index])
+          if (parsed instanceof Failure) {
+            ctx.count?.(parsed.value._error === 'parse_failed' ? 'parseJsonb.failed' : 'parseJsonb.unsupported', 1)
+            values[index] = parsed.value
+          } else {
+            values[index] = parsed
+          }
+        }
+        return values
+      },
+    }
+  }
 
   return Object.freeze({
     name: 'parseJsonb',
     shape(input: Shape): Shape {
-      const added = targets(input).map((column) => `${column.name}${suffix}`)
-      checkNewColumns(input, added, 'parseJsonb')
+      const names = added(input)
+      checkNewColumns(input, names, 'parseJsonb')
       return {
         ...input,
-        columns: [...input.columns, ...added.map((name) => ({ name, type: 'jsonb', typeOid: OID.jsonb, valueFormat: 'json' as const }))],
+        columns: [...input.columns, ...names.map((name) => ({ name, type: 'jsonb', typeOid: OID.jsonb, valueFormat: 'json' as const }))],
       }
     },
-    async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): AsyncGenerator<Batch<Row>> {
-      const picked = targets(shape)
-      const sources = readColumns(picked)
-      const extend = withColumns(shape.columns, picked.map((column) => `${column.name}${suffix}`))
-      for await (const batch of batches) {
-        let failed = 0
-        let unsupported = 0
-        const rows = batch.rows.map((row) => {
-          const values = sources(row)
-          for (let index = 0; index < values.length; index++) {
-            const parsed = parseJson(values[index])
-            if (parsed instanceof Failure) {
-              if (parsed.value._error === 'parse_failed') failed++
-              else unsupported++
-            }
-            values[index] = parsed instanceof Failure ? parsed.value : parsed
-          }
-          return extend(row, values)
-        })
-        if (failed) ctx.count?.('parseJsonb.failed', failed)
-        if (unsupported) ctx.count?.('parseJsonb.unsupported', unsupported)
-        yield { rows }
-      }
+    appendColumns,
+    apply(batches: AsyncIterable<Batch<Row>>, shape: Shape, ctx: RunContext): AsyncIterable<Batch<Row>> {
+      return applyAppended(batches, shape, appendColumns(shape, ctx), added(shape))
     },
   })
 }

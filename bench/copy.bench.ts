@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [--rows 1000000] [--runs 3] [--cases limit,limit-binary,fast,decoded,cursor] [--json [file]]
+ * npm run bench -- [--rows 1000000] [--runs 3] [--warmup 1] [--cases limit,limit-binary,fast,decoded,cursor] [--json [file]]
  *
  * Measures pg-datakit's extraction paths against the physical limits measured in the same run:
  *   (a) limit    psql -c "COPY t TO STDOUT" | psql -c "COPY t2 FROM STDIN" into an equal table (text)
@@ -82,6 +82,8 @@ function argument(name: string): string | undefined {
 
 const rows = Number(argument('rows') ?? 1_000_000)
 const runs = Number(argument('runs') ?? 3)
+/** Warm-up rounds before the measured ones (`--warmup 0` for one long run, e.g. at 100 M rows). */
+const warmup = Number(argument('warmup') ?? 1)
 const requested = (
   argument('cases') ??
   'limit,limit-binary,fast,fast-text,decoded,realistic,cursor,partitions-serial,partitions-parallel,partitions-psql-serial,partitions-psql-parallel,partitions-server-serial,partitions-server-parallel,cdc'
@@ -230,7 +232,7 @@ async function main() {
       const measured: CaseName[] = []
       for (const name of group) {
         try {
-          await measure(name, url)
+          for (let round = 0; round < warmup; round++) await measure(name, url)
           measured.push(name)
         } catch (error) {
           if (!OPTIONAL.has(name)) throw error

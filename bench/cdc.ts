@@ -85,6 +85,20 @@ const PUBLICATION = 'pgdk_bench_pub'
 const WAREHOUSE = 'pgdk_cdc_warehouse'
 const TICKS = 100 // USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s on Linux
 
+/** Drops a slot once its walsender has gone (a consumer's server side ends a moment after its client closes). */
+async function dropWhenIdle(admin: pg.Client, slot: string): Promise<void> {
+  for (let waited = 0; waited < 30_000; waited += 100) {
+    const { rows } = await admin.query<{ active: boolean }>('select active from pg_replication_slots where slot_name = $1', [slot])
+    if (!rows[0]) return
+    if (!rows[0].active) {
+      await admin.query('select pg_drop_replication_slot($1)', [slot])
+      return
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(`slot ${slot} stayed active for 30 s`)
+}
+
 /** CPU seconds (user + system) of a process, from /proc/<pid>/stat; undefined once it is gone. */
 function cpuOf(pid: number): number | undefined {
   try {
@@ -309,7 +323,7 @@ export async function runCdcBench(url: string, options: CdcBenchOptions): Promis
         const changesPerSecond = measured.changes / measured.seconds
         results[consumer] = { ...measured, changesPerSecond, ratioToLimit: changesPerSecond / (results.limit?.changesPerSecond ?? changesPerSecond) }
         console.error(`  ${CONSUMER_LABELS[consumer]}: ${formatConsumer(results[consumer])}`)
-        await dropSlot(source, slotOf(consumer))
+        await dropWhenIdle(admin, slotOf(consumer))
       }
       backlogs[shape] = { changes, consumers: results }
     }
@@ -454,7 +468,7 @@ async function applyShapes(
     if (landed < count) throw new Error(`apply shape ${shape.name}: ${landed} of ${count} changes landed before the timeout`)
     result[shape.name] = count / ((doneAt - started) / 1000)
     console.error(`  apply, ${shape.name}: ${count.toLocaleString('en')} changes at ${Math.round(result[shape.name] as number).toLocaleString('en')} changes/s`)
-    await dropSlot(source, slot)
+    await dropWhenIdle(admin, slot)
   }
   return result
 }

@@ -71,7 +71,11 @@ describe('applying changes to bronze tables in batched statements', () => {
         `insert into bag values (null, null, null, null), (null, null, null, null), ('', null, null, null), ('', null, null, null)`,
         `insert into bag select 'row ' || (g % 300), json_build_object('g', g % 300), g % 300, point(g % 300, 0) from generate_series(1, 1200) g`,
         `insert into keyed_full select g, 'n' || g from generate_series(1, 50) g`,
+        // Values an array literal must quote: a quote, a backslash, the word NULL, an empty string, a NULL.
+        `insert into pairs values (9999, 'q"b\\', 'NULL'), (9998, '', null), (9997, '{a,b}', ' "x" ')`,
+        `insert into bag values ('q"b\\', '"s"', null, null), ('NULL', null, null, null)`,
       )
+      await step(`update bag set n = 5 where label in ('q"b\\', 'NULL')`, `update pairs set v = 'NULL' where a = 9998`, `delete from pairs where a = 9997`)
       // Composite-key deletes in one run (the bench's shape), and a row deleted then inserted again in one transaction.
       await step(`delete from pairs where (a + length(b)) % 3 = 0`, `delete from pairs where a = 10`, `insert into pairs values (10, 'b1', 'back')`)
       // Key moves among updates of the same keys; a key updated several times keeps its last row.

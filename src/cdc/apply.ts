@@ -95,6 +95,8 @@ type Text = string | null
 
 interface Table {
   readonly target: string
+  /** The key's column indexes, by the relation columns they were found in. */
+  readonly keyIndexes: WeakMap<readonly RelationColumn[], readonly number[]>
   /** Each bronze column's SQL type (`format_type`), which values are cast to. */
   readonly types: ReadonlyMap<string, string>
   readonly key: readonly string[]
@@ -118,17 +120,38 @@ interface Run {
   /** match-update: the new tuples written so far, by their text. */
   readonly written: Set<string> | undefined
   rows: number
+  lastColumns: readonly RelationColumn[]
+  lastFirst: readonly number[]
+  lastSecond: readonly number[]
 }
+
+const NONE: readonly number[] = []
 
 /** Rows per statement: bounded only to keep one statement's arrays a reasonable size. */
 const MAX_RUN_ROWS = 50_000
 
+/** Every column index of a tuple of `length` columns: one array per length, so runs compare it by identity. */
+const ALL: number[][] = []
+
 /** The indexes of the columns a tuple sent (unchanged TOAST values are not). */
-function sent(tuple: readonly TupleValue[]): number[] {
+function sent(tuple: readonly TupleValue[]): readonly number[] {
+  if (!tuple.includes(UNCHANGED)) return (ALL[tuple.length] ??= Array.from({ length: tuple.length }, (_, index) => index))
   const indexes: number[] = []
   for (let index = 0; index < tuple.length; index++) if (tuple[index] !== UNCHANGED) indexes.push(index)
   return indexes
 }
+
+/** A text[] literal of text values (NULL for null), for one `$n::text[]` parameter. */
+function textArray(values: readonly Text[], count: number): string {
+  const parts = new Array<string>(count)
+  for (let index = 0; index < count; index++) {
+    const value = values[index]
+    parts[index] = value === null || value === undefined ? 'NULL' : `"${ARRAY_SPECIAL.test(value) ? value.replace(ARRAY_ESCAPE, '\\$&') : value}"`
+  }
+  return `{${parts.join(',')}}`
+}
+const ARRAY_SPECIAL = /["\\]/
+const ARRAY_ESCAPE = /["\\]/g
 
 /** A tuple's values at `indexes` as one string (NULL and '' told apart), to compare tuples of one run. */
 function tupleText(indexes: readonly number[], tuple: readonly TupleValue[]): string {
@@ -149,7 +172,7 @@ class Applier {
     let table = this.#tables.get(name)
     if (!table) {
       const target = bronzeTableName(this.schema, relation)
-      table = { target, types: await ensureBronzeTable(this.client, target, relation), key: bronzeKey(relation) }
+      table = { target, types: await ensureBronzeTable(this.client, target, relation), key: bronzeKey(relation), keyIndexes: new WeakMap() }
       this.#tables.set(name, table)
     }
     return table
@@ -182,7 +205,8 @@ class Applier {
       else if (newTuple) await this.#add(table, 'match-update', columns, sent(oldTuple), oldTuple, sent(newTuple), newTuple)
       return
     }
-    const keyIndexes = key.map((column) => columns.findIndex((candidate) => candidate.name === column))
+    let keyIndexes = table.keyIndexes.get(columns)
+    if (!keyIndexes) table.keyIndexes.set(columns, (keyIndexes = key.map((column) => columns.findIndex((candidate) => candidate.name === column))))
     if (operation === 'delete') {
       const source = oldTuple ?? newTuple
       if (source) await this.#add(table, 'delete', columns, keyIndexes, source)
@@ -210,7 +234,7 @@ class Applier {
       ...values,
       ...keyIndexes.map((index) => oldTuple[index] as Text),
     ])
-    if (result.rowCount !== 1) await this.client.query(insertStatement(table, names, key), values.map((value) => [value]))
+    if (result.rowCount !== 1) await this.client.query(insertStatement(table, names, key), values.map((value) => textArray([value], 1)))
   }
 
   /**
@@ -223,13 +247,15 @@ class Applier {
     columns: readonly RelationColumn[],
     first: readonly number[],
     tuple: readonly TupleValue[],
-    second: readonly number[] = [],
+    second: readonly number[] = NONE,
     secondTuple?: readonly TupleValue[],
     keyIndexes?: readonly number[],
   ): Promise<void> {
     const names = (indexes: readonly number[]) => indexes.map((index) => (columns[index] as RelationColumn).name)
-    const signature = `${names(first).join('\u0000')}\u0001${names(second).join('\u0000')}`
     let run = this.#runs.get(table.target)
+    // The same relation columns and column indexes as the run's last change: the same columns, without naming them.
+    const same = run !== undefined && run.lastColumns === columns && run.lastFirst === first && run.lastSecond === second
+    const signature = same ? (run as Run).signature : `${names(first).join('\u0000')}\u0001${names(second).join('\u0000')}`
     let continues = run !== undefined && run.kind === kind && run.signature === signature && run.rows < MAX_RUN_ROWS
     // An update whose old tuple an earlier update of the run wrote may mean that row: it waits for the run to be applied.
     if (continues && run?.written?.has(tupleText(first, tuple))) continues = false
@@ -246,9 +272,15 @@ class Applier {
         byKey: kind === 'upsert' || kind === 'delete' ? new Map() : undefined,
         written: kind === 'match-update' ? new Set() : undefined,
         rows: 0,
+        lastColumns: columns,
+        lastFirst: first,
+        lastSecond: second,
       }
       this.#runs.set(table.target, run)
     }
+    run.lastColumns = columns
+    run.lastFirst = first
+    run.lastSecond = second
     let row = run.rows
     if (run.byKey) {
       const indexes = keyIndexes ?? first
@@ -306,7 +338,7 @@ function onConflict(key: readonly string[], columns: readonly string[]): string 
 
 async function applyRun(client: pg.ClientBase, run: Run): Promise<void> {
   const { table, columns } = run
-  const values = run.values.map((column) => column.slice(0, run.rows))
+  const values = run.values.map((column) => textArray(column, run.rows))
   switch (run.kind) {
     case 'upsert':
     case 'insert':

@@ -45,14 +45,14 @@ function run(command, args, options = {}) {
 }
 
 /** `psql COPY TO STDOUT | psql COPY FROM STDIN` in COPY's text or binary format, into an equal, empty table. */
-async function psqlPipe(format) {
+async function psqlPipe(format, from = table) {
   const psql = join(findPostgresBinDir() ?? '/usr/bin', 'psql')
   const target = `${table}_limit_${format}`
   const options = format === 'binary' ? ' (format binary)' : ''
-  await run(psql, [url, '-qAtc', `drop table if exists ${target}; create table ${target} (like ${table})`])
+  await run(psql, [url, '-qAtc', `drop table if exists ${target}; create table ${target} (like ${from})`])
   const started = performance.now()
   await new Promise((resolve, reject) => {
-    const out = spawn(psql, [url, '-qAtc', `copy ${table} to stdout${options}`], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const out = spawn(psql, [url, '-qAtc', `copy ${from} to stdout${options}`], { stdio: ['ignore', 'pipe', 'inherit'] })
     const into = spawn(psql, [url, '-qAtc', `copy ${target} from stdin${options}`], { stdio: ['pipe', 'ignore', 'inherit'] })
     out.stdout.pipe(into.stdin)
     let exited = 0
@@ -85,7 +85,30 @@ async function psqlPartitions(connections, to) {
   return performance.now() - started
 }
 
+/**
+ * The servers' share of (c2): the rows it writes (kept once in a table) moved by the text pipe, as (c2) moves them
+ * (decoded rows are written as COPY text), into an equal table. What no client can go below for that output.
+ */
+async function realisticRowsPipe() {
+  const kept = `bronze.${table}_realistic_rows`
+  const conn = connect({ url, ssl: { mode: 'disable' } })
+  try {
+    const { rows } = await conn.query(`select to_regclass('${kept}') is not null as found`)
+    if (!rows[0].found) {
+      await extract({
+        from: copySource(conn, { table }),
+        through: [bronzeMetadata(), parseJsonb(), expandArrays({ mode: 'json' })],
+        to: postgresSink(conn, { table: `${table}_realistic_rows` }),
+      })
+    }
+  } finally {
+    await conn.close()
+  }
+  return psqlPipe('text', kept)
+}
+
 const LIMITS = {
+  'realistic-limit': realisticRowsPipe,
   limit: () => psqlPipe('text'),
   'limit-binary': () => psqlPipe('binary'),
   'partitions-psql-serial': () => psqlPartitions(1, 'stdout'),

@@ -8,6 +8,7 @@
  *   (b2)         the same, copyFormat: 'text'
  *   (c) decoded  copySource + bronzeMetadata() + a JS transform: rows decoded and re-encoded
  *   (c2)         copySource + bronzeMetadata() + parseJsonb() + expandArrays() (json): a realistic decoded pipeline
+ *   (c3)         its servers' share: the rows (c2) writes, moved by the psql text pipe (what no client goes below)
  *   (d) cursor   tableSource (server-side cursor) + bronzeMetadata() + postgresSink
  *   (e), (f)     partitionedSource over a 4-partition copy of the table, read (and dropped) with 1 and 2 connections
  *   (g), (h)     their limit: psql reading the same partitions, 1 and 2 connections, bytes dropped
@@ -36,6 +37,7 @@ const CASES = {
   'fast-text': "(b2) byte path, copyFormat 'text'",
   decoded: '(c) COPY decoded rows + JS transform',
   realistic: '(c2) decoded + parseJsonb + expandArrays',
+  'realistic-limit': "(c3) servers alone: (c2)'s rows, psql text",
   cursor: '(d) cursor (tableSource)',
   'partitions-serial': '(e) 4 partitions, 1 connection',
   'partitions-parallel': '(f) 4 partitions, 2 connections',
@@ -55,12 +57,13 @@ const LIMIT_OF: Partial<Record<CaseName, CaseName | 'pipes'>> = {
   'fast-text': 'pipes',
   decoded: 'pipes',
   realistic: 'pipes',
+  'realistic-limit': 'pipes',
   cursor: 'pipes',
   'partitions-serial': 'partitions-psql-serial',
   'partitions-parallel': 'partitions-psql-parallel',
 }
 /** Cases that run no pg-datakit code: the orchestrating Node process's RSS says nothing about them. */
-const PSQL_ONLY = new Set<CaseName>(['limit', 'limit-binary', 'partitions-psql-serial', 'partitions-psql-parallel', 'partitions-server-serial', 'partitions-server-parallel'])
+const PSQL_ONLY = new Set<CaseName>(['limit', 'limit-binary', 'realistic-limit', 'partitions-psql-serial', 'partitions-psql-parallel', 'partitions-server-serial', 'partitions-server-parallel'])
 /** Cases that only read: they run first, before the write cases give the server background work. */
 const READ_ONLY = new Set<CaseName>([
   'partitions-serial',
@@ -86,7 +89,7 @@ const runs = Number(argument('runs') ?? 3)
 const warmup = Number(argument('warmup') ?? 1)
 const requested = (
   argument('cases') ??
-  'limit,limit-binary,fast,fast-text,decoded,realistic,cursor,partitions-serial,partitions-parallel,partitions-psql-serial,partitions-psql-parallel,partitions-server-serial,partitions-server-parallel,cdc'
+  'limit,limit-binary,fast,fast-text,decoded,realistic,realistic-limit,cursor,partitions-serial,partitions-parallel,partitions-psql-serial,partitions-psql-parallel,partitions-server-serial,partitions-server-parallel,cdc'
 ).split(',')
 const withCdc = requested.includes('cdc')
 const cases = requested.filter((name) => name !== 'cdc') as CaseName[]
@@ -276,7 +279,7 @@ async function main() {
     const fastest = pipes[0]
     const binaryPipe = results['limit-binary']?.wallMs
     const lines = [
-      `pg-datakit COPY benchmark: ${rows.toLocaleString('en')} rows, median of ${runs} runs after a warm-up`,
+      `pg-datakit COPY benchmark: ${rows.toLocaleString('en')} rows, median of ${runs} runs after ${warmup} warm-up round(s)`,
       `${'case'.padEnd(42)}${'wall s'.padStart(8)}${'rows/s'.padStart(11)}${'peak RSS'.padStart(10)}${'halves'.padStart(10)}${'node'.padStart(6)}${'x limit'.padStart(9)}${'x (a2)'.padStart(8)}  target (x (a2); RSS <= ${RSS_TARGET_MB} MB)`,
     ]
     if (fastest) lines.splice(1, 0, `"x limit": against the faster pipe in this run, ${CASES[fastest]} (${(results[fastest]!.wallMs / 1000).toFixed(2)} s); "node": the case process's CPU / wall`)
@@ -306,6 +309,8 @@ async function main() {
         .map(([step, ms]) => `${step.replace(/^(source|transform|sink) /, '$1:').replace(/ \(.*\)$/, '')} ${(ms / 1000).toFixed(2)} s`)
         .join(', ')
       const format = result.copyFormat ? `; COPY ${result.copyFormat}${result.copyFormatReason ? ` (${result.copyFormatReason})` : ''}` : ''
+      const servers = name === 'realistic' ? results['realistic-limit']?.wallMs : undefined
+      if (servers) lines.push(`  (c2) takes ${(result.wallMs / servers).toFixed(2)}x the servers alone moving its rows (c3); (c3) itself is ${(servers / (binaryPipe ?? servers)).toFixed(2)}x (a2)`)
       lines.push(`  ${CASES[name as CaseName].split(' ')[0]} node busy ${Math.round((result.nodeBusy ?? 0) * 100)}%${format}; ${steps}`)
     }
     const speedup = (serial: CaseName, parallel: CaseName) => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { bronzeMetadata, copySource, extract, postgresSink, type Source } from '../src/index.js'
+import { bronzeMetadata, ConfigError, copySource, extract, memorySink, postgresSink, type Source } from '../src/index.js'
 import { BINARY_SIGNATURE, BinaryTuples, onlyTupleFields } from '../src/pg/binary-copy.js'
 import { tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
@@ -187,5 +187,18 @@ describe('the binary byte path on a real PostgreSQL', () => {
     expect(report.copyFormat).toBe('binary')
     expect(seen.at(-1)).toBe(20_000)
     expect(seen).toEqual([...seen].sort((a, b) => a - b))
+  })
+
+  it("refuses copyFormat: 'binary' where rows are decoded, and a format it does not know, before anything runs", async () => {
+    await db.sourceSql(`create table refusals (id int primary key)`)
+    const attempts = [
+      () => extract({ from: copySource(db.source, { table: 'refusals' }), to: postgresSink(db.warehouse, { table: 'refused_1' }), fastPath: false, copyFormat: 'binary' }),
+      () => extract({ from: copySource(db.source, { table: 'refusals' }), to: memorySink(), copyFormat: 'binary' }),
+      () => extract({ from: copySource(db.source, { table: 'refusals' }), to: postgresSink(db.warehouse, { table: 'refused_3' }), copyFormat: 'fast' as 'binary' }),
+    ]
+    for (const attempt of attempts) await expect(attempt()).rejects.toBeInstanceOf(ConfigError)
+    await expect(attempts[0]!()).rejects.toThrow(/copyFormat: 'binary' needs the byte path/)
+    const [row] = await db.warehouseSql(`select count(*)::int as n from pg_class where relname like 'refused_%'`)
+    expect(row?.n).toBe(0)
   })
 })

@@ -149,7 +149,15 @@ async function pipeline() {
 
 // RSS sampled through the run: a leak shows as a second half that peaks higher than the first.
 const samples = []
-const sampler = setInterval(() => samples.push(process.memoryUsage.rss()), 100)
+// And what the RSS is made of at its peak: V8's heap (reserved), and memory outside it (Buffers, socket reads).
+let heap = 0
+let external = 0
+const sampler = setInterval(() => {
+  const usage = process.memoryUsage()
+  samples.push(usage.rss)
+  heap = Math.max(heap, usage.heapTotal)
+  external = Math.max(external, usage.external)
+}, 100)
 const cpuBefore = process.cpuUsage()
 const result = LIMITS[caseName] ? { wallMs: await LIMITS[caseName](), rows: null } : await pipeline()
 // This process's CPU (not psql's, not the servers'): how much of the wall time Node itself was busy.
@@ -161,6 +169,8 @@ process.stdout.write(
   `${JSON.stringify({
     ...result,
     cpuMs: (cpu.user + cpu.system) / 1000,
+    peakHeapBytes: heap,
+    peakExternalBytes: external,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     firstHalfPeakRssBytes: peak(samples.slice(0, half)),
     secondHalfPeakRssBytes: peak(samples.slice(half)),

@@ -168,6 +168,8 @@ interface Measurement {
   steps?: Record<string, number>
   copyFormat?: string | null
   copyFormatReason?: string | null
+  peakHeapBytes?: number
+  peakExternalBytes?: number
   maxRssBytes: number
   firstHalfPeakRssBytes: number
   secondHalfPeakRssBytes: number
@@ -223,6 +225,8 @@ async function main() {
         steps: Record<string, number> | null
         copyFormat: string | null
         copyFormatReason: string | null
+        /** Peak V8 heap (reserved) and memory outside it, MB: what the peak RSS is made of. */
+        heapMb: [number, number] | null
       }
     > = {}
     // The read-only partition cases run first, on a quiet server: after the write cases the server spends a core
@@ -270,6 +274,12 @@ async function main() {
         steps: taken[0]?.steps
           ? Object.fromEntries(Object.keys(taken[0].steps).map((step) => [step, median(taken.map((sample) => sample.steps?.[step] ?? 0))]))
           : null,
+        heapMb: PSQL_ONLY.has(name)
+          ? null
+          : [
+              Math.round(Math.max(...taken.map((sample) => sample.peakHeapBytes ?? 0)) / 1e6),
+              Math.round(Math.max(...taken.map((sample) => sample.peakExternalBytes ?? 0)) / 1e6),
+            ],
         copyFormat: taken[0]?.copyFormat ?? null,
         copyFormatReason: taken[0]?.copyFormatReason ?? null,
       }
@@ -308,10 +318,11 @@ async function main() {
       const steps = Object.entries(result.steps ?? {})
         .map(([step, ms]) => `${step.replace(/^(source|transform|sink) /, '$1:').replace(/ \(.*\)$/, '')} ${(ms / 1000).toFixed(2)} s`)
         .join(', ')
+      const memory = result.heapMb ? `; peak V8 heap ${result.heapMb[0]} MB, outside it ${result.heapMb[1]} MB` : ''
       const format = result.copyFormat ? `; COPY ${result.copyFormat}${result.copyFormatReason ? ` (${result.copyFormatReason})` : ''}` : ''
       const servers = name === 'realistic' ? results['realistic-limit']?.wallMs : undefined
       if (servers) lines.push(`  (c2) takes ${(result.wallMs / servers).toFixed(2)}x the servers alone moving its rows (c3); (c3) itself is ${(servers / (binaryPipe ?? servers)).toFixed(2)}x (a2)`)
-      lines.push(`  ${CASES[name as CaseName].split(' ')[0]} node busy ${Math.round((result.nodeBusy ?? 0) * 100)}%${format}; ${steps}`)
+      lines.push(`  ${CASES[name as CaseName].split(' ')[0]} node busy ${Math.round((result.nodeBusy ?? 0) * 100)}%${memory}${format}; ${steps}`)
     }
     const speedup = (serial: CaseName, parallel: CaseName) => {
       const one = results[serial]?.wallMs

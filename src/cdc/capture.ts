@@ -5,6 +5,8 @@ import { checkIdentifier } from '../pg/identifiers.js'
 import { applyChanges } from './apply.js'
 import type { BronzeRelation } from './bronze-table.js'
 import { cdcSource, type CdcSource, type ChangeBatch } from './cdc-source.js'
+import { relationsOf, transactionParts, PART_CHANGES, type AssemblerOptions, type CommittedTransaction } from './transactions.js'
+import { bronzeApplier } from './bronze-applier.js'
 import { ChangeLogLines } from './change-log-lines.js'
 import type { PgOutputMessage } from './pgoutput.js'
 import type { Column } from '../pg/types.js'
@@ -32,6 +34,8 @@ export interface CaptureOptions {
   readonly maxBatchMs?: number
   /** Large in-progress transactions arrive in parts (`streaming 'on'`); see `cdcSource`. Default true. */
   readonly streaming?: boolean
+  /** Memory bounds of a transaction being received, beyond which it waits on local disk; see `cdcSource`. */
+  readonly spill?: AssemblerOptions
   readonly signal?: AbortSignal
   /**
    * Also apply the changes to `<schema>.br_<table>` (insert/update/delete/truncate by the replica identity) in the same
@@ -71,6 +75,8 @@ export interface CaptureReport {
   readonly batches: number
   /** Transactions the warehouse already had (re-sent after a restart) and that were skipped. */
   readonly skippedTransactions: number
+  /** Transactions that outgrew the memory bounds and waited on local disk until they were written. */
+  readonly spilledTransactions: number
   readonly lastCommitEndLsn: string
 }
 
@@ -145,6 +151,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       ...(options.maxBatchChanges !== undefined ? { maxBatchChanges: options.maxBatchChanges } : {}),
       ...(options.maxBatchMs !== undefined ? { maxBatchMs: options.maxBatchMs } : {}),
       ...(options.streaming !== undefined ? { streaming: options.streaming } : {}),
+      ...(options.spill ? { spill: options.spill } : {}),
       signal: stop.signal,
     })
     const lines = new ChangeLogLines()
@@ -160,15 +167,16 @@ export async function captureChanges(source: Connection, options: CaptureOptions
           copied.push(await watch.snapshot(client, new Set([tableKey(relation)]), 'column added'))
         })
       : undefined
-    const report = { transactions: 0, changes: 0, batches: 0, lastCommitEndLsn: startAfter }
+    const report = { transactions: 0, changes: 0, batches: 0, spilledTransactions: 0, lastCommitEndLsn: startAfter }
 
-    const write = async (batch: ChangeBatch, copyText: string): Promise<void> => {
+    const write = async (batch: ChangeBatch, copyText: string | Iterable<Buffer>): Promise<void> => {
       let joined: { committed(): void } | undefined
       try {
         await writeChanges(writer, schema, options.slot, copyText, batch.lastCommitEndLsn, async (client) => {
-          const fresh = watch ? await watch.newTables(tablesOf(batch)) : undefined
+          const relations = watch || apply ? relationsOf(batch.transactions) : []
+          const fresh = watch ? await watch.newTables(relations) : undefined
           if (watch && fresh?.size) joined = await watch.snapshot(client, fresh)
-          await apply?.(batch)(client)
+          await apply?.(client, batch.transactions, relations)
         })
       } catch (error) {
         writerBroken = error as Error
@@ -181,6 +189,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       copied = []
       batch.acknowledge()
       report.transactions += batch.transactions.length
+      report.spilledTransactions += batch.transactions.filter((transaction) => transaction.spilled).length
       report.changes += batch.changes
       report.batches++
       report.lastCommitEndLsn = batch.lastCommitEndLsn
@@ -188,8 +197,11 @@ export async function captureChanges(source: Connection, options: CaptureOptions
     }
 
     for await (const batch of changes) {
-      // Encoded while the previous batch is still being written: Node works while the warehouse does.
-      const copyText = lines.encode(batch.transactions)
+      // Encoded while the previous batch is still being written: Node works while the warehouse does. A transaction
+      // that waits on disk is encoded a part at a time as the COPY takes it.
+      const copyText = batch.transactions.some((transaction) => transaction.spilled)
+        ? encodeParts(lines, batch.transactions)
+        : lines.encode(batch.transactions)
       await writing
       writing = write(batch, copyText)
       // Awaited on the next turn (or after the loop); this only keeps a failure from counting as unhandled meanwhile.
@@ -207,73 +219,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   }
 }
 
-/** The tables a batch changes (its truncates included). */
-function tablesOf(batch: ChangeBatch): { schema: string; table: string }[] {
-  const tables: { schema: string; table: string }[] = []
-  const seen = new Set<unknown>()
-  const add = (relation: { schema: string; table: string } | undefined) => {
-    if (!relation || seen.has(relation)) return
-    seen.add(relation)
-    tables.push(relation)
-  }
-  for (const transaction of batch.transactions) {
-    for (const change of transaction.changes) {
-      if (change.kind === 'row') add(change.relation)
-      else if (change.kind === 'truncate') change.relations.forEach(add)
-    }
-  }
-  return tables
-}
-
-/**
- * Applies batches to the bronze tables, with each relation as the batch's changes were sent. REPLICA IDENTITY FULL
- * tables are keyed by their primary key, asked of the source once per table.
- */
-function bronzeApplier(
-  source: Connection,
-  schema: string,
-  copyAgain: (client: pg.ClientBase, relation: BronzeRelation, columns: readonly string[]) => Promise<void>,
-): (batch: ChangeBatch) => (client: pg.ClientBase) => Promise<void> {
-  const primaryKeys = new Map<number, Promise<readonly string[]>>()
-  const primaryKey = (oid: number) => {
-    let key = primaryKeys.get(oid)
-    if (!key) primaryKeys.set(oid, (key = source.withClient((client) => primaryKeyOf(client, oid))))
-    return key
-  }
-  // Each Relation message (a table's columns as its changes were sent) is typed on the source and its bronze table made
-  // ready once: a new one after ALTER TABLE adds or widens columns in the transaction of the changes that need them.
-  const columns = new WeakMap<Relation, Promise<[Column[], ExistingValues]>>()
-  const prepared = new WeakSet<Relation>()
-  return (batch) => async (client) => {
-    const relations = new Map<string, BronzeRelation>()
-    const seen = new Set<Relation>()
-    const add = async (relation: Relation) => {
-      if (seen.has(relation)) return
-      seen.add(relation)
-      const keyed = relation.replicaIdentity === 'f' ? { ...relation, primaryKey: await primaryKey(relation.relationOid) } : relation
-      if (!prepared.has(relation)) {
-        let typed = columns.get(relation)
-        if (!typed) {
-          const read = (reader: pg.ClientBase) => Promise.all([bronzeColumns(reader, relation), existingValues(reader, relation.relationOid)])
-          columns.set(relation, (typed = source.withClient(read)))
-        }
-        const [types, existing] = await typed
-        const added = await columnsNewToBronze(client, schema, keyed, types)
-        const unknown = added.filter((name) => existing.unknown.has(name))
-        // Existing rows got values no change carries: only a copy of the table brings them.
-        if (unknown.length) await copyAgain(client, keyed, unknown)
-        await prepareBronzeTable(client, schema, keyed, types, existing.missing)
-        // A failed write ends the capture, so a table prepared in a transaction that rolled back is not used again.
-        prepared.add(relation)
-      }
-      relations.set(`${relation.schema}.${relation.table}`, keyed)
-    }
-    for (const transaction of batch.transactions) {
-      for (const change of transaction.changes) {
-        if (change.kind === 'row') await add(change.relation)
-        if (change.kind === 'truncate') for (const relation of change.relations) if (relation) await add(relation)
-      }
-    }
-    await applyChanges(client, schema, relations, batch.records())
-  }
+/** Change log lines of transactions a part at a time (`PART_CHANGES` changes), as COPY chunks. */
+function* encodeParts(lines: ChangeLogLines, transactions: readonly CommittedTransaction[]): Generator<Buffer> {
+  for (const part of transactionParts(transactions, PART_CHANGES)) yield Buffer.from(lines.encode([part]))
 }

@@ -3,10 +3,10 @@ import type { Connection } from '../connection/connection.js'
 import { ConfigError, ConnectionLostError, classifyError, SourceQueryError } from '../errors.js'
 import { quoteIdent } from '../pg/identifiers.js'
 import { changeRecords, type ChangeRecord } from './change-records.js'
-import { lsnFromText, PgOutputDecoder } from './pgoutput.js'
+import { lsnFromBigInt, lsnFromText, PgOutputDecoder, type Lsn } from './pgoutput.js'
 import { ReplicationStream, type XLogListener } from './replication-stream.js'
 import { checkCdcReady, ensureSlot } from './slots.js'
-import { TransactionAssembler, type CommittedTransaction } from './transactions.js'
+import { TransactionAssembler, type AssemblerOptions, type CommittedTransaction } from './transactions.js'
 
 export interface CdcSourceOptions {
   readonly slot: string
@@ -28,6 +28,18 @@ export interface CdcSourceOptions {
   readonly streaming?: boolean
   /** Create the slot (pgoutput) when it is missing. Default true. */
   readonly createSlot?: boolean
+  /**
+   * Memory bounds of a transaction being received: beyond them its changes go to a spill file on local disk (unlinked
+   * at once) and are read back in chunks when it commits (`CommittedTransaction.chunks`). Defaults: 20,000 changes,
+   * 16 MiB, the OS temp directory.
+   */
+  readonly spill?: AssemblerOptions
+  /**
+   * When nothing is pending (no transaction open, every batch acknowledged) the server is asked this often for its
+   * position, and a batch with no transactions carries it: store and acknowledge it like any other, so the slot moves
+   * past WAL that holds nothing published and the server can free it. Default 10,000 ms.
+   */
+  readonly idlePositionMs?: number
   readonly signal?: AbortSignal
 }
 
@@ -36,7 +48,10 @@ export interface ChangeBatch {
   readonly transactions: readonly CommittedTransaction[]
   /** Changes in the batch (a truncate of several tables counts once per table). */
   readonly changes: number
-  /** The end LSN of the batch's last commit: what to store with the batch, and to pass as `startAfter` next time. */
+  /**
+   * The end LSN of the batch's last commit: what to store with the batch, and to pass as `startAfter` next time. A
+   * batch without transactions carries the server's position while nothing published changed.
+   */
   readonly lastCommitEndLsn: string
   /** The changes as records, values read through the lossless type map (docs/types.md). */
   records(): ChangeRecord[]
@@ -47,7 +62,7 @@ export interface ChangeBatch {
   acknowledge(): void
 }
 
-type Options = Required<Pick<CdcSourceOptions, 'maxBatchChanges' | 'maxBatchMs' | 'streaming' | 'createSlot'>> & CdcSourceOptions
+type Options = Required<Pick<CdcSourceOptions, 'maxBatchChanges' | 'maxBatchMs' | 'streaming' | 'createSlot' | 'idlePositionMs'>> & CdcSourceOptions
 
 /**
  * Committed changes from a logical replication slot (pgoutput, protocol 2), as batches of whole transactions.
@@ -80,6 +95,7 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
   #finished = false
   #closing: Promise<void> | undefined
   #skipped = 0
+  #assembler: TransactionAssembler | undefined
 
   constructor(connection: Connection, options: CdcSourceOptions) {
     if (!/^[A-Za-z0-9_]+$/.test(options.publication)) {
@@ -87,7 +103,7 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
       throw new ConfigError('publication', `"${options.publication}" must be letters, digits and "_" to be named in START_REPLICATION`)
     }
     this.#connection = connection
-    this.#options = Object.freeze({ maxBatchChanges: 10_000, maxBatchMs: 1_000, streaming: true, createSlot: true, ...options })
+    this.#options = Object.freeze({ maxBatchChanges: 10_000, maxBatchMs: 1_000, streaming: true, createSlot: true, idlePositionMs: 10_000, ...options })
     this.#durable = options.startAfter ? lsnFromText(options.startAfter).value : 0n
   }
 
@@ -114,7 +130,8 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
       // Messages are decoded as they arrive (their bytes are only valid during the event); whole transactions wait in
       // `ready` until they make a batch. The socket pauses while two batches' worth wait, so memory stays bounded.
       const decoder = new PgOutputDecoder()
-      const assembler = new TransactionAssembler()
+      const assembler = new TransactionAssembler(this.#options.spill)
+      this.#assembler = assembler
       let ready: CommittedTransaction[] = []
       let readyChanges = 0
       let readySince = 0
@@ -125,7 +142,7 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
       stream.on('xlog', ((walStart, payload) => {
         if (failure) return
         try {
-          const transaction = assembler.push(decoder.decode(payload), walStart)
+          const transaction = assembler.push(decoder.decode(payload), walStart, payload.length)
           if (!transaction) return
           if (transaction.endLsn.value <= this.#durable) {
             this.#skipped++
@@ -145,6 +162,26 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
           wake?.()
         }
       }) satisfies XLogListener)
+      // The server's position while nothing is pending: everything it decoded before it was sent, so a consumer that
+      // holds every batch holds everything up to it.
+      let idlePosition = 0n
+      // At most one such batch per idlePositionMs: writing it moves the WAL too (a warehouse on the same server).
+      let idleSince = Date.now()
+      const idle = () => ready.length === 0 && this.#unacknowledged === 0 && !assembler.inTransaction
+      stream.on('keepalive', (walEnd: bigint) => {
+        if (!idle() || walEnd <= this.#durable || walEnd <= idlePosition) return
+        idlePosition = walEnd
+        wake?.()
+      })
+      const askPosition = setInterval(() => {
+        if (!idle()) return
+        try {
+          stream.sendStatus(true)
+        } catch {
+          // The connection is gone; the loop sees its error.
+        }
+      }, this.#options.idlePositionMs)
+      askPosition.unref()
       stream.on('error', (error: unknown) => {
         failure ??= error
         wake?.()
@@ -180,6 +217,11 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
             yield take()
             continue
           }
+          if (idlePosition > this.#durable && idle() && Date.now() - idleSince >= this.#options.idlePositionMs) {
+            idleSince = Date.now()
+            yield this.#batch([], 0, lsnFromBigInt(idlePosition))
+            continue
+          }
           await new Promise<void>((resolve) => {
             wake = resolve
             setTimeout(resolve, ready.length ? Math.max(1, maxBatchMs - (Date.now() - readySince)) : 1_000).unref()
@@ -188,6 +230,7 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
         }
       } finally {
         signal?.removeEventListener('abort', onAbort)
+        clearInterval(askPosition)
       }
       // Whole transactions received so far; one cut by the stop is re-sent next time.
       while (ready.length) yield take()
@@ -203,9 +246,8 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
     }
   }
 
-  #batch(transactions: CommittedTransaction[], changes: number): ChangeBatch {
-    const last = transactions[transactions.length - 1] as CommittedTransaction
-    const end = last.endLsn
+  #batch(transactions: CommittedTransaction[], changes: number, position?: Lsn): ChangeBatch {
+    const end = position ?? (transactions[transactions.length - 1] as CommittedTransaction).endLsn
     let acknowledged = false
     this.#unacknowledged++
     return Object.freeze({
@@ -217,6 +259,7 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
         if (acknowledged) return
         acknowledged = true
         this.#unacknowledged--
+        for (const transaction of transactions) transaction.release()
         if (end.value > this.#durable) this.#durable = end.value
         try {
           this.#stream?.sendStatus(false)
@@ -231,6 +274,7 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
   /** Ends the replication connection (safe to call more than once). */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      this.#assembler?.close()
       if (this.#replication && this.#stream) await ReplicationStream.close(this.#replication, this.#stream)
       else await this.#replication?.end().catch(() => undefined)
     })()

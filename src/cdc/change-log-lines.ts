@@ -28,7 +28,7 @@ export class ChangeLogLines {
     let out = ''
     for (const transaction of transactions) {
       const shared = `\t${transaction.commitLsn.text}\t${timestampText(transaction.commitTime)}\t${transaction.xid}\t`
-      let seq = 0
+      let seq = transaction.firstSeq ?? 0
       for (const change of transaction.changes) {
         if (change.kind === 'truncate') {
           const data = `{"cascade":${change.cascade},"restart_identity":${change.restartIdentity}}`

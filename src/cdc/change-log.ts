@@ -78,20 +78,21 @@ export async function storeDurableLsn(
 }
 
 /**
- * Writes whole transactions (`copyText`: change log lines from `ChangeLogLines`) and the slot's position in one
+ * Writes whole transactions (`copyText`: change log lines from `ChangeLogLines`, whole or in chunks) and the slot's position in one
  * warehouse transaction (with `apply`, the bronze tables too): either all of it lands or none does.
  */
 export async function writeChanges(
   client: pg.ClientBase,
   schema: string,
   slot: string,
-  copyText: string,
+  copyText: string | Iterable<Buffer>,
   lastCommitEndLsn: string,
   apply?: (client: pg.ClientBase) => Promise<void>,
 ): Promise<void> {
   await client.query('begin')
   try {
-    if (copyText.length) await copyIn(client, `copy ${qualifiedName(schema, 'cdc_changes')} (${WRITTEN}) from stdin`, [Buffer.from(copyText)])
+    const chunks = typeof copyText === 'string' ? (copyText.length ? [Buffer.from(copyText)] : undefined) : copyText
+    if (chunks) await copyIn(client, `copy ${qualifiedName(schema, 'cdc_changes')} (${WRITTEN}) from stdin`, chunks)
     if (apply) await apply(client)
     await storeDurableLsn(client, schema, slot, lastCommitEndLsn)
     await client.query('commit')

@@ -42,7 +42,7 @@ export function changeRecords(transactions: readonly CommittedTransaction[]): Ch
   const records: ChangeRecord[] = []
   for (const transaction of transactions) {
     const shared = { commit_lsn: transaction.commitLsn.text, commit_time: timestampText(transaction.commitTime), xid: transaction.xid }
-    let seq = 0
+    let seq = transaction.firstSeq ?? 0
     for (const change of transaction.changes) {
       const lsn = lsnText(change.lsn)
       if (change.kind === 'truncate') {

@@ -47,6 +47,8 @@ export { TransactionAssembler, type CommittedTransaction, type RawChange } from 
 export { cdcSource, CdcSource, type CdcSourceOptions, type ChangeBatch } from './cdc/cdc-source.js'
 export { changeRecords, type ChangeRecord } from './cdc/change-records.js'
 export { captureChanges, type CaptureOptions, type CaptureReport } from './cdc/capture.js'
+export type { CaptureHealth } from './cdc/capture-health.js'
+export type { AssemblerOptions } from './cdc/transactions.js'
 export { takeInitialSnapshot, type InitialSnapshotOptions, type InitialSnapshotReport } from './cdc/initial-snapshot.js'
 export { CHANGE_LOG_COLUMNS } from './cdc/change-log.js'
 

@@ -15,6 +15,8 @@ type Relation = Extract<PgOutputMessage, { tag: 'relation' }>
 import type { InitialSnapshotReport } from './initial-snapshot.js'
 import { ensureChangeLog, writeChanges } from './change-log.js'
 import { startCapture } from './capture-start.js'
+import { watchHealth, type CaptureHealth } from './capture-health.js'
+import { timestampText } from './pgoutput.js'
 import { primaryKeyOf } from '../pg/catalog.js'
 import { silentLogger, type Logger } from '../logger.js'
 import { readCaptureState } from './change-log.js'
@@ -63,6 +65,14 @@ export interface CaptureOptions {
   readonly newTables?: 'snapshot' | 'error'
   /** Where the capture says what it does (snapshots, lag warnings); pino and console fit. Default: silent. */
   readonly logger?: Logger
+  /** The slot's standing (retained WAL, lag in bytes, last commit), every `healthIntervalMs` while the capture runs. */
+  readonly onHealth?: (health: CaptureHealth) => void
+  /** Default 30,000 ms. */
+  readonly healthIntervalMs?: number
+  /** Retained WAL above which each health reading logs a warning. Default 1 GiB. */
+  readonly maxRetainedWalBytes?: number
+  /** How often an idle capture moves the slot to the server's position; see `cdcSource`. Default 10,000 ms. */
+  readonly idlePositionMs?: number
   /** After the initial snapshot is in the warehouse. */
   readonly onSnapshot?: (snapshot: InitialSnapshotReport) => void
   /** After each batch is durable in the warehouse (and acknowledged to the server). */
@@ -104,6 +114,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   let changes: CdcSource | undefined
   // The batch being written; never left running when this returns (the writer goes back to the pool after it).
   let writing: Promise<void> = Promise.resolve()
+  let health: { stop(): void } | undefined
   try {
     if (options.signal?.aborted) stop.abort()
     await ensureChangeLog(writer, schema)
@@ -152,6 +163,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       ...(options.maxBatchMs !== undefined ? { maxBatchMs: options.maxBatchMs } : {}),
       ...(options.streaming !== undefined ? { streaming: options.streaming } : {}),
       ...(options.spill ? { spill: options.spill } : {}),
+      ...(options.idlePositionMs !== undefined ? { idlePositionMs: options.idlePositionMs } : {}),
       signal: stop.signal,
     })
     const lines = new ChangeLogLines()
@@ -168,6 +180,19 @@ export async function captureChanges(source: Connection, options: CaptureOptions
         })
       : undefined
     const report = { transactions: 0, changes: 0, batches: 0, spilledTransactions: 0, lastCommitEndLsn: startAfter }
+    let lastCommitTime: string | null = null
+    let lastBatchAt: number | null = null
+    health = watchHealth(
+      source,
+      {
+        slot: options.slot,
+        logger,
+        intervalMs: options.healthIntervalMs ?? 30_000,
+        maxRetainedWalBytes: options.maxRetainedWalBytes ?? 2 ** 30,
+        onHealth: options.onHealth,
+      },
+      () => ({ lastCommitEndLsn: report.lastCommitEndLsn, lastCommitTime, lastBatchAt }),
+    )
 
     const write = async (batch: ChangeBatch, copyText: string | Iterable<Buffer>): Promise<void> => {
       let joined: { committed(): void } | undefined
@@ -193,6 +218,11 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       report.changes += batch.changes
       report.batches++
       report.lastCommitEndLsn = batch.lastCommitEndLsn
+      const newest = batch.transactions[batch.transactions.length - 1]
+      if (newest) {
+        lastCommitTime = timestampText(newest.commitTime)
+        lastBatchAt = Date.now()
+      }
       options.onBatch?.({ transactions: batch.transactions.length, changes: batch.changes, lastCommitEndLsn: batch.lastCommitEndLsn })
     }
 
@@ -212,6 +242,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
   } catch (error) {
     throw classifyError(error, 'source', context, SourceQueryError)
   } finally {
+    health?.stop()
     options.signal?.removeEventListener('abort', onAbort)
     await writing.catch(() => undefined)
     await changes?.close()

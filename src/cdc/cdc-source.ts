@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
-import { ConfigError, ConnectionLostError, classifyError, SourceQueryError } from '../errors.js'
+import { ConfigError } from '../errors.js'
+import { classifyReplicationError } from './replication-errors.js'
 import { quoteIdent } from '../pg/identifiers.js'
 import { changeRecords, type ChangeRecord } from './change-records.js'
 import { lsnFromBigInt, lsnFromText, PgOutputDecoder, type Lsn } from './pgoutput.js'
@@ -235,10 +236,7 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
       // Whole transactions received so far; one cut by the stop is re-sent next time.
       while (ready.length) yield take()
     } catch (error) {
-      const classified = classifyError(error, 'source', context, SourceQueryError)
-      throw classified instanceof SourceQueryError && /terminat|closed|ECONNRESET/i.test(classified.message)
-        ? new ConnectionLostError(classified.message, { step: 'source', context, cause: error })
-        : classified
+      throw classifyReplicationError(error, context)
     } finally {
       this.#finished = true
       // The last batches' acknowledgements still need the connection: it closes when they are in, or on close().

@@ -1,0 +1,99 @@
+import { describe, expect, it } from 'vitest'
+import { captureChanges, ensurePublication, lsnFromText, DatakitError, MissingPublicationError, slotStatus, type CaptureHealth } from '../src/index.js'
+import { useDatabases } from './support/fixtures.js'
+
+const db = useDatabases('health')
+
+/** Runs `body` while a capture streams; returns how the capture ended (its report or its error) and when. */
+async function whileCapturing(
+  options: { slot: string; publication: string; idlePositionMs?: number; healthIntervalMs?: number; onHealth?: (health: CaptureHealth) => void },
+  body: (stop: () => void, ended: Promise<unknown>) => Promise<void>,
+): Promise<{ outcome: unknown; endedAt: number }> {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(), 60_000)
+  let endedAt = 0
+  const capture = captureChanges(db.source, { ...options, to: db.warehouse, maxBatchMs: 50, signal: controller.signal }).then(
+    (report) => report,
+    (error: unknown) => error,
+  )
+  const ended = capture.then((outcome) => {
+    endedAt = Date.now()
+    return outcome
+  })
+  try {
+    await body(() => controller.abort(), ended)
+    return { outcome: await ended, endedAt }
+  } finally {
+    controller.abort()
+    clearTimeout(timer)
+    await capture
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+describe('a capture looks after its slot', () => {
+  it('moves the slot past WAL in which only unpublished tables changed, after the warehouse stored the position', async () => {
+    await db.sourceSql('create table watched (id int primary key)')
+    await db.sourceSql('create table unwatched (id serial primary key, filler text)')
+    await ensurePublication(db.source, 'quiet_pub', [{ table: 'watched' }])
+    const healths: CaptureHealth[] = []
+    await whileCapturing({ slot: 'quiet_slot', publication: 'quiet_pub', idlePositionMs: 200, healthIntervalMs: 300, onHealth: (health) => healths.push(health) }, async (stop) => {
+      await sleep(500)
+      const before = lsnFromText((await slotStatus(db.source, 'quiet_slot'))?.confirmedFlushLsn as string).value
+      for (let round = 0; round < 20; round++) await db.sourceSql(`insert into unwatched (filler) select repeat('x', 500) from generate_series(1, 500)`)
+      const written = lsnFromText((await db.sourceSql(`select pg_current_wal_lsn()::text as lsn`))[0]?.lsn as string).value
+      let confirmed = before
+      for (let waited = 0; confirmed < written && waited < 20_000; waited += 100) {
+        await sleep(100)
+        confirmed = lsnFromText((await slotStatus(db.source, 'quiet_slot'))?.confirmedFlushLsn as string).value
+      }
+      expect(confirmed).toBeGreaterThanOrEqual(written)
+      // Never ahead of what the warehouse holds.
+      const stored = (await db.warehouseSql(`select last_commit_end_lsn::text as lsn from bronze.cdc_state where slot = 'quiet_slot'`))[0]?.lsn as string
+      expect(lsnFromText(stored).value).toBeGreaterThanOrEqual(confirmed)
+      stop()
+    })
+    expect(healths.length).toBeGreaterThan(0)
+    expect(healths[0]).toMatchObject({ slot: 'quiet_slot', walStatus: 'reserved' })
+    expect(healths[0]?.retainedWalBytes).toBeGreaterThanOrEqual(0)
+  })
+
+  it('ends at once with the sink's error when a warehouse write fails, without waiting for another change', async () => {
+    await db.sourceSql('create table fragile (id int primary key)')
+    await ensurePublication(db.source, 'fragile_pub', [{ table: 'fragile' }])
+    let failedAt = 0
+    const { outcome, endedAt } = await whileCapturing({ slot: 'fragile_slot', publication: 'fragile_pub' }, async (_stop, ended) => {
+      // The capture makes its slot: a change before that is not streamed.
+      for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, 'fragile_slot'))?.active; ) await sleep(100)
+      await db.sourceSql('insert into fragile values (1)')
+      for (const until = Date.now() + 10_000; Date.now() < until; ) {
+        if ((await db.warehouseSql(`select count(*)::int as n from bronze.cdc_changes`))[0]?.n === 1) break
+        await sleep(100)
+      }
+      expect(await db.warehouseSql(`select count(*)::int as n from bronze.cdc_changes`)).toEqual([{ n: 1 }])
+      await db.warehouseSql('alter table bronze.cdc_changes rename to cdc_changes_away')
+      await db.sourceSql('insert into fragile values (2)')
+      failedAt = Date.now()
+      // Nothing else is written: a capture that waited for the next batch to notice would run until the 60 s timeout.
+      await Promise.race([ended, sleep(15_000)])
+    }).finally(() => db.warehouseSql('alter table if exists bronze.cdc_changes_away rename to cdc_changes'))
+    expect(outcome).toBeInstanceOf(DatakitError)
+    expect(outcome).toMatchObject({ step: 'sink', context: { table: 'cdc_changes' } })
+    expect(endedAt - failedAt).toBeLessThan(10_000)
+  })
+
+  it('stops with MissingPublicationError when the publication is dropped while it streams', async () => {
+    await db.sourceSql('create table orphaned (id int primary key)')
+    await ensurePublication(db.source, 'doomed_pub', [{ table: 'orphaned' }])
+    const { outcome } = await whileCapturing({ slot: 'doomed_slot', publication: 'doomed_pub' }, async (_stop, ended) => {
+      for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, 'doomed_slot'))?.active; ) await sleep(100)
+      await db.sourceSql('drop publication doomed_pub')
+      await db.sourceSql('insert into orphaned values (1)')
+      await Promise.race([ended, sleep(20_000)])
+    })
+    expect(outcome).toBeInstanceOf(MissingPublicationError)
+    expect((outcome as Error).message).toMatch(/doomed_pub.*initialSnapshot/s)
+    expect((outcome as MissingPublicationError).retryable).toBe(false)
+  })
+})

@@ -59,7 +59,7 @@ describe('a capture looks after its slot', () => {
     expect(healths[0]?.retainedWalBytes).toBeGreaterThanOrEqual(0)
   })
 
-  it('ends at once with the sink's error when a warehouse write fails, without waiting for another change', async () => {
+  it('ends at once with the sink error when a warehouse write fails, without waiting for another change', async () => {
     await db.sourceSql('create table fragile (id int primary key)')
     await ensurePublication(db.source, 'fragile_pub', [{ table: 'fragile' }])
     let failedAt = 0

@@ -64,7 +64,8 @@ export async function startCapture(source: Connection, writer: pg.ClientBase, op
       )
     }
   }
-  if (options.initialSnapshot || resnapshot) {
+  // A snapshot that an earlier run began is finished before anything streams, asked for this time or not.
+  if (options.initialSnapshot || resnapshot || state?.initialSnapshot === 'pending') {
     const snapshot = await takeInitialSnapshot(source, writer, {
       slot,
       publication,

@@ -22,12 +22,17 @@
  * by a two-column key, and updates and deletes of a REPLICA IDENTITY FULL table without a key.
  *
  * Also the lag of a capture running while a pgbench workload commits (`--cdc-lag-transactions`, default 10,000).
+ *
+ * The memory case (`--cases cdc-large-tx`, `runCdcLargeTxBench`): one transaction of `--cdc-huge` inserts (default
+ * 2,000,000 rows of about 440 bytes) captured with apply by a fresh process, its peak RSS against issue #15's
+ * <= 300 MB, sent in parts and whole at commit (`--cdc-huge-streaming on,off`), checked exact by checksum.
  */
 import { execFile as execFileCallback, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { findPostgresBinDir } from '../src/testing/index.js'
@@ -506,4 +511,152 @@ export function cdcReport(result: CdcBenchResult): string[] {
   if (one && two) lines.push(`  two-column key deletes ${(one / two).toFixed(2)}x slower than one-column (target <= 2: ${one / two <= 2 ? 'met' : 'MISSED'})`)
   if (result.lagP50Ms !== null) lines.push(`cdc lag under a pgbench workload: p50 ${Math.round(result.lagP50Ms)} ms, p99 ${Math.round(result.lagP99Ms ?? 0)} ms`)
   return lines
+}
+
+export interface CdcLargeTxOptions {
+  /** Changes in the one transaction (inserts of rows of about 440 bytes). */
+  readonly changes: number
+  /** How the walsender sends it: in parts as it runs (`on`, past logical_decoding_work_mem), whole at commit (`off`). */
+  readonly streaming: readonly ('on' | 'off')[]
+}
+
+export interface CdcLargeTxRun {
+  readonly streaming: 'on' | 'off'
+  readonly changes: number
+  readonly seconds: number
+  readonly changesPerSecond: number
+  readonly peakRssMb: number
+  readonly peakHeapMb: number
+  readonly peakExternalMb: number
+  readonly nodeCpuSeconds: number
+  readonly spilledTransactions: number
+  /** bronze.br_<table> equals the source by checksum, and the change log holds every change once. */
+  readonly exact: boolean
+}
+
+export interface CdcLargeTxResult {
+  readonly changes: number
+  readonly rowBytes: number
+  readonly runs: readonly CdcLargeTxRun[]
+}
+
+/** Issue #15's memory target: a 2 M-change transaction captured with apply at no more than this peak RSS. */
+export const CDC_LARGE_TX_RSS_TARGET_MB = 300
+
+/**
+ * The memory case: one transaction of `changes` inserts (rows of about 440 bytes) on a published table, captured with
+ * `apply: true` by a fresh Node process (bench/cdc-large-tx.mjs, the built library) whose peak RSS is the capture's
+ * own. Once per streaming mode, each on its own slot made before the transaction was written: `on`, sent in parts
+ * while it runs (it is far past logical_decoding_work_mem), and `off`, sent whole at its commit. Either way the
+ * transaction outgrows the capture's memory bounds and waits in a spill file. Checked exact: bronze.br_cdc_huge equals
+ * the source by checksum and the change log holds each change once.
+ */
+export async function runCdcLargeTxBench(url: string, options: CdcLargeTxOptions): Promise<CdcLargeTxResult> {
+  const lib = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof import('../src/index.js')
+  const { connect, dropSlot, ensurePublication, ensureSlot } = lib
+  const warehouseName = `${WAREHOUSE}_large_tx`
+  const publication = 'pgdk_bench_huge_pub'
+  const admin = new pg.Client({ connectionString: url })
+  await admin.connect()
+  const source = connect({ url, ssl: { mode: 'disable' } })
+  const warehouseUrl = new URL(url)
+  warehouseUrl.pathname = `/${warehouseName}`
+  const slotOf = (streaming: 'on' | 'off') => `pgdk_bench_huge_${streaming}`
+  try {
+    for (const streaming of options.streaming) await dropSlot(source, slotOf(streaming))
+    await admin.query(`drop database if exists ${warehouseName} with (force)`)
+    await admin.query(`create database ${warehouseName}`)
+    await admin.query(`drop publication if exists ${publication}`)
+    await admin.query('drop table if exists cdc_huge')
+    await admin.query('create table cdc_huge (id int primary key, n int not null, filler text not null)')
+    await ensurePublication(source, publication, [{ table: 'cdc_huge' }])
+    for (const streaming of options.streaming) await ensureSlot(source, slotOf(streaming))
+    console.error(`cdc large transaction: writing one transaction of ${options.changes.toLocaleString('en')} inserts ...`)
+    // 416 characters of filler: a row of about 440 bytes on the source and in pgoutput's Insert message.
+    await admin.query(`insert into cdc_huge select g, g % 1000, repeat(md5(g::text), 13) from generate_series(1, $1::int) g`, [options.changes])
+    const [size] = (await admin.query<{ bytes: string }>(`select pg_relation_size('cdc_huge')::text as bytes`)).rows
+    const sourceSum = await tableChecksum(admin, 'cdc_huge')
+    const runs: CdcLargeTxRun[] = []
+    const warehouse = new pg.Client({ connectionString: warehouseUrl.toString() })
+    await warehouse.connect()
+    try {
+      for (const streaming of options.streaming) {
+        await admin.query('checkpoint')
+        const schema = `bronze_huge_${streaming}`
+        const script = fileURLToPath(new URL('./cdc-large-tx.mjs', import.meta.url))
+        const { stdout } = await execFile(
+          process.execPath,
+          [script, url, warehouseUrl.toString(), slotOf(streaming), publication, schema, String(options.changes), streaming],
+          { maxBuffer: 1 << 20, env: process.env },
+        )
+        const measured = JSON.parse(stdout.trim().split('\n').at(-1) as string) as {
+          changes: number
+          seconds: number
+          maxRssBytes: number
+          peakHeapBytes: number
+          peakExternalBytes: number
+          spilledTransactions: number
+          cpuSeconds: number
+        }
+        const bronzeSum = await tableChecksum(warehouse, `${schema}.br_cdc_huge`)
+        const logged = await warehouse.query<{ n: number; distinct_changes: number }>(
+          `select count(*)::int as n, count(distinct (commit_lsn, seq))::int as distinct_changes from ${schema}.cdc_changes`,
+        )
+        const exact =
+          bronzeSum === sourceSum && logged.rows[0]?.n === options.changes && logged.rows[0]?.distinct_changes === options.changes && measured.changes === options.changes
+        const run: CdcLargeTxRun = {
+          streaming,
+          changes: measured.changes,
+          seconds: measured.seconds,
+          changesPerSecond: measured.changes / measured.seconds,
+          peakRssMb: measured.maxRssBytes / 2 ** 20,
+          peakHeapMb: measured.peakHeapBytes / 2 ** 20,
+          peakExternalMb: measured.peakExternalBytes / 2 ** 20,
+          nodeCpuSeconds: measured.cpuSeconds,
+          spilledTransactions: measured.spilledTransactions,
+          exact,
+        }
+        runs.push(run)
+        console.error(`  ${formatLargeTxRun(run)}`)
+        await dropWhenIdle(admin, slotOf(streaming))
+        // The next run's checkpoint and WAL need not carry this one's copies.
+        await warehouse.query(`drop schema ${schema} cascade`)
+      }
+    } finally {
+      await warehouse.end()
+    }
+    return { changes: options.changes, rowBytes: Number(size?.bytes ?? 0) / options.changes, runs }
+  } finally {
+    for (const streaming of options.streaming) await dropSlot(source, slotOf(streaming)).catch(() => undefined)
+    await admin.query('drop table if exists cdc_huge').catch(() => undefined)
+    await admin.query(`drop database if exists ${warehouseName} with (force)`).catch(() => undefined)
+    await source.close()
+    await admin.end()
+  }
+}
+
+/** Row count and the sum of a hash of each row's data columns: equal means the same rows. */
+async function tableChecksum(client: pg.Client, table: string): Promise<string> {
+  const { rows } = await client.query<{ sum: string }>(
+    `select count(*) || ':' || coalesce(sum(hashtextextended(row(id, n, filler)::text, 0)::numeric), 0) as sum from ${table}`,
+  )
+  return rows[0]?.sum ?? ''
+}
+
+function formatLargeTxRun(run: CdcLargeTxRun): string {
+  const met = run.peakRssMb <= CDC_LARGE_TX_RSS_TARGET_MB && run.exact
+  return (
+    `streaming ${run.streaming.padEnd(3)}: ${run.changes.toLocaleString('en')} changes at ${Math.round(run.changesPerSecond).toLocaleString('en')} changes/s ` +
+    `(${run.seconds.toFixed(1)} s, Node CPU ${run.nodeCpuSeconds.toFixed(1)} s); peak RSS ${Math.round(run.peakRssMb)} MB ` +
+    `(V8 heap ${Math.round(run.peakHeapMb)}, outside it ${Math.round(run.peakExternalMb)}); ${run.exact ? 'exact' : 'NOT EXACT'}; ` +
+    `target <= ${CDC_LARGE_TX_RSS_TARGET_MB} MB: ${met ? 'PASS' : 'FAIL'}`
+  )
+}
+
+/** The bench's report lines for the CDC memory case. */
+export function cdcLargeTxReport(result: CdcLargeTxResult): string[] {
+  return [
+    `cdc large transaction: one transaction of ${result.changes.toLocaleString('en')} inserts (${Math.round(result.rowBytes)} B a row on disk), captureChanges with apply, in a fresh process`,
+    ...result.runs.map((run) => `  ${formatLargeTxRun(run)}`),
+  ]
 }

@@ -16,6 +16,8 @@
  *   cdc          change capture against pg_recvlogical on the same backlogs (bench/cdc.ts): A, --cdc-transactions
  *                one-row transactions (default 300000); B, --cdc-large transactions x updates (default 3x100000);
  *                apply's statement shapes (--cdc-shape-changes, default 20000); lag (--cdc-lag-transactions, 10000)
+ *   cdc-large-tx one transaction of --cdc-huge inserts (default 2000000) captured with apply by a fresh process, sent in
+ *                parts and whole at commit (--cdc-huge-streaming on,off): its peak RSS against <= 300 MB (bench/cdc.ts)
  * Each run is a fresh process running dist/ (so peak RSS is the run's own); a warm-up round, then --runs rounds in which
  * the cases take turns (so a ratio compares cases under the same background load); medians per case.
  * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
@@ -26,7 +28,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { startTestPostgres, type ThrowawayPostgres } from '../src/testing/index.js'
-import { cdcReport, runCdcBench, type CdcBenchResult } from './cdc.js'
+import { cdcLargeTxReport, cdcReport, runCdcBench, runCdcLargeTxBench, type CdcBenchResult, type CdcLargeTxResult } from './cdc.js'
 
 const execFile = promisify(execFileCallback)
 
@@ -89,14 +91,17 @@ const runs = Number(argument('runs') ?? 3)
 const warmup = Number(argument('warmup') ?? 1)
 const requested = (
   argument('cases') ??
-  'limit,limit-binary,fast,fast-text,decoded,realistic,realistic-limit,cursor,partitions-serial,partitions-parallel,partitions-psql-serial,partitions-psql-parallel,partitions-server-serial,partitions-server-parallel,cdc'
+  'limit,limit-binary,fast,fast-text,decoded,realistic,realistic-limit,cursor,partitions-serial,partitions-parallel,partitions-psql-serial,partitions-psql-parallel,partitions-server-serial,partitions-server-parallel,cdc,cdc-large-tx'
 ).split(',')
 const withCdc = requested.includes('cdc')
-const cases = requested.filter((name) => name !== 'cdc') as CaseName[]
+const withCdcLargeTx = requested.includes('cdc-large-tx')
+const cases = requested.filter((name) => name !== 'cdc' && name !== 'cdc-large-tx') as CaseName[]
 const cdcTransactions = Number(argument('cdc-transactions') ?? 300_000)
 const [cdcLargeTransactions, cdcLargeSize] = (argument('cdc-large') ?? '3x100000').split('x').map(Number) as [number, number]
 const cdcShapeChanges = Number(argument('cdc-shape-changes') ?? 20_000)
 const cdcLagTransactions = Number(argument('cdc-lag-transactions') ?? 10_000)
+const cdcHuge = Number(argument('cdc-huge') ?? 2_000_000)
+const cdcHugeStreaming = (argument('cdc-huge-streaming') ?? 'on,off').split(',') as ('on' | 'off')[]
 const json = argument('json')
 const table = `bench_${rows}`
 
@@ -209,6 +214,7 @@ async function main() {
         lagTransactions: cdcLagTransactions,
       })
     }
+    const cdcLargeTx: CdcLargeTxResult | undefined = withCdcLargeTx ? await runCdcLargeTxBench(url, { changes: cdcHuge, streaming: cdcHugeStreaming }) : undefined
     const { bytes } = cases.length ? await generate(url) : { bytes: 0 }
     if (cases.length) console.error(`table ${table}: ${(bytes / 1e6).toFixed(0)} MB on disk; ${runs} runs per case after a warm-up round; the cases take turns in each round`)
     const results: Record<
@@ -346,6 +352,10 @@ async function main() {
     if (cdc) {
       lines.push(...cdcReport(cdc))
       summary.cdc = cdc
+    }
+    if (cdcLargeTx) {
+      lines.push(...cdcLargeTxReport(cdcLargeTx))
+      summary.cdcLargeTx = cdcLargeTx
     }
     console.log(lines.join('\n'))
     if (json !== undefined) {

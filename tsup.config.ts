@@ -3,6 +3,10 @@ import { defineConfig } from 'tsup'
 export default defineConfig({
   entry: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts', duckdb: 'src/duckdb.ts', parquet: 'src/parquet.ts' },
   format: ['esm', 'cjs'],
+  // Shared code (the error classes, above all) goes into chunks that every entry point loads, in CommonJS too
+  // (tsup splits only ESM by default): without it, `require('pg-datakit/duckdb')` carried its own copy of each class and
+  // its errors failed `instanceof` against those of `require('pg-datakit')`. test/package-entries.test.ts checks it.
+  splitting: true,
   dts: true,
   sourcemap: true,
   clean: true,

@@ -2,7 +2,6 @@ import { open, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Batch, Row, RunConstants, RunContext } from '../../contracts.js'
 import { AbortedError } from '../../errors.js'
-import { countLines } from '../../pg/copy-line-suffix.js'
 import { encodeRows, rowEncoder } from '../../pg/copy-text-encoder.js'
 import type { Column } from '../../pg/types.js'
 import { quoteIdent } from '../../pg/identifiers.js'
@@ -18,6 +17,8 @@ import { sqlString } from './sql.js'
 export interface Spooled {
   readonly rows: number
   readonly bytes: number
+  /** The longest line's length in bytes, its newline included: it sizes DuckDB's reader buffer (memory.ts). */
+  readonly longestLine: number
 }
 
 /** The longest row (as COPY text) the DuckDB and Parquet sinks load. */
@@ -54,11 +55,21 @@ export async function spoolCopyText(chunks: AsyncIterable<Buffer>, file: string,
   const handle = await open(file, 'w')
   let rows = 0
   let bytes = 0
+  let longestLine = 0
+  // Bytes of the line that the previous chunk ended in (chunks are cut anywhere).
+  let lineSoFar = 0
   try {
     for await (const raw of chunks) {
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink' })
       const chunk = suffix ? suffix(raw) : raw
-      rows += countLines(chunk)
+      let start = 0
+      for (let at = chunk.indexOf(10); at !== -1; at = chunk.indexOf(10, at + 1)) {
+        rows++
+        longestLine = Math.max(longestLine, lineSoFar + at + 1 - start)
+        lineSoFar = 0
+        start = at + 1
+      }
+      lineSoFar += chunk.length - start
       bytes += chunk.length
       ctx.reportBytes?.(chunk.length)
       await handle.write(chunk)
@@ -66,7 +77,7 @@ export async function spoolCopyText(chunks: AsyncIterable<Buffer>, file: string,
   } finally {
     await handle.close()
   }
-  return { rows, bytes }
+  return { rows, bytes, longestLine: Math.max(longestLine, lineSoFar) }
 }
 
 /** Encodes decoded rows as COPY text and spools them: the same file the byte path writes. */
@@ -88,6 +99,7 @@ export function selectSpooled(
   copied: number,
   constants: RunConstants | undefined,
   warehouse: Warehouse = 'duckdb',
+  bufferBytes: number = MAX_LINE_BYTES,
 ): { sql: string; values: string[] } {
   const values: string[] = []
   const fields = columns.slice(0, copied).map((_, index) => `'c${index}': 'VARCHAR'`)
@@ -102,10 +114,10 @@ export function selectSpooled(
     }
     return `${duck.convert(raw)} AS ${quoteIdent(column.name)}`
   })
-  // DuckDB's reader refuses lines longer than max_line_size (2 MB by default) and reads buffers of at least that size
-  // per thread: 64 MB holds large JSON documents while keeping memory bounded (docs/sinks.md, limits).
+  // DuckDB's reader refuses lines longer than max_line_size and holds buffers of at least that size per thread: sized to
+  // the run's longest line (readerBufferBytes), at most MAX_LINE_BYTES (docs/sinks.md, limits).
   const reader =
     `read_csv(${sqlString(file)}, delim = '\t', quote = '', escape = '', header = false, nullstr = '\\N', ` +
-    `auto_detect = false, new_line = '\\n', max_line_size = ${MAX_LINE_BYTES}, buffer_size = ${MAX_LINE_BYTES}, columns = {${fields.join(', ')}})`
+    `auto_detect = false, new_line = '\\n', max_line_size = ${bufferBytes}, buffer_size = ${bufferBytes}, columns = {${fields.join(', ')}})`
   return { sql: `SELECT ${select.join(', ')} FROM ${reader}`, values }
 }

@@ -11,8 +11,9 @@ import { AbortedError, ConfigError } from '../../errors.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../../pg/identifiers.js'
 import { targetTableName } from '../target.js'
 import { duckdbCheckpoints, type DuckDBCheckpointStore } from './checkpoints.js'
-import { removeStaleSpools, selectSpooled, spoolCopyText, spoolPath, spoolRows, type Spooled } from './copy-text-file.js'
+import { MAX_LINE_BYTES, removeStaleSpools, selectSpooled, spoolCopyText, spoolPath, spoolRows, type Spooled } from './copy-text-file.js'
 import { duckdbError, fileError, withDuckDB } from './database.js'
+import { limitMemory, readerBufferBytes } from './memory.js'
 import { createTableSql, prepareTable } from './table.js'
 import { duckColumn } from './types.js'
 
@@ -68,12 +69,15 @@ export function duckdbSink(options: DuckDBSinkOptions): Sink {
         throw error instanceof Error && 'code' in error && typeof error.code === 'string' && error.code.startsWith('E') ? fileError(error, file, 'sink', context) : error
       }
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
-      const { sql: select, values } = selectSpooled(file, columns, copied, constants)
+      const readerBuffer = readerBufferBytes(spooled.longestLine, MAX_LINE_BYTES)
+      const { sql: select, values } = selectSpooled(file, columns, copied, constants, 'duckdb', readerBuffer)
       const pending = ctx.checkpoint
       const store = pending && isOwn(pending.store) ? pending.store : undefined
       return await withDuckDB(
         path,
         async (connection) => {
+          // merge takes the last row of a key by the rows' order in the file; replace and append need no order.
+          await limitMemory(connection, { readerBufferBytes: readerBuffer, preserveOrder: mode === 'merge' })
           await connection.run('BEGIN TRANSACTION')
           try {
             await connection.run(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`)

@@ -8,8 +8,9 @@ import { parseOptions } from '../../connection/options.js'
 import type { Batch, Row, RunConstants, RunContext, Shape, Sink, SinkResult, SinkTarget } from '../../contracts.js'
 import { AbortedError, CheckpointConflictError, ConfigError, DatakitError, SinkWriteError } from '../../errors.js'
 import { quoteIdent } from '../../pg/identifiers.js'
-import { removeStaleSpools, selectSpooled, spoolCopyText, spoolRows, type Spooled } from '../duckdb/copy-text-file.js'
+import { MAX_LINE_BYTES, removeStaleSpools, selectSpooled, spoolCopyText, spoolRows, type Spooled } from '../duckdb/copy-text-file.js'
 import { duckdbError, fileError, withDuckDB } from '../duckdb/database.js'
+import { limitMemory, readerBufferBytes } from '../duckdb/memory.js'
 import { sqlString } from '../duckdb/sql.js'
 import { duckColumn } from '../duckdb/types.js'
 import { targetTableName } from '../target.js'
@@ -82,18 +83,19 @@ export function parquetSink(options: ParquetSinkOptions): Sink {
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
 
       const copied = constants ? columns.length - constants.columns.length : columns.length
-      const { sql: select, values } = selectSpooled(spoolFile, columns, copied, constants, 'parquet')
+      const readerBuffer = readerBufferBytes(spooled.longestLine, MAX_LINE_BYTES)
+      const { sql: select, values } = selectSpooled(spoolFile, columns, copied, constants, 'parquet', readerBuffer)
       const duck = columns.map((column) => duckColumn(column, 'parquet'))
       const settings = [`FORMAT parquet`, `COMPRESSION ${compression}`, ...(rowGroupRows ? [`ROW_GROUP_SIZE ${rowGroupRows}`] : [])]
       const destination = partitionBy.length ? run : join(run, 'part-0.parquet')
       if (partitionBy.length) settings.push(`PARTITION_BY (${partitionBy.map(quoteIdent).join(', ')})`, `FILENAME_PATTERN 'part-{i}'`, 'OVERWRITE_OR_IGNORE true')
       if (spooled.rows > 0 || !partitionBy.length) {
-        // An in-memory DuckDB that spills to the run's directory: memory stays bounded whatever the run's size.
+        // An in-memory DuckDB that spills to the run's directory: memory stays bounded whatever the run's size. The
+        // files' row order is not kept (each thread writes its own row groups), as no reader may rely on it.
         await withDuckDB(
           ':memory:',
           async (connection) => {
-            await connection.run(`SET temp_directory = ${sqlString(join(work, 'duckdb.tmp'))}`)
-            await connection.run(`SET memory_limit = '256MB'`)
+            await limitMemory(connection, { readerBufferBytes: readerBuffer, preserveOrder: false, tempDirectory: join(work, 'duckdb.tmp') })
             await connection.run(`COPY (${select}) TO ${sqlString(destination)} (${settings.join(', ')})`, values)
           },
           { signal: ctx.signal, context },

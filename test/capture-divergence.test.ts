@@ -174,6 +174,13 @@ describe('a capture never continues past a gap', () => {
     expect(columns).toEqual([
       { name: 'id', type: 'integer' },
       { name: 'a', type: 'bigint' },
+      // The lineage columns follow the columns bronze was made with; later ones are added after them.
+      { name: '_bronze_loaded_at', type: 'timestamp with time zone' },
+      { name: '_bronze_source', type: 'text' },
+      { name: '_bronze_schema', type: 'text' },
+      { name: '_bronze_table', type: 'text' },
+      { name: '_bronze_extraction_type', type: 'text' },
+      { name: '_bronze_lsn', type: 'pg_lsn' },
       { name: 'b', type: 'text' },
       { name: 'c', type: 'numeric(10,2)' },
       { name: 'd', type: 'integer' },

@@ -209,7 +209,11 @@ describe('the initial snapshot hand-off', () => {
     const columns = await db.warehouseSql(
       `select column_name from information_schema.columns where table_schema = 'bronze' and table_name = 'br_members' order by ordinal_position`,
     )
-    expect(columns.map((column) => column.column_name)).toEqual(['id', 'region'])
+    expect(columns.map((column) => column.column_name)).toEqual([
+      'id',
+      'region',
+      ...['_bronze_loaded_at', '_bronze_source', '_bronze_schema', '_bronze_table', '_bronze_extraction_type', '_bronze_lsn'],
+    ])
     const [regions] = await db.warehouseSql(`select array_agg(distinct region) as regions from bronze.br_members`)
     expect(regions?.regions).toEqual(['eu'])
   })

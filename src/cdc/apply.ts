@@ -1,7 +1,8 @@
 import type pg from 'pg'
 import { valueToText } from '../pg/copy-text-encoder.js'
 import { quoteIdent } from '../pg/identifiers.js'
-import { bronzeKey, bronzeTableName, ensureBronzeTable, type BronzeRelation } from './bronze-table.js'
+import { literal } from '../pg/inline-parameters.js'
+import { bronzeKey, bronzeTableName, CDC_EXTRACTION_TYPE, ensureBronzeTable, LINEAGE_COLUMNS, type BronzeRelation, type Lineage } from './bronze-table.js'
 import type { ChangeRecord } from './change-records.js'
 import { UNCHANGED, type RelationColumn, type TupleValue } from './pgoutput.js'
 import type { CommittedTransaction } from './transactions.js'
@@ -29,14 +30,20 @@ import type { CommittedTransaction } from './transactions.js'
  *   tuple of an earlier update in its run starts a new run, as it may mean the row that update wrote.
  * Values travel as text arrays (one parameter per column) and are cast to the bronze column's type on the server.
  * Key moves are applied one change at a time, in order with the runs of their table.
+ *
+ * With `lineage`, every row an insert or update writes gets the lineage columns (`LINEAGE_COLUMNS`, which
+ * `prepareBronzeTable` adds): `_bronze_loaded_at` the warehouse transaction's time (`now()`), `_bronze_source`,
+ * `_bronze_schema` and `_bronze_table` the source's, `_bronze_extraction_type` `'cdc'`, and `_bronze_lsn` the commit
+ * LSN of the change's transaction. They are never matched on: a keyless table's rows are found by the source's columns.
  */
 export async function applyChanges(
   client: pg.ClientBase,
   schema: string,
   relations: ReadonlyMap<string, BronzeRelation>,
   changes: readonly ChangeRecord[],
+  lineage?: Lineage,
 ): Promise<void> {
-  const applier = new Applier(client, schema)
+  const applier = new Applier(client, schema, lineage)
   for (const change of changes) {
     if (!change.schema_name || !change.table_name) continue
     const name = `${change.schema_name}.${change.table_name}`
@@ -48,7 +55,7 @@ export async function applyChanges(
       // The record's old row (or old key), in the relation's column order; a column it does not hold is not matched on.
       const old = change.old_data ?? (change.operation === 'delete' ? change.key : null)
       const newTuple = change.data ? tupleOf(columns, change.data) : undefined
-      await applier.row(name, relation, columns, change.operation, newTuple, old ? tupleOf(columns, old) : undefined)
+      await applier.row(name, relation, columns, change.operation, newTuple, old ? tupleOf(columns, old) : undefined, change.commit_lsn)
     }
   }
   await applier.finish()
@@ -63,9 +70,11 @@ export async function applyTransactions(
   schema: string,
   relations: ReadonlyMap<string, BronzeRelation>,
   transactions: readonly CommittedTransaction[],
+  lineage?: Lineage,
 ): Promise<void> {
-  const applier = new Applier(client, schema)
+  const applier = new Applier(client, schema, lineage)
   for (const transaction of transactions) {
+    const lsn = transaction.commitLsn.text
     for (const change of transaction.changes) {
       if (change.kind === 'truncate') {
         for (const sent of change.relations) {
@@ -76,7 +85,7 @@ export async function applyTransactions(
         const name = `${change.relation.schema}.${change.relation.table}`
         const relation = relations.get(name)
         if (!relation) continue
-        await applier.row(name, relation, change.relation.columns, change.operation, change.newTuple, change.oldTuple)
+        await applier.row(name, relation, change.relation.columns, change.operation, change.newTuple, change.oldTuple, lsn)
       }
     }
   }
@@ -100,7 +109,14 @@ interface Table {
   /** Each bronze column's SQL type (`format_type`), which values are cast to. */
   readonly types: ReadonlyMap<string, string>
   readonly key: readonly string[]
+  /**
+   * With lineage: the SQL of the lineage columns' values but `_bronze_lsn` (`now()` and the table's constants), in
+   * `LINEAGE_COLUMNS` order; each row's `_bronze_lsn` travels as one more text array.
+   */
+  readonly lineage: readonly string[] | undefined
 }
+
+const LINEAGE_NAMES = LINEAGE_COLUMNS.map((column) => column.name)
 
 /**
  * Consecutive changes of one kind to one table with the same columns (other tables' changes between them or not).
@@ -119,6 +135,8 @@ interface Run {
   readonly byKey: Map<string, number> | undefined
   /** match-update: the new tuples written so far, by their text. */
   readonly written: Set<string> | undefined
+  /** With lineage, for runs that write rows: each row's commit LSN (`_bronze_lsn`). */
+  readonly lsns: Text[] | undefined
   rows: number
   lastColumns: readonly RelationColumn[]
   lastFirst: readonly number[]
@@ -162,17 +180,21 @@ class Applier {
   readonly #tables = new Map<string, Table>()
   // One open run per table: bronze tables have no foreign keys, so only the order within a table matters.
   readonly #runs = new Map<string, Run>()
+  /** The commit LSN of the change being added. */
+  #lsn: Text = null
 
   constructor(
     private readonly client: pg.ClientBase,
     private readonly schema: string,
+    private readonly lineage: Lineage | undefined,
   ) {}
 
   async #table(name: string, relation: BronzeRelation): Promise<Table> {
     let table = this.#tables.get(name)
     if (!table) {
       const target = bronzeTableName(this.schema, relation)
-      table = { target, types: await ensureBronzeTable(this.client, target, relation), key: bronzeKey(relation), keyIndexes: new WeakMap() }
+      const lineage = this.lineage && ['now()', ...[this.lineage.source, relation.schema, relation.table, CDC_EXTRACTION_TYPE].map((value) => literal(value))]
+      table = { target, types: await ensureBronzeTable(this.client, target, relation), key: bronzeKey(relation), keyIndexes: new WeakMap(), lineage }
       this.#tables.set(name, table)
     }
     return table
@@ -192,7 +214,10 @@ class Applier {
     operation: 'insert' | 'update' | 'delete',
     newTuple: readonly TupleValue[] | undefined,
     oldTuple: readonly TupleValue[] | undefined,
+    /** The commit LSN of the change's transaction. */
+    lsn: string,
   ): Promise<void> {
+    this.#lsn = lsn
     const table = await this.#table(name, relation)
     const { key } = table
     if (key.length === 0) {
@@ -228,13 +253,17 @@ class Applier {
     await this.#flush(table)
     const names = written.map((index) => (columns[index] as RelationColumn).name)
     const values = written.map((index) => newTuple[index] as Text)
-    const set = names.map((column, index) => `${quoteIdent(column)} = $${index + 1}`).join(', ')
+    const set = [...names.map((column, index) => `${quoteIdent(column)} = $${index + 1}`), ...lineageSet(table, `$${names.length + key.length + 1}::pg_lsn`)]
     const where = key.map((column, index) => `${quoteIdent(column)} = $${names.length + index + 1}`).join(' and ')
-    const result = await this.client.query(`update ${table.target} set ${set} where ${where}`, [
+    const lsnValue = table.lineage ? [lsn] : []
+    const result = await this.client.query(`update ${table.target} set ${set.join(', ')} where ${where}`, [
       ...values,
       ...keyIndexes.map((index) => oldTuple[index] as Text),
+      ...lsnValue,
     ])
-    if (result.rowCount !== 1) await this.client.query(insertStatement(table, names, key), values.map((value) => textArray([value], 1)))
+    if (result.rowCount !== 1) {
+      await this.client.query(insertStatement(table, names, key), [...values, ...lsnValue].map((value) => textArray([value], 1)))
+    }
   }
 
   /**
@@ -271,6 +300,7 @@ class Applier {
         values: all.map(() => []),
         byKey: kind === 'upsert' || kind === 'delete' ? new Map() : undefined,
         written: kind === 'match-update' ? new Set() : undefined,
+        lsns: table.lineage && kind !== 'delete' && kind !== 'match-delete' ? [] : undefined,
         rows: 0,
         lastColumns: columns,
         lastFirst: first,
@@ -291,6 +321,7 @@ class Applier {
     } else {
       run.rows++
     }
+    if (run.lsns) run.lsns[row] = this.#lsn
     let column = 0
     for (const index of first) (run.values[column++] as Text[])[row] = tuple[index] as Text
     if (secondTuple) {
@@ -312,21 +343,40 @@ class Applier {
   }
 }
 
-/** `$n::text[]` for each column, unnested as `u(v1, v2, ...)`; `cast(i)` is the i-th value cast to its column's type. */
-function unnest(table: Table, columns: readonly string[], offset = 0, ordinality = false): { from: string; cast: (index: number) => string } {
-  const parameters = columns.map((_, index) => `$${offset + index + 1}::text[]`).join(', ')
-  const aliases = columns.map((_, index) => `v${index + 1}`).join(', ')
+/**
+ * `$n::text[]` for each column, unnested as `u(v1, v2, ...)`; `cast(i)` is the i-th value cast to its column's type.
+ * `lsn`: one more array, of each row's `_bronze_lsn`, unnested as `u.lsn`.
+ */
+function unnest(
+  table: Table,
+  columns: readonly string[],
+  offset = 0,
+  ordinality = false,
+  lsn = false,
+): { from: string; cast: (index: number) => string } {
+  const parameters = [...columns, ...(lsn ? ['lsn'] : [])].map((_, index) => `$${offset + index + 1}::text[]`).join(', ')
+  const aliases = [...columns.map((_, index) => `v${index + 1}`), ...(lsn ? ['lsn'] : []), ...(ordinality ? ['ord'] : [])].join(', ')
   return {
-    from: `unnest(${parameters})${ordinality ? ' with ordinality' : ''} as u(${aliases}${ordinality ? ', ord' : ''})`,
+    from: `unnest(${parameters})${ordinality ? ' with ordinality' : ''} as u(${aliases})`,
     cast: (index) => `u.v${index + 1}::${table.types.get(columns[index] as string) ?? 'text'}`,
   }
 }
 
-/** INSERT of text arrays, one per column (upserted by `key`, when there is one). */
+/** `column = value` for each lineage column of a table that has them; `lsn` is the SQL of `_bronze_lsn`'s value. */
+function lineageSet(table: Table, lsn: string): string[] {
+  if (!table.lineage) return []
+  return [...table.lineage, lsn].map((value, index) => `${quoteIdent(LINEAGE_NAMES[index] as string)} = ${value}`)
+}
+
+/**
+ * INSERT of text arrays, one per column (upserted by `key`, when there is one); with lineage, one more array holds
+ * each row's `_bronze_lsn`, and the lineage columns are written (and updated on conflict) too.
+ */
 function insertStatement(table: Table, columns: readonly string[], key: readonly string[]): string {
-  const { from, cast } = unnest(table, columns)
-  const values = columns.map((_, index) => cast(index)).join(', ')
-  return `insert into ${table.target} (${columns.map(quoteIdent).join(', ')}) select ${values} from ${from}${onConflict(key, columns)}`
+  const { from, cast } = unnest(table, columns, 0, false, table.lineage !== undefined)
+  const values = [...columns.map((_, index) => cast(index)), ...(table.lineage ? [...table.lineage, 'u.lsn::pg_lsn'] : [])].join(', ')
+  const written = table.lineage ? [...columns, ...LINEAGE_NAMES] : columns
+  return `insert into ${table.target} (${written.map(quoteIdent).join(', ')}) select ${values} from ${from}${onConflict(key, written)}`
 }
 
 /** The ON CONFLICT clause of an upsert by `key` that sets `columns` (none without a key). */
@@ -339,6 +389,7 @@ function onConflict(key: readonly string[], columns: readonly string[]): string 
 async function applyRun(client: pg.ClientBase, run: Run): Promise<void> {
   const { table, columns } = run
   const values = run.values.map((column) => textArray(column, run.rows))
+  if (run.lsns) values.push(textArray(run.lsns, run.rows))
   switch (run.kind) {
     case 'upsert':
     case 'insert':
@@ -364,7 +415,7 @@ async function applyRun(client: pg.ClientBase, run: Run): Promise<void> {
  */
 function matchStatement(run: Run): string {
   const { table, columns, matched } = run
-  const { from, cast } = unnest(table, columns, 0, true)
+  const { from, cast } = unnest(table, columns, 0, true, run.lsns !== undefined)
   const old = columns.slice(0, matched)
   const sourceText = old.length ? `row(${old.map((_, index) => `${cast(index)}::text`).join(', ')})::text` : `''`
   const rowText = old.length ? `row(${old.map((column) => `${quoteIdent(column)}::text`).join(', ')})::text` : `''`
@@ -376,10 +427,12 @@ function matchStatement(run: Run): string {
     pairs as (select candidates.ctid, changes.* from candidates join changes using (m, n))`
   if (run.kind === 'match-delete') return `with ${pairs} delete from ${table.target} t using pairs where t.ctid = pairs.ctid`
   const written = columns.slice(matched)
-  const set = written.map((column, index) => `${quoteIdent(column)} = ${cast(matched + index)}`).join(', ')
-  const insertValues = written.map((_, index) => cast(matched + index)).join(', ')
+  const lineage = run.lsns !== undefined
+  const set = [...written.map((column, index) => `${quoteIdent(column)} = ${cast(matched + index)}`), ...(lineage ? lineageSet(table, 'u.lsn::pg_lsn') : [])].join(', ')
+  const insertValues = [...written.map((_, index) => cast(matched + index)), ...(lineage && table.lineage ? [...table.lineage, 'u.lsn::pg_lsn'] : [])].join(', ')
+  const insertColumns = lineage ? [...written, ...LINEAGE_NAMES] : written
   return `with ${pairs},
     updated as (update ${table.target} t set ${set} from pairs u where t.ctid = u.ctid returning u.ord)
-    insert into ${table.target} (${written.map(quoteIdent).join(', ')})
+    insert into ${table.target} (${insertColumns.map(quoteIdent).join(', ')})
     select ${insertValues} from changes u where u.ord not in (select ord from updated)`
 }

@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
+import { redact } from '../connection/redact.js'
 import { primaryKeyOf } from '../pg/catalog.js'
 import type { Column } from '../pg/types.js'
 import { applyTransactions } from './apply.js'
@@ -18,7 +19,8 @@ export type BronzeApplier = (client: pg.ClientBase, transactions: readonly Commi
  * as its changes were sent) is typed on the source and its bronze table made ready once (`prepareBronzeTable`): a new
  * one after ALTER TABLE adds or widens columns in the transaction of the changes that need them. Columns added with
  * a default whose existing values no change carries go to `copyAgain`. Transactions are applied a part at a time,
- * so one that waits on disk is never read whole into memory.
+ * so one that waits on disk is never read whole into memory. The rows written carry the lineage columns, with the
+ * source's label (`LINEAGE_COLUMNS`).
  */
 export function bronzeApplier(
   source: Connection,
@@ -33,6 +35,7 @@ export function bronzeApplier(
   }
   const columns = new WeakMap<Relation, Promise<[Column[], ExistingValues]>>()
   const prepared = new WeakSet<Relation>()
+  const lineage = Object.freeze({ source: redact(source.label) })
   return async (client, transactions, sent) => {
     const relations = new Map<string, BronzeRelation>()
     for (const relation of sent) {
@@ -54,6 +57,18 @@ export function bronzeApplier(
       }
       relations.set(`${relation.schema}.${relation.table}`, keyed)
     }
-    for (const part of transactionParts(transactions, PART_CHANGES)) await applyTransactions(client, schema, relations, [part])
+    // Parts of large transactions, and small transactions together, about PART_CHANGES changes per apply: runs span
+    // transactions (one statement for many one-row transactions) and a part's arrays never outgrow it.
+    let group: CommittedTransaction[] = []
+    let changes = 0
+    for (const part of transactionParts(transactions, PART_CHANGES)) {
+      group.push(part)
+      changes += part.changeCount
+      if (changes < PART_CHANGES) continue
+      await applyTransactions(client, schema, relations, group, lineage)
+      group = []
+      changes = 0
+    }
+    if (group.length) await applyTransactions(client, schema, relations, group, lineage)
   }
 }

@@ -4,9 +4,28 @@ import { describeFields } from '../pg/catalog.js'
 import { checkIdentifier, qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { literal } from '../pg/inline-parameters.js'
 import type { Column } from '../pg/types.js'
+import { ConfigError } from '../errors.js'
+import { BRONZE_COLUMNS } from '../transforms/bronze-metadata.js'
 import { planColumns } from '../sinks/schema-drift.js'
 import { ensureSchema, lockForDdl, prepareTable, requireUniqueKey } from '../sinks/warehouse-ddl.js'
 import type { RelationColumn } from './pgoutput.js'
+
+/**
+ * The lineage columns of a capture's bronze rows: those a batch extraction through `bronzeMetadata()` adds
+ * (`BRONZE_COLUMNS`), then `_bronze_lsn`, the commit LSN of the change that last wrote the row (for rows a snapshot
+ * copied, the snapshot's position). So a table's rows carry the same lineage whichever way they came.
+ */
+export const LINEAGE_COLUMNS: readonly Column[] = Object.freeze([...BRONZE_COLUMNS, { name: '_bronze_lsn', type: 'pg_lsn', typeOid: 3220 }])
+
+/** `_bronze_extraction_type` of rows a capture's changes wrote, and of rows a snapshot copied. */
+export const CDC_EXTRACTION_TYPE = 'cdc'
+export const CDC_SNAPSHOT_EXTRACTION_TYPE = 'cdc_snapshot'
+
+/** The lineage values of the rows one capture writes to one table, but the per-row `_bronze_lsn`. */
+export interface Lineage {
+  /** The source connection's label, password redacted (`redact(connection.label)`). */
+  readonly source: string
+}
 
 /** What the warehouse needs to know of a source table to keep `<schema>.br_<table>` for it. */
 export interface BronzeRelation {
@@ -46,7 +65,8 @@ export function bronzeColumns(source: pg.ClientBase, relation: BronzeRelation): 
 
 /**
  * Makes `<schema>.br_<table>` ready for a relation's rows, in the caller's transaction, with the batch sinks' DDL
- * (`prepareTable`): created with the key as primary key when missing; columns the relation gained added (ALTER TABLE
+ * (`prepareTable`): created with the key as primary key when missing, its columns followed by the lineage columns
+ * (`LINEAGE_COLUMNS`; a table a batch extraction through `bronzeMetadata()` made gets `_bronze_lsn` added); columns the relation gained added (ALTER TABLE
  * ... ADD COLUMN on the source arrives as a new Relation message); columns whose type got wider widened; any other
  * type change refused with `SchemaDriftError`. Columns the relation lost are kept (later rows leave them as they were).
  * A keyed table made by someone else must have a unique index on the key, which apply upserts by.
@@ -64,9 +84,16 @@ export async function prepareBronzeTable(
 ): Promise<void> {
   const table = checkIdentifier(`br_${relation.table}`, 'table')
   const key = bronzeKey(relation)
+  const clash = columns.find((column) => LINEAGE_COLUMNS.some((lineage) => lineage.name === column.name))
+  if (clash) {
+    throw new ConfigError(
+      'apply',
+      `${relation.schema}.${relation.table} has a column "${clash.name}", which bronze tables use for lineage; rename it on the source, or capture without apply`,
+    )
+  }
   await ensureSchema(client, schema)
   if (missing.size) await addWithMissingValues(client, schema, table, columns, missing)
-  await prepareTable(client, schema, table, columns, key, { schema: relation.schema, table: relation.table })
+  await prepareTable(client, schema, table, [...columns, ...LINEAGE_COLUMNS], key, { schema: relation.schema, table: relation.table })
   if (key.length) await requireUniqueKey(client, schema, table, key)
 }
 

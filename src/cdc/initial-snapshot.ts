@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
+import { redact } from '../connection/redact.js'
 import { ConfigError } from '../errors.js'
 import { quoteIdent } from '../pg/identifiers.js'
 import { literal } from '../pg/inline-parameters.js'
@@ -74,7 +75,7 @@ export async function takeInitialSnapshot(
     try {
       await forgetCapturedTables(writer, schema, slot)
       for (const table of published) {
-        const rows = await copyPublishedTable(reader, writer, schema, table, options.signal)
+        const rows = await copyPublishedTable(reader, writer, schema, table, { source: redact(source.label), lsn: consistentPoint }, options.signal)
         tables.push({ schema: table.relation.schema, table: table.relation.table, rows })
         await recordCapturedTable(writer, schema, slot, table.relation, { lsn: consistentPoint, rows, reason: options.reason ?? 'initial' })
       }

@@ -1,5 +1,6 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
+import { redact } from '../connection/redact.js'
 import { PublicationChangedError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import { capturedTables, recordCapturedTable } from './captured-tables.js'
@@ -94,7 +95,7 @@ export class PublicationWatch {
       // Read in the snapshot: every commit it sees ends before this position.
       const lsn = (await reader.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]?.lsn as string
       for (const table of await publishedTables(reader, publication, keys)) {
-        const rows = await copyPublishedTable(reader, writer, schema, table, signal)
+        const rows = await copyPublishedTable(reader, writer, schema, table, { source: redact(this.#source.label), lsn }, signal)
         await recordCapturedTable(writer, schema, slot, table.relation, { lsn, rows, reason })
         logger.info({ slot, publication, schema: table.relation.schema, table: table.relation.table, rows, lsn, reason }, 'table copied into bronze')
       }

@@ -2,7 +2,16 @@ import type pg from 'pg'
 import { copyIn } from '../pg/copy-in.js'
 import { copyOutOn } from '../pg/copy-out.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
-import { bronzeColumns, bronzeTableName, prepareBronzeTable, type BronzeRelation } from './bronze-table.js'
+import { literal } from '../pg/inline-parameters.js'
+import {
+  bronzeColumns,
+  bronzeTableName,
+  CDC_SNAPSHOT_EXTRACTION_TYPE,
+  LINEAGE_COLUMNS,
+  prepareBronzeTable,
+  type BronzeRelation,
+  type Lineage,
+} from './bronze-table.js'
 
 /** A published table as pgoutput sends it, with the publication's row filter (PostgreSQL 15) as SQL. */
 export interface PublishedTable {
@@ -59,23 +68,37 @@ export function tableKey(table: { readonly schema: string; readonly table: strin
   return JSON.stringify([table.schema, table.table])
 }
 
+/** The lineage of a snapshot's rows: the source's label and the position the snapshot stands for. */
+export interface SnapshotLineage extends Lineage {
+  /** `_bronze_lsn` of every row copied: the snapshot's consistent point (or the WAL position it was read at). */
+  readonly lsn: string
+}
+
 /**
  * Replaces `<schema>.br_<table>` with the published table's rows as `reader`'s snapshot sees them, inside `writer`'s
  * transaction: the bronze table is made ready as a capture makes it (`prepareBronzeTable`), emptied, and filled by
- * COPY. Returns the rows copied.
+ * COPY. Every row gets the lineage columns: `_bronze_loaded_at` the writer's transaction time, `_bronze_extraction_type`
+ * `'cdc_snapshot'`, `_bronze_lsn` the snapshot's position. Returns the rows copied.
  */
 export async function copyPublishedTable(
   reader: pg.ClientBase,
   writer: pg.ClientBase,
   schema: string,
   { relation, filter }: PublishedTable,
+  lineage: SnapshotLineage,
   signal?: AbortSignal,
 ): Promise<number> {
   const target = bronzeTableName(schema, relation)
   await prepareBronzeTable(writer, schema, relation, await bronzeColumns(reader, relation))
   await writer.query(`truncate ${target}`)
-  const columns = relation.columns.map((column) => quoteIdent(column.name)).join(', ')
-  const select = `select ${columns} from ${qualifiedName(relation.schema, relation.table)}${filter ? ` where ${filter}` : ''}`
+  // The warehouse transaction's time, as text in the writer's own session: COPY reads it back to the same instant.
+  const loadedAt = (await writer.query<{ now: string }>('select now()::text as now')).rows[0]?.now as string
+  // The lineage values are constants of the copy: the source sends them on every line, as text the COPY into the
+  // bronze table reads in its columns' types.
+  const constants = [loadedAt, lineage.source, relation.schema, relation.table, CDC_SNAPSHOT_EXTRACTION_TYPE, lineage.lsn].map((value) => literal(value))
+  const columns = relation.columns.map((column) => quoteIdent(column.name))
+  const select = `select ${[...columns, ...constants].join(', ')} from ${qualifiedName(relation.schema, relation.table)}${filter ? ` where ${filter}` : ''}`
+  const written = [...columns, ...LINEAGE_COLUMNS.map((column) => quoteIdent(column.name))].join(', ')
   const context = { schema: relation.schema, table: relation.table }
-  return copyIn(writer, `copy ${target} (${columns}) from stdin`, copyOutOn(reader, `copy (${select}) to stdout`, context, signal), signal)
+  return copyIn(writer, `copy ${target} (${written}) from stdin`, copyOutOn(reader, `copy (${select}) to stdout`, context, signal), signal)
 }

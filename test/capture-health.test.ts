@@ -96,4 +96,32 @@ describe('a capture looks after its slot', () => {
     expect((outcome as Error).message).toMatch(/doomed_pub.*initialSnapshot/s)
     expect((outcome as MissingPublicationError).retryable).toBe(false)
   })
+
+  it('keeps the change logs of two slots apart in one warehouse schema, even for a transaction that changes both publications', async () => {
+    await db.sourceSql('create table left_side (id int primary key)')
+    await db.sourceSql('create table right_side (id int primary key)')
+    await ensurePublication(db.source, 'left_pub', [{ table: 'left_side' }])
+    await ensurePublication(db.source, 'right_pub', [{ table: 'right_side' }])
+    for (const [slot, publication] of [['left_slot', 'left_pub'], ['right_slot', 'right_pub']] as const) {
+      await whileCapturing({ slot, publication }, async (stop) => {
+        for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, slot))?.active; ) await sleep(100)
+        stop()
+      })
+    }
+    await db.sourceSql('begin; insert into left_side select generate_series(1, 3); insert into right_side select generate_series(1, 2); commit')
+    for (const [slot, publication, count] of [['left_slot', 'left_pub', 3], ['right_slot', 'right_pub', 2]] as const) {
+      const { outcome } = await whileCapturing({ slot, publication }, async (stop) => {
+        for (const until = Date.now() + 10_000; Date.now() < until; ) {
+          if ((await db.warehouseSql(`select count(*)::int as n from bronze.cdc_changes where slot = $1`, [slot]))[0]?.n === count) break
+          await sleep(100)
+        }
+        stop()
+      })
+      expect(outcome).toMatchObject({ changes: count })
+    }
+    expect(await db.warehouseSql(`select slot, table_name, count(*)::int as n, count(distinct commit_lsn)::int as commits from bronze.cdc_changes where slot in ('left_slot', 'right_slot') group by 1, 2 order by 1`)).toEqual([
+      { slot: 'left_slot', table_name: 'left_side', n: 3, commits: 1 },
+      { slot: 'right_slot', table_name: 'right_side', n: 2, commits: 1 },
+    ])
+  })
 })

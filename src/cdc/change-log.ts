@@ -22,6 +22,13 @@ export const CHANGE_LOG_COLUMNS: readonly Column[] = [
   { name: '_bronze_loaded_at', type: 'timestamptz', typeOid: OID.timestamptz },
 ]
 
+/**
+ * The slot a change came through: the change log is keyed by it, so captures of several slots (publications) share
+ * one warehouse schema even when one transaction changes tables of both. Not in the COPY lines: its default reads the
+ * slot the writing transaction set (`set_config('pg_datakit.slot', ..., true)`).
+ */
+const SLOT_COLUMN = `slot text not null default coalesce(current_setting('pg_datakit.slot', true), '')`
+
 /** Not written by the batches: its default stamps the start of the warehouse transaction that writes a batch. */
 const LOADED_AT = CHANGE_LOG_COLUMNS[CHANGE_LOG_COLUMNS.length - 1]
 /** The columns a batch's COPY text carries (all but `_bronze_loaded_at`). */
@@ -31,9 +38,20 @@ const WRITTEN = CHANGE_LOG_COLUMNS.slice(0, -1)
 
 export async function ensureChangeLog(client: pg.ClientBase, schema: string): Promise<void> {
   await client.query(`create schema if not exists ${quoteIdent(schema)}`)
-  await client.query(`create table if not exists ${qualifiedName(schema, 'cdc_changes')} (
-    ${CHANGE_LOG_COLUMNS.map((column) => `${quoteIdent(column.name)} ${column.type}${column === LOADED_AT ? ' not null default now()' : ''}`).join(', ')},
-    primary key (commit_lsn, seq))`)
+  const changes = qualifiedName(schema, 'cdc_changes')
+  await client.query(`create table if not exists ${changes} (
+    ${SLOT_COLUMN}, ${CHANGE_LOG_COLUMNS.map((column) => `${quoteIdent(column.name)} ${column.type}${column === LOADED_AT ? ' not null default now()' : ''}`).join(', ')},
+    primary key (slot, commit_lsn, seq))`)
+  // A change log made before it was keyed by slot: two slots whose publications share a transaction collided there.
+  const key = await client.query<{ name: string; columns: string[] }>(
+    `select conname as name, array(select a.attname::text from unnest(c.conkey) k join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k) as columns
+       from pg_constraint c where c.conrelid = to_regclass($1) and c.contype = 'p'`,
+    [changes],
+  )
+  if (key.rows[0] && !key.rows[0].columns.includes('slot')) {
+    await client.query(`alter table ${changes} add column if not exists ${SLOT_COLUMN}`)
+    await client.query(`alter table ${changes} drop constraint ${quoteIdent(key.rows[0].name)}, add primary key (slot, commit_lsn, seq)`)
+  }
   const state = qualifiedName(schema, 'cdc_state')
   await client.query(`create table if not exists ${state} (
     slot text primary key, last_commit_end_lsn pg_lsn not null, updated_at timestamptz not null, initial_snapshot text)`)
@@ -91,6 +109,7 @@ export async function writeChanges(
 ): Promise<void> {
   await client.query('begin')
   try {
+    await client.query(`select set_config('pg_datakit.slot', $1, true)`, [slot])
     const chunks = typeof copyText === 'string' ? (copyText.length ? [Buffer.from(copyText)] : undefined) : copyText
     if (chunks) await copyIn(client, `copy ${qualifiedName(schema, 'cdc_changes')} (${WRITTEN}) from stdin`, chunks)
     if (apply) await apply(client)

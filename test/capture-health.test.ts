@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { captureChanges, ensurePublication, lsnFromText, DatakitError, MissingPublicationError, slotStatus, type CaptureHealth } from '../src/index.js'
+import { captureChanges, ConfigError, ensurePublication, lsnFromText, DatakitError, MissingPublicationError, slotStatus, type CaptureHealth } from '../src/index.js'
 import { useDatabases } from './support/fixtures.js'
 
 const db = useDatabases('health')
@@ -123,5 +123,18 @@ describe('a capture looks after its slot', () => {
       { slot: 'left_slot', table_name: 'left_side', n: 3, commits: 1 },
       { slot: 'right_slot', table_name: 'right_side', n: 2, commits: 1 },
     ])
+  })
+
+  it('refuses to capture into the source database when the publication publishes the tables it writes', async () => {
+    await db.sourceSql('create table selfish (id int primary key)')
+    await db.sourceSql('create publication everything_pub for all tables')
+    try {
+      const error = await captureChanges(db.source, { slot: 'selfish_slot', publication: 'everything_pub', to: db.source, schema: 'selfish_bronze', signal: AbortSignal.timeout(30_000) }).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(ConfigError)
+      expect((error as Error).message).toMatch(/selfish_bronze\.cdc_(changes|state|tables).*own writes/s)
+      expect(await slotStatus(db.source, 'selfish_slot')).toBeUndefined()
+    } finally {
+      await db.sourceSql('drop publication everything_pub')
+    }
   })
 })

@@ -2,6 +2,7 @@ import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { ConfigError, SlotAheadError, SlotMissingError } from '../errors.js'
 import { qualifiedName } from '../pg/identifiers.js'
+import { connectionIdentity, databaseIdentity } from '../pg/database-identity.js'
 import { readCaptureState, storeDurableLsn } from './change-log.js'
 import { takeInitialSnapshot, type InitialSnapshotReport } from './initial-snapshot.js'
 import { lsnFromText } from './pgoutput.js'
@@ -35,6 +36,19 @@ export interface CaptureStart {
 export async function startCapture(source: Connection, writer: pg.ClientBase, options: CaptureStartOptions): Promise<CaptureStart> {
   const { slot, publication, schema } = options
   await checkCdcReady(source, { publication, slot })
+  if ((await databaseIdentity(writer)) === (await connectionIdentity(source))) {
+    // The capture's own writes would be published: each batch would capture the one before it, without end.
+    const own = await source.query<{ table: string }>(
+      `select format('%I.%I', schemaname, tablename) as table from pg_publication_tables where pubname = $1 and schemaname = $2 limit 1`,
+      [publication, schema],
+    )
+    if (own.rows[0]) {
+      throw new ConfigError(
+        'to',
+        `the warehouse is the source database and publication "${publication}" publishes ${own.rows[0].table}, a table the capture writes: it would capture its own writes without end. Publish only the source's tables (not FOR ALL TABLES), or write to another database`,
+      )
+    }
+  }
   const status = await slotStatus(source, slot)
   if (status) {
     const here = (await source.query<{ name: string }>('select current_database() as name')).rows[0]?.name

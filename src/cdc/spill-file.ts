@@ -73,19 +73,22 @@ export class SpillFile {
    */
   *chunks(size: number, dropped: ReadonlySet<number> = new Set()): Generator<RawChange[]> {
     this.#flush()
+    // One read buffer for the whole pass: a record cut at its end is moved to its start and the next read goes after
+    // it, so reading allocates nothing but the changes (a Buffer per block would wait for the GC as external memory).
+    let block = Buffer.allocUnsafe(WRITE_BUFFER)
     let position = 0
-    let pending = Buffer.alloc(0)
+    let held = 0
     let chunk: RawChange[] = []
-    const block = Buffer.allocUnsafe(WRITE_BUFFER)
     while (position < this.#size) {
-      const read = readSync(this.#fd, block, 0, block.length, position)
+      const read = readSync(this.#fd, block, held, Math.min(block.length - held, this.#size - position), position)
+      if (read === 0) throw new Error('spill file: unexpected end of file')
       position += read
-      pending = pending.length ? Buffer.concat([pending, block.subarray(0, read)]) : Buffer.from(block.subarray(0, read))
+      const end = held + read
       let offset = 0
-      while (offset + 4 <= pending.length) {
-        const length = pending.readUInt32BE(offset)
-        if (offset + 4 + length > pending.length) break
-        const change = this.#read(pending.subarray(offset + 4, offset + 4 + length))
+      while (offset + 4 <= end) {
+        const length = block.readUInt32BE(offset)
+        if (offset + 4 + length > end) break
+        const change = this.#read(block.subarray(offset + 4, offset + 4 + length))
         offset += 4 + length
         if (change.subXid !== undefined && dropped.has(change.subXid)) continue
         chunk.push(change)
@@ -94,7 +97,14 @@ export class SpillFile {
           chunk = []
         }
       }
-      pending = pending.subarray(offset)
+      held = end - offset
+      if (held > 0 && offset > 0) block.copyWithin(0, offset, end)
+      // A record larger than the buffer: a larger buffer for it.
+      if (held >= 4 && 4 + block.readUInt32BE(0) > block.length) {
+        const larger = Buffer.allocUnsafe(4 + block.readUInt32BE(0))
+        block.copy(larger, 0, 0, held)
+        block = larger
+      }
     }
     if (chunk.length) yield chunk
   }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { applyChanges, applyTransactions } from '../src/cdc/apply.js'
 import type { BronzeRelation } from '../src/cdc/bronze-table.js'
+import { tableKey } from '../src/cdc/table-snapshot.js'
 import { cdcSource, changeRecords, ensurePublication, ensureSlot, type CommittedTransaction } from '../src/index.js'
 import { clientFor, tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
@@ -42,7 +43,7 @@ function relationsOf(transactions: readonly CommittedTransaction[]): Map<string,
       if (change.kind !== 'row') continue
       const { relation } = change
       const primaryKey = relation.table === 'keyed_full' ? ['id'] : relation.replicaIdentity === 'f' ? [] : undefined
-      relations.set(`${relation.schema}.${relation.table}`, { ...relation, primaryKey })
+      relations.set(tableKey(relation), { ...relation, primaryKey })
     }
   }
   return relations

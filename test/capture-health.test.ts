@@ -137,4 +137,30 @@ describe('a capture looks after its slot', () => {
       await db.sourceSql('drop publication everything_pub')
     }
   })
+
+  it('applies changes of tables whose schema and table names hold dots to their own bronze tables', async () => {
+    await db.sourceSql('create schema "a.b"; create schema "a"')
+    await db.sourceSql('create table "a.b"."c" (id int primary key, v text); create table "a"."b.c" (id int primary key, v text)')
+    await ensurePublication(db.source, 'dotted_pub', [{ schema: 'a.b', table: 'c' }, { schema: 'a', table: 'b.c' }])
+    await whileCapturing({ slot: 'dotted_slot', publication: 'dotted_pub' }, async (stop) => {
+      for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, 'dotted_slot'))?.active; ) await sleep(100)
+      stop()
+    })
+    await db.sourceSql(`insert into "a.b"."c" values (1, 'in a.b.c'); insert into "a"."b.c" values (2, 'in a.b.c too')`)
+    const controller = new AbortController()
+    let landed = 0
+    await captureChanges(db.source, {
+      slot: 'dotted_slot',
+      publication: 'dotted_pub',
+      to: db.warehouse,
+      apply: true,
+      maxBatchMs: 50,
+      signal: AbortSignal.any([controller.signal, AbortSignal.timeout(30_000)]),
+      onBatch: (batch) => {
+        if ((landed += batch.changes) >= 2) controller.abort()
+      },
+    })
+    expect(await db.warehouseSql(`select id, v from bronze.br_c`)).toEqual([{ id: 1, v: 'in a.b.c' }])
+    expect(await db.warehouseSql(`select id, v from bronze."br_b.c"`)).toEqual([{ id: 2, v: 'in a.b.c too' }])
+  })
 })

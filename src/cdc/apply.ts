@@ -6,6 +6,7 @@ import { bronzeKey, bronzeTableName, CDC_EXTRACTION_TYPE, ensureBronzeTable, LIN
 import type { ChangeRecord } from './change-records.js'
 import { UNCHANGED, type RelationColumn, type TupleValue } from './pgoutput.js'
 import type { CommittedTransaction } from './transactions.js'
+import { tableKey } from './table-snapshot.js'
 
 /**
  * Applies changes to `<schema>.br_<table>`, in order, inside the caller's transaction (the one that writes the
@@ -46,7 +47,7 @@ export async function applyChanges(
   const applier = new Applier(client, schema, lineage)
   for (const change of changes) {
     if (!change.schema_name || !change.table_name) continue
-    const name = `${change.schema_name}.${change.table_name}`
+    const name = tableKey({ schema: change.schema_name, table: change.table_name })
     const relation = relations.get(name)
     if (!relation) continue
     if (change.operation === 'truncate') await applier.truncate(name, relation)
@@ -63,7 +64,7 @@ export async function applyChanges(
 
 /**
  * The same as `applyChanges`, straight from committed transactions (pgoutput's text values, no records built): what a
- * capture applies. `relations` maps `schema.table` to the relation keyed as bronze keys it (see `BronzeRelation`).
+ * capture applies. `relations` maps each table (`tableKey`: names with dots never collide) to the relation keyed as bronze keys it (see `BronzeRelation`).
  */
 export async function applyTransactions(
   client: pg.ClientBase,
@@ -78,11 +79,11 @@ export async function applyTransactions(
     for (const change of transaction.changes) {
       if (change.kind === 'truncate') {
         for (const sent of change.relations) {
-          const relation = sent && relations.get(`${sent.schema}.${sent.table}`)
-          if (sent && relation) await applier.truncate(`${sent.schema}.${sent.table}`, relation)
+          const relation = sent && relations.get(tableKey(sent))
+          if (sent && relation) await applier.truncate(tableKey(sent), relation)
         }
       } else if (change.kind === 'row') {
-        const name = `${change.relation.schema}.${change.relation.table}`
+        const name = tableKey(change.relation)
         const relation = relations.get(name)
         if (!relation) continue
         await applier.row(name, relation, change.relation.columns, change.operation, change.newTuple, change.oldTuple, lsn)

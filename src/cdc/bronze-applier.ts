@@ -6,6 +6,7 @@ import type { Column } from '../pg/types.js'
 import { applyTransactions } from './apply.js'
 import { bronzeColumns, columnsNewToBronze, existingValues, prepareBronzeTable, type BronzeRelation, type ExistingValues } from './bronze-table.js'
 import type { PgOutputMessage } from './pgoutput.js'
+import { tableKey } from './table-snapshot.js'
 import { PART_CHANGES, transactionParts, type CommittedTransaction } from './transactions.js'
 
 type Relation = Extract<PgOutputMessage, { tag: 'relation' }>
@@ -43,7 +44,7 @@ export function bronzeApplier(
       if (!prepared.has(relation)) {
         let typed = columns.get(relation)
         if (!typed) {
-          const read = (reader: pg.ClientBase) => Promise.all([bronzeColumns(reader, relation), existingValues(reader, relation.relationOid)])
+          const read = (reader: pg.ClientBase) => Promise.all([bronzeColumns(reader, relation), existingValues(reader, relation)])
           columns.set(relation, (typed = source.withClient(read)))
         }
         const [types, existing] = await typed
@@ -55,7 +56,7 @@ export function bronzeApplier(
         // A failed write ends the capture, so a table prepared in a transaction that rolled back is not used again.
         prepared.add(relation)
       }
-      relations.set(`${relation.schema}.${relation.table}`, keyed)
+      relations.set(tableKey(relation), keyed)
     }
     // Parts of large transactions, and small transactions together, about PART_CHANGES changes per apply: runs span
     // transactions (one statement for many one-row transactions) and a part's arrays never outgrow it.

@@ -125,17 +125,25 @@ export interface ExistingValues {
   readonly unknown: ReadonlySet<string>
 }
 
-export async function existingValues(source: pg.ClientBase, relationOid: number): Promise<ExistingValues> {
-  const { rows } = await source.query<{ name: string; value: string | null; delimiter: string; array: boolean }>(
+export async function existingValues(source: pg.ClientBase, relation: BronzeRelation & { readonly relationOid: number }): Promise<ExistingValues> {
+  const { rows } = await source.query<{ name: string; value: string | null; delimiter: string; array: boolean; type: number; typmod: number }>(
     `select a.attname as name, case when a.atthasmissing then a.attmissingval::text end as value, t.typdelim::text as delimiter,
-            t.typcategory = 'A' as array
+            t.typcategory = 'A' as array, a.atttypid::int as type, a.atttypmod as typmod
        from pg_attribute a join pg_type t on t.oid = a.atttypid
       where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped and (a.atthasmissing or a.atthasdef)`,
-    [relationOid],
+    [relation.relationOid],
   )
   const missing = new Map<string, string>()
   const unknown = new Set<string>()
+  // The catalog is read now, the Relation message may be older: a column of that name with another type since (dropped
+  // and added again) says nothing of this one's values.
+  const sent = new Map(relation.columns.map((column) => [column.name, column]))
   for (const row of rows) {
+    const column = sent.get(row.name)
+    if (!column || column.typeOid !== row.type || column.typeModifier !== row.typmod) {
+      unknown.add(row.name)
+      continue
+    }
     const [value] = row.value === null || row.array ? [undefined] : (parseArrayLiteral(row.value, (raw) => raw, row.delimiter) as (string | null)[])
     if (typeof value === 'string') missing.set(row.name, value)
     else if (row.value === null || row.array) unknown.add(row.name)

@@ -4,6 +4,7 @@ import { captureUntil } from './support/capture.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
+import { publishedTables, rewrittenSinceSnapshot } from '../src/cdc/table-snapshot.js'
 
 const db = useDatabases('diverge')
 
@@ -155,7 +156,7 @@ describe('a capture never continues past a gap', () => {
     await run(2 + 1 + 5)
     // Rows that predate ADD COLUMN ... DEFAULT 'filled' hold it without any change sent: bronze has it from the catalog.
     await same(['id', 'a', 'b', 'c'])
-    expect(await reason()).toBe('initial')
+    expect(await reason()).toBe('table changed')
 
     // A domain with a CHECK makes ADD COLUMN scan the table; its rows hold NULL there.
     await db.sourceSql(`alter table evolving add column d positive_qty`)
@@ -187,7 +188,7 @@ describe('a capture never continues past a gap', () => {
       { name: 'e', type: 'text' },
     ])
     await same(['id', 'a', 'b', 'd', 'e'])
-    expect(await reason()).toBe('column added')
+    expect(await reason()).toBe('table changed')
     await db.sourceSql(`insert into evolving (id, a, b, d) values (24, 4, 'restart', 4)`)
     await run(1)
     await same(['id', 'a', 'b', 'd', 'e'])
@@ -262,5 +263,61 @@ describe('a capture never continues past a gap', () => {
     const error = await refusal({ slot: 'strict_slot', publication: 'strict_pub', newTables: 'error' })
     expect(error).toBeInstanceOf(PublicationChangedError)
     expect((error as Error).message).toContain('public.strict_b')
+  })
+
+  it('copies a table again when what bronze holds of it changed without a change to carry it: made again, a column dropped and added again, a wider row filter or column list', async () => {
+    await db.sourceSql(`create table remade (id int primary key, v text)`)
+    await db.sourceSql(`insert into remade select g, 'old' from generate_series(1, 5) g`)
+    await db.sourceSql(`create table readded (id int primary key, c int)`)
+    await db.sourceSql(`insert into readded select g, g from generate_series(1, 5) g`)
+    await db.sourceSql(`create table filtered (id int primary key, v text)`)
+    await db.sourceSql(`insert into filtered select g, 'row ' || g from generate_series(1, 8) g`)
+    await db.sourceSql(`create table listed (id int primary key, a int, b int)`)
+    await db.sourceSql(`insert into listed select g, g, g * 10 from generate_series(1, 5) g`)
+    await db.sourceSql(`create publication changing_pub for table remade, readded, filtered where (id > 5), listed (id, a)`)
+    const run = (changes: number) =>
+      captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'changing_slot', publication: 'changing_pub', apply: true, changes, firstMs: 10_000, idleMs: 2_000, initialSnapshot: true })
+    await run(0)
+    await db.sourceSql(`drop table remade`)
+    await db.sourceSql(`create table remade (id int primary key, v text)`)
+    await db.sourceSql(`insert into remade values (100, 'new')`)
+    await db.sourceSql(`alter publication changing_pub add table remade`)
+    await db.sourceSql(`insert into remade values (101, 'after')`)
+    await db.sourceSql(`alter table readded drop column c`)
+    await db.sourceSql(`alter table readded add column c int default 9`)
+    await db.sourceSql(`alter publication changing_pub set table remade, readded, filtered where (id > 2), listed (id, a, b)`)
+    await db.sourceSql(`update readded set c = 1 where id = 1; update filtered set v = 'touched' where id = 7; update listed set a = -a where id = 1`)
+    await run(4)
+    for (const [table, columns] of [
+      ['remade', ['id', 'v']],
+      ['readded', ['id', 'c']],
+      ['listed', ['id', 'a', 'b']],
+    ] as const) {
+      expect(await checksum(db.warehouseDatabase, `bronze.br_${table}`, [...columns]), table).toEqual(await checksum(db.sourceDatabase, table, [...columns]))
+    }
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_filtered', ['id', 'v'])).toEqual(await checksum(db.sourceDatabase, '(select * from filtered where id > 2) f', ['id', 'v']))
+  })
+
+  it('finds a table rewritten after a snapshot was taken, whose rows that snapshot cannot see', async () => {
+    await db.sourceSql(`create table rewritten (id int primary key, v int)`)
+    await db.sourceSql(`insert into rewritten select g, g from generate_series(1, 100) g`)
+    await db.sourceSql(`create publication rewritten_pub for table rewritten`)
+    const reader = await db.source.acquire()
+    try {
+      await reader.query('begin isolation level repeatable read read only')
+      const tables = await publishedTables(reader, 'rewritten_pub')
+      expect(await rewrittenSinceSnapshot(reader, tables)).toEqual([])
+      await reader.query('commit')
+      await reader.query('begin isolation level repeatable read read only')
+      await reader.query('select 1')
+      await db.sourceSql(`alter table rewritten alter column v type bigint`)
+      const seen = await publishedTables(reader, 'rewritten_pub')
+      expect(await rewrittenSinceSnapshot(reader, seen)).toEqual(['public.rewritten'])
+      // What a copy under that snapshot would have read:
+      expect((await reader.query('select count(*)::int as n from rewritten')).rows).toEqual([{ n: 0 }])
+    } finally {
+      await reader.query('rollback').catch(() => undefined)
+      reader.release()
+    }
   })
 })

@@ -1,11 +1,11 @@
 import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { redact } from '../connection/redact.js'
-import { ConfigError } from '../errors.js'
+import { ConfigError, SerializationFailureError } from '../errors.js'
 import { quoteIdent } from '../pg/identifiers.js'
 import { literal } from '../pg/inline-parameters.js'
 import { forgetCapturedTables, recordCapturedTable } from './captured-tables.js'
-import { copyPublishedTable, publishedTables } from './table-snapshot.js'
+import { copyPublishedTable, publishedTables, rewrittenSinceSnapshot } from './table-snapshot.js'
 import { readCaptureState, storeDurableLsn } from './change-log.js'
 import { checkCdcReady, dropSlot, slotStatus } from './slots.js'
 
@@ -70,6 +70,14 @@ export async function takeInitialSnapshot(
     // The snapshot is imported: the replication connection that exported it may go.
     await replication.end()
     const published = await publishedTables(reader, publication)
+    const rewritten = await rewrittenSinceSnapshot(reader, published)
+    if (rewritten.length) {
+      // Their rows are in a file the snapshot cannot see: copied now they would land empty, and no change re-sends them.
+      throw new SerializationFailureError(
+        `${rewritten.join(', ')} was rewritten (TRUNCATE, ALTER COLUMN TYPE, VACUUM FULL, ...) while the initial snapshot was taken, so its rows are not in the snapshot; run the capture again (the snapshot starts over)`,
+        { step: 'source', context: { slot, publication, table: rewritten[0] } },
+      )
+    }
     const tables: { schema: string; table: string; rows: number }[] = []
     await writer.query('begin')
     try {
@@ -77,7 +85,7 @@ export async function takeInitialSnapshot(
       for (const table of published) {
         const rows = await copyPublishedTable(reader, writer, schema, table, { source: redact(source.label), lsn: consistentPoint }, options.signal)
         tables.push({ schema: table.relation.schema, table: table.relation.table, rows })
-        await recordCapturedTable(writer, schema, slot, table.relation, { lsn: consistentPoint, rows, reason: options.reason ?? 'initial' })
+        await recordCapturedTable(writer, schema, slot, table.relation, { lsn: consistentPoint, rows, reason: options.reason ?? 'initial', signature: table.signature })
       }
       await storeDurableLsn(writer, schema, slot, consistentPoint, 'done')
       await writer.query('commit')

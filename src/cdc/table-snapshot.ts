@@ -17,6 +17,13 @@ import {
 export interface PublishedTable {
   readonly relation: BronzeRelation
   readonly filter: string | null
+  readonly oid: number
+  /**
+   * What bronze's copy of the table depends on, as one string: the table's OID (a table dropped and made again under
+   * its name is another), the row filter, and each published column's number, name and type (a column dropped and
+   * added again, a column list or filter changed). When it changes, rows no change will carry may differ.
+   */
+  readonly signature: string
 }
 
 /**
@@ -26,8 +33,18 @@ export interface PublishedTable {
  */
 export async function publishedTables(client: pg.ClientBase, publication: string, only?: ReadonlySet<string>): Promise<PublishedTable[]> {
   // jsonb arrives as its text (the lossless type map), and is parsed here.
-  const { rows } = await client.query<{ schema: string; table: string; identity: string; filter: string | null; columns: string; primary_key: string[] }>(
-    `select t.schemaname as schema, t.tablename as table, c.relreplident as identity, to_jsonb(t)->>'rowfilter' as filter,
+  const { rows } = await client.query<{
+    schema: string
+    table: string
+    oid: number
+    signature: string
+    identity: string
+    filter: string | null
+    columns: string
+    primary_key: string[]
+  }>(
+    `select t.schemaname as schema, t.tablename as table, c.oid::int as oid, ${SIGNATURE} as signature,
+            c.relreplident as identity, to_jsonb(t)->>'rowfilter' as filter,
             (select jsonb_agg(jsonb_build_object('name', a.attname, 'typeOid', a.atttypid::int, 'typeModifier', a.atttypmod,
                      'isKey', case c.relreplident when 'f' then true
                                   when 'i' then a.attnum = any(coalesce((select i.indkey::int2[] from pg_index i where i.indrelid = c.oid and i.indisreplident), '{}'))
@@ -51,16 +68,53 @@ export async function publishedTables(client: pg.ClientBase, publication: string
     .map((row) => ({
       relation: { schema: row.schema, table: row.table, columns: JSON.parse(row.columns) as BronzeRelation['columns'], replicaIdentity: row.identity, primaryKey: row.primary_key },
       filter: row.filter,
+      oid: row.oid,
+      signature: row.signature,
     }))
 }
 
-/** The names of the tables a publication publishes, as `tableKey`s. */
-export async function publishedTableKeys(client: pg.ClientBase, publication: string): Promise<Set<string>> {
-  const { rows } = await client.query<{ schema: string; table: string }>(
-    'select schemaname as schema, tablename as table from pg_publication_tables where pubname = $1',
+/**
+ * `PublishedTable.signature` in SQL, over `pg_publication_tables t` joined to the table's `pg_class c`: md5 of the OID,
+ * the row filter and the published columns (the column list when there is one, else every column but generated ones).
+ */
+const SIGNATURE = `md5(concat_ws('|', c.oid::text, to_jsonb(t)->>'rowfilter',
+    (select string_agg(concat_ws(':', a.attnum, a.attname, a.atttypid, a.atttypmod), ',' order by a.attnum)
+       from pg_attribute a
+      where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
+        and (to_jsonb(t)->'attnames' is null or to_jsonb(t)->'attnames' ? a.attname::text))))`
+
+/** The tables a publication publishes, as `tableKey`s, with their `PublishedTable.signature`. */
+export async function publishedTableKeys(client: pg.ClientBase, publication: string): Promise<Map<string, string>> {
+  const { rows } = await client.query<{ schema: string; table: string; signature: string }>(
+    `select t.schemaname as schema, t.tablename as table, ${SIGNATURE} as signature
+       from pg_publication_tables t
+       join pg_namespace n on n.nspname = t.schemaname
+       join pg_class c on c.relnamespace = n.oid and c.relname = t.tablename
+      where t.pubname = $1`,
     [publication],
   )
-  return new Set(rows.map(tableKey))
+  return new Map(rows.map((row) => [tableKey(row), row.signature]))
+}
+
+/**
+ * Locks the tables against rewrites for the rest of `reader`'s transaction (ACCESS SHARE, the lock a SELECT takes), then
+ * names those rewritten since its snapshot was taken (TRUNCATE, ALTER COLUMN TYPE, VACUUM FULL, CLUSTER, ADD COLUMN
+ * with a volatile default): a rewrite writes a new file whose rows an older snapshot cannot see, so a copy under it
+ * would be empty or short, without an error. The snapshot's `pg_class` row (read through the snapshot) is compared
+ * with the relation's current file (`pg_relation_filenode`, read from the catalog as it is now), for each partition.
+ */
+export async function rewrittenSinceSnapshot(reader: pg.ClientBase, tables: readonly PublishedTable[]): Promise<string[]> {
+  for (const table of tables) await reader.query(`lock table ${qualifiedName(table.relation.schema, table.relation.table)} in access share mode`)
+  const { rows } = await reader.query<{ name: string }>(
+    `select format('%I.%I', n.nspname, c.relname) as name
+       from unnest($1::oid[]) as t(oid)
+       cross join lateral (select relid from pg_partition_tree(t.oid) where isleaf union select t.oid) as r(relid)
+       join pg_class c on c.oid = r.relid
+       join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind <> 'p' and c.relfilenode is distinct from pg_relation_filenode(c.oid)`,
+    [tables.map((table) => table.oid)],
+  )
+  return rows.map((row) => row.name)
 }
 
 /** One string per table, unambiguous whatever the names hold. */

@@ -5,15 +5,19 @@ import { sqlString } from './sql.js'
 /**
  * What the DuckDB and Parquet sinks let DuckDB use while they load a spool file (docs/sinks.md, memory). DuckDB's
  * defaults are made for a database server (80 % of the machine's memory, a thread per core, 32 MB CSV buffers per
- * thread, rows kept in their order): a 1 M-row load grew to 500-680 MB. With these settings it stays flat (about
- * 250 MB for the whole process, measured on 1 M rows and more: docs/performance.md).
+ * thread, rows kept in their order): a 1 M-row load grew to 500-680 MB. With these settings the whole process stays
+ * flat: 287-299 MB into DuckDB, 336-341 MB into Parquet on the bench's 1 M rows (docs/performance.md#file-sinks).
  */
 
 /** DuckDB threads: the CSV reader and the writers scale with them, and so does the memory each one holds. */
 export const DUCKDB_THREADS = Math.max(1, Math.min(availableParallelism(), 4))
 
-/** DuckDB's buffer pool (`memory_limit`) when the rows are short; operators spill to the temporary directory beyond it. */
-const BASE_MEMORY_LIMIT = 128 * 1024 * 1024
+/**
+ * DuckDB's buffer pool (`memory_limit`) when the rows are short; operators spill to the temporary directory beyond it.
+ * Loading a table fits in 64 MiB; the Parquet writer holds a row group per thread while it compresses it: 64 and 96 MiB
+ * ran out of memory on the bench's table with 2 threads, 128 MiB did not.
+ */
+const BASE_MEMORY_LIMIT = { duckdb: 64 * 1024 * 1024, parquet: 64 * 1024 * 1024 * Math.max(2, DUCKDB_THREADS) } as const
 /** Reader buffer for short rows: as fast as DuckDB's 32 MB default on the bench's table, a quarter of the memory. */
 const MIN_READER_BUFFER = 8 * 1024 * 1024
 const MIB = 1024 * 1024
@@ -35,9 +39,9 @@ export function readerBufferBytes(longestLine: number, maxLine: number): number 
  */
 export async function limitMemory(
   connection: DuckDBConnection,
-  options: { readerBufferBytes: number; preserveOrder: boolean; tempDirectory?: string },
+  options: { writes: 'duckdb' | 'parquet'; readerBufferBytes: number; preserveOrder: boolean; tempDirectory?: string },
 ): Promise<void> {
-  const limit = Math.max(BASE_MEMORY_LIMIT, 4 * DUCKDB_THREADS * options.readerBufferBytes)
+  const limit = Math.max(BASE_MEMORY_LIMIT[options.writes], 4 * DUCKDB_THREADS * options.readerBufferBytes)
   await connection.run(`SET threads = ${DUCKDB_THREADS}`)
   await connection.run(`SET memory_limit = '${Math.ceil(limit / MIB)}MiB'`)
   await connection.run(`SET preserve_insertion_order = ${options.preserveOrder}`)

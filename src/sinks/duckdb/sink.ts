@@ -77,7 +77,7 @@ export function duckdbSink(options: DuckDBSinkOptions): Sink {
         path,
         async (connection) => {
           // merge takes the last row of a key by the rows' order in the file; replace and append need no order.
-          await limitMemory(connection, { readerBufferBytes: readerBuffer, preserveOrder: mode === 'merge' })
+          await limitMemory(connection, { writes: 'duckdb', readerBufferBytes: readerBuffer, preserveOrder: mode === 'merge' })
           await connection.run('BEGIN TRANSACTION')
           try {
             await connection.run(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`)

@@ -95,7 +95,7 @@ export function parquetSink(options: ParquetSinkOptions): Sink {
         await withDuckDB(
           ':memory:',
           async (connection) => {
-            await limitMemory(connection, { readerBufferBytes: readerBuffer, preserveOrder: false, tempDirectory: join(work, 'duckdb.tmp') })
+            await limitMemory(connection, { writes: 'parquet', readerBufferBytes: readerBuffer, preserveOrder: false, tempDirectory: join(work, 'duckdb.tmp') })
             await connection.run(`COPY (${select}) TO ${sqlString(destination)} (${settings.join(', ')})`, values)
           },
           { signal: ctx.signal, context },

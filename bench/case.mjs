@@ -159,7 +159,13 @@ const sampler = setInterval(() => {
   external = Math.max(external, usage.external)
 }, 100)
 const cpuBefore = process.cpuUsage()
-const result = LIMITS[caseName] ? { wallMs: await LIMITS[caseName](), rows: null } : await pipeline()
+// The file-sink cases (bench/file-sinks-case.mjs) load DuckDB: only their processes import it.
+const fileSinks = /^(duckdb|parquet)/.test(caseName) ? await import('./file-sinks-case.mjs') : undefined
+const result = fileSinks
+  ? await fileSinks.runFileSinkCase(caseName, url, table, join(findPostgresBinDir() ?? '/usr/bin', 'psql'))
+  : LIMITS[caseName]
+    ? { wallMs: await LIMITS[caseName](), rows: null }
+    : await pipeline()
 // This process's CPU (not psql's, not the servers'): how much of the wall time Node itself was busy.
 const cpu = process.cpuUsage(cpuBefore)
 clearInterval(sampler)

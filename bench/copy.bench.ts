@@ -18,6 +18,8 @@
  *                apply's statement shapes (--cdc-shape-changes, default 20000); lag (--cdc-lag-transactions, 10000)
  *   cdc-large-tx one transaction of --cdc-huge inserts (default 2000000) captured with apply by a fresh process, sent in
  *                parts and whole at commit (--cdc-huge-streaming on,off): its peak RSS against <= 300 MB (bench/cdc.ts)
+ *   (k), (l)     duckdbSink and parquetSink, each against its limit (k2), (l2): psql COPY csv into a file, then DuckDB
+ *                read_csv of it into a table or to Parquet (bench/file-sinks.ts, bench/file-sinks-case.mjs)
  * Each run is a fresh process running dist/ (so peak RSS is the run's own); a warm-up round, then --runs rounds in which
  * the cases take turns (so a ratio compares cases under the same background load); medians per case.
  * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
@@ -29,6 +31,7 @@ import { promisify } from 'node:util'
 import pg from 'pg'
 import { startTestPostgres, type ThrowawayPostgres } from '../src/testing/index.js'
 import { cdcLargeTxReport, cdcReport, runCdcBench, runCdcLargeTxBench, type CdcBenchResult, type CdcLargeTxResult } from './cdc.js'
+import { FILE_SINK_CASES, FILE_SINK_LIMIT_OF, fileSinkVerdicts } from './file-sinks.js'
 
 const execFile = promisify(execFileCallback)
 
@@ -47,6 +50,7 @@ const CASES = {
   'partitions-psql-parallel': '(h) limit: psql, 4 partitions, 2 conn.',
   'partitions-server-serial': '(i) server alone, 4 partitions, 1 conn.',
   'partitions-server-parallel': '(j) server alone, 4 partitions, 2 conn.',
+  ...FILE_SINK_CASES,
 } as const
 /** Targets as ratios to the binary pipe (a2) measured in the same run. */
 const TARGETS: Partial<Record<keyof typeof CASES, number>> = { fast: 1.1, realistic: 2.5, cursor: 2.0 }
@@ -63,6 +67,7 @@ const LIMIT_OF: Partial<Record<CaseName, CaseName | 'pipes'>> = {
   cursor: 'pipes',
   'partitions-serial': 'partitions-psql-serial',
   'partitions-parallel': 'partitions-psql-parallel',
+  ...FILE_SINK_LIMIT_OF,
 }
 /** Cases that run no pg-datakit code: the orchestrating Node process's RSS says nothing about them. */
 const PSQL_ONLY = new Set<CaseName>(['limit', 'limit-binary', 'realistic-limit', 'partitions-psql-serial', 'partitions-psql-parallel', 'partitions-server-serial', 'partitions-server-parallel'])
@@ -91,7 +96,7 @@ const runs = Number(argument('runs') ?? 3)
 const warmup = Number(argument('warmup') ?? 1)
 const requested = (
   argument('cases') ??
-  'limit,limit-binary,fast,fast-text,decoded,realistic,realistic-limit,cursor,partitions-serial,partitions-parallel,partitions-psql-serial,partitions-psql-parallel,partitions-server-serial,partitions-server-parallel,cdc,cdc-large-tx'
+  'limit,limit-binary,fast,fast-text,decoded,realistic,realistic-limit,cursor,partitions-serial,partitions-parallel,partitions-psql-serial,partitions-psql-parallel,partitions-server-serial,partitions-server-parallel,duckdb,duckdb-limit,parquet,parquet-limit,cdc,cdc-large-tx'
 ).split(',')
 const withCdc = requested.includes('cdc')
 const withCdcLargeTx = requested.includes('cdc-large-tx')
@@ -309,6 +314,7 @@ async function main() {
       const verdicts = [
         ...(target ? [`<= ${target.toFixed(2)} ${toBinary !== null && toBinary <= target ? 'met' : 'MISSED'}`] : []),
         ...(result.peakRssMb !== null && limitName === 'pipes' ? [`RSS ${result.peakRssMb <= RSS_TARGET_MB ? 'met' : 'MISSED'}`] : []),
+        ...fileSinkVerdicts(name, ratio, result.peakRssMb),
       ]
       lines.push(
         `${result.label.padEnd(42)}${(result.wallMs / 1000).toFixed(2).padStart(8)}${result.rowsPerSecond.toLocaleString('en').padStart(11)}${(result.peakRssMb === null ? '-' : `${result.peakRssMb} MB`).padStart(10)}${(result.rssHalvesMb ? result.rssHalvesMb.join('/') : '-').padStart(10)}${(result.nodeBusy === null ? '-' : `${Math.round(result.nodeBusy * 100)}%`).padStart(6)}${(ratio === null ? '-' : ratio.toFixed(2)).padStart(9)}${(toBinary === null ? '-' : toBinary.toFixed(2)).padStart(8)}  ${verdicts.join(', ')}`,

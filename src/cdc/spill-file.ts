@@ -30,6 +30,11 @@ export class SpillFile {
     unlinkSync(path)
   }
 
+  /** The relations of the changes written (a rolled-back subtransaction's included), without reading the file. */
+  get relations(): readonly Relation[] {
+    return this.#relations
+  }
+
   /** Changes written. */
   get count(): number {
     return this.#count

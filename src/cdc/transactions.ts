@@ -53,6 +53,11 @@ export interface CommittedTransaction {
   readonly spilled: boolean
   /** Its changes in order, at most `size` at a time (from disk when spilled, a chunk at a time). */
   chunks(size: number): Iterable<readonly RawChange[]>
+  /**
+   * The relations its changes were sent with (truncates' included), each Relation message once; for a spilled one
+   * without reading the file (those of rolled-back savepoints included).
+   */
+  relations(): readonly Relation[]
   /** Frees its spill file, if it has one; `changes` and `chunks()` are empty after it. */
   release(): void
 }
@@ -266,6 +271,7 @@ function committed(
       }
       for (let start = 0; start < inMemory.length; start += size) yield inMemory.slice(start, start + size)
     },
+    relations: () => (spill ? spill.relations : relationsIn(inMemory)),
     release(): void {
       released = true
       spill?.close()
@@ -307,6 +313,7 @@ export function* transactionParts(transactions: readonly CommittedTransaction[],
         *chunks(partSize: number) {
           for (let start = 0; start < chunk.length; start += partSize) yield chunk.slice(start, start + partSize)
         },
+        relations: () => relationsIn(chunk),
         release: () => undefined,
       }
       seq += changeCount
@@ -317,13 +324,15 @@ export function* transactionParts(transactions: readonly CommittedTransaction[],
 /** The relations (as sent) that transactions change, truncates included: each Relation message once, in order. */
 export function relationsOf(transactions: readonly CommittedTransaction[]): Relation[] {
   const seen = new Set<Relation>()
-  for (const transaction of transactions) {
-    for (const chunk of transaction.chunks(PART_CHANGES)) {
-      for (const change of chunk) {
-        if (change.kind === 'row') seen.add(change.relation)
-        else if (change.kind === 'truncate') for (const relation of change.relations) if (relation) seen.add(relation)
-      }
-    }
+  for (const transaction of transactions) for (const relation of transaction.relations()) seen.add(relation)
+  return [...seen]
+}
+
+function relationsIn(changes: readonly RawChange[]): Relation[] {
+  const seen = new Set<Relation>()
+  for (const change of changes) {
+    if (change.kind === 'row') seen.add(change.relation)
+    else if (change.kind === 'truncate') for (const relation of change.relations) if (relation) seen.add(relation)
   }
   return [...seen]
 }

@@ -2,52 +2,12 @@ import { describe, expect, it } from 'vitest'
 import { bronzeMetadata, ConfigError, copySource, extract, postgresSink, tableSource } from '../src/index.js'
 import { tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
+import { TYPE_COLUMNS } from './support/type-columns.js'
 
 const db = useDatabases('types')
 
 /** Every common type, with edge values, and the type the bronze table must get for it. */
-const COLUMNS: [name: string, type: string, bronzeType: string, values: string[]][] = [
-  ['c_int2', 'smallint', 'smallint', ['-32768', '32767']],
-  ['c_int4', 'integer', 'integer', ['-2147483648', '0']],
-  ['c_int8', 'bigint', 'bigint', ['-9223372036854775808', '9223372036854775807']],
-  ['c_numeric', 'numeric(38,10)', 'numeric(38,10)', ['1234567890123456789012345678.0123456789', '-0.0000000001']],
-  ['c_numeric_any', 'numeric', 'numeric', ["'NaN'", '1.10', '123456789012345678901234567890.123456789']],
-  ['c_float4', 'real', 'real', ['3.4028235e38', "'-Infinity'"]],
-  ['c_float8', 'double precision', 'double precision', ["'-0'", "'NaN'", '0.1', '1.7976931348623157e308', "'Infinity'"]],
-  ['c_bool', 'boolean', 'boolean', ['true', 'false']],
-  ['c_text', 'text', 'text', [`E'tab\\there\\nnew line\\\\back \\"q\\" ''s'''`, "''", `'\\N'`, "'ünïcødé 🚀'"]],
-  ['c_varchar', 'varchar(20)', 'character varying(20)', ["'short'"]],
-  ['c_char', 'char(3)', 'character(3)', ["'ab'"]],
-  ['c_bytea', 'bytea', 'bytea', ["'\\x00ff5c0a'", "''"]],
-  ['c_date', 'date', 'date', ["'2024-02-29'", "'infinity'", "'4713-01-01 BC'"]],
-  ['c_time', 'time', 'time without time zone', ["'23:59:59.999999'"]],
-  ['c_timetz', 'timetz', 'time with time zone', ["'12:00:00.5+05:30'"]],
-  ['c_ts', 'timestamp', 'timestamp without time zone', ["'2024-03-10 02:30:00.123456'", "'-infinity'"]],
-  ['c_tstz', 'timestamptz', 'timestamp with time zone', ["'2024-11-03 01:30:00.654321-04'", "'infinity'"]],
-  ['c_ts3', 'timestamp(3) with time zone', 'timestamp(3) with time zone', ["'2024-01-01 00:00:00.123+00'"]],
-  ['c_interval', 'interval', 'interval', ["'1 year 2 mons 3 days 04:05:06.789'", "'-1 day'"]],
-  ['c_uuid', 'uuid', 'uuid', ["'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'"]],
-  ['c_json', 'json', 'json', [`'{"b": 1,  "a": [1, 2.50]}'`]],
-  ['c_jsonb', 'jsonb', 'jsonb', [`'{"big": 12345678901234567890123, "s": "x\\ty"}'`]],
-  ['c_inet', 'inet', 'inet', ["'192.168.0.1/24'", "'::1'"]],
-  ['c_cidr', 'cidr', 'cidr', ["'10.0.0.0/8'"]],
-  ['c_macaddr', 'macaddr', 'macaddr', ["'08:00:2b:01:02:03'"]],
-  ['c_bit', 'bit(4)', 'bit(4)', ["B'1010'"]],
-  ['c_varbit', 'varbit', 'bit varying', ["B'101'"]],
-  ['c_int_arr', 'integer[]', 'integer[]', ["'{1,NULL,3}'", "'{}'"]],
-  ['c_int_2d', 'integer[][]', 'integer[]', ["'{{1,2},{3,4}}'"]],
-  ['c_text_arr', 'text[]', 'text[]', [`'{"a,b","q\\"x","NULL",NULL,"back\\\\slash","",x}'`]],
-  ['c_numeric_arr', 'numeric[]', 'numeric[]', ["'{1.10,12345678901234567890.123456789,NaN}'"]],
-  ['c_tstz_arr', 'timestamptz[]', 'timestamp with time zone[]', ["'{\"2024-01-01 00:00:00.000001+00\",infinity}'"]],
-  ['c_jsonb_arr', 'jsonb[]', 'jsonb[]', [`ARRAY['{"a":1}'::jsonb, NULL]`]],
-  ['c_bounds_arr', 'integer[]', 'integer[]', ["'[0:1]={7,8}'"]],
-  ['c_point', 'point', 'point', ["'(1.5,-2)'"]],
-  ['c_tsvector', 'tsvector', 'tsvector', ["'fat:2 rat:3'"]],
-  ['c_int4range', 'int4range', 'int4range', ["'[1,10)'", "'empty'"]],
-  ['c_mood', 'mood', 'text', ["'happy'"]],
-  ['c_posint', 'posint', 'integer', ['42']],
-  ['c_mood_arr', 'mood[]', 'text[]', ["'{happy,sad}'"]],
-]
+const COLUMNS = TYPE_COLUMNS
 
 describe('type fidelity through the cursor path', () => {
   it(`runs in the project's time zone (${process.env.TZ})`, () => {

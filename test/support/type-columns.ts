@@ -1,4 +1,4 @@
-/** The types of test/type-roundtrip.test.ts (a copy: that file keeps its own list), with edge values. */
+/** Every common type, with edge values, and the type a PostgreSQL bronze table must get for it (the type round-trip tests). */
 export const TYPE_COLUMNS: [name: string, type: string, bronzeType: string, values: string[]][] = [
   ['c_int2', 'smallint', 'smallint', ['-32768', '32767']],
   ['c_int4', 'integer', 'integer', ['-2147483648', '0']],

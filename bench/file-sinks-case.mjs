@@ -24,6 +24,8 @@ const DUCKDB_SETTINGS = (name, tempDirectory) => [
 ]
 /** The sinks' CSV reader buffer for short rows (memory.ts, readerBufferBytes). */
 const READER_BUFFER = 8 * 1024 * 1024
+/** parquetSink's default row group (src/sinks/parquet/sink.ts, rowGroupRows). */
+const PARQUET_ROW_GROUP_ROWS = 61_440
 
 /** The bench table's columns in DuckDB types, as the sinks map them (docs/types.md), minus the bronze metadata. */
 const COLUMNS =
@@ -53,7 +55,8 @@ async function sink(name, url, table, work) {
     const started = performance.now()
     const report = await extract({ from: copySource(conn, { table }), through: [bronzeMetadata()], to })
     const wallMs = performance.now() - started
-    const steps = Object.fromEntries(report.steps.map((step) => [`${step.step} ${step.name}`, Math.round(step.ms)]))
+    // The sink's step is named by its path, which differs per process: one name across runs, for the medians.
+    const steps = Object.fromEntries(report.steps.map((step) => [`${step.step} ${step.step === 'sink' ? `${name}Sink` : step.name}`, Math.round(step.ms)]))
     return { wallMs, rows: report.rows, copyFormat: report.copyFormat ?? null, copyFormatReason: report.copyFormatReason ?? null, steps }
   } finally {
     await conn.close()
@@ -82,7 +85,7 @@ async function limit(name, url, table, psql, work) {
     for (const setting of DUCKDB_SETTINGS(name, join(work, 'duckdb.tmp'))) await connection.run(setting)
     const read = `read_csv('${csv}', header = false, auto_detect = false, buffer_size = ${READER_BUFFER}, max_line_size = ${READER_BUFFER}, columns = ${COLUMNS})`
     if (name === 'duckdb-limit') await connection.run(`CREATE TABLE t AS SELECT * FROM ${read}`)
-    else await connection.run(`COPY (SELECT * FROM ${read}) TO '${join(work, 'limit.parquet')}' (FORMAT parquet, COMPRESSION zstd)`)
+    else await connection.run(`COPY (SELECT * FROM ${read}) TO '${join(work, 'limit.parquet')}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${PARQUET_ROW_GROUP_ROWS})`)
   } finally {
     connection.closeSync()
     instance.closeSync()

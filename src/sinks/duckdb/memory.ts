@@ -6,7 +6,7 @@ import { sqlString } from './sql.js'
  * What the DuckDB and Parquet sinks let DuckDB use while they load a spool file (docs/sinks.md, memory). DuckDB's
  * defaults are made for a database server (80 % of the machine's memory, a thread per core, 32 MB CSV buffers per
  * thread, rows kept in their order): a 1 M-row load grew to 500-680 MB. With these settings the whole process stays
- * flat: 287-299 MB into DuckDB, 336-341 MB into Parquet on the bench's 1 M rows (docs/performance.md#file-sinks).
+ * flat: 273-290 MB into DuckDB, 291-301 MB into Parquet on the bench's 1 M rows (docs/performance.md#file-sinks).
  */
 
 /** DuckDB threads: the CSV reader and the writers scale with them, and so does the memory each one holds. */

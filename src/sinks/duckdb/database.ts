@@ -17,6 +17,30 @@ interface Open {
  */
 const instances = new Map<string, Open>()
 
+/**
+ * The name a database file is attached under. DuckDB names a file's database after the file, so `bronze.duckdb` opened
+ * directly makes a catalog `bronze` that clashes with the schema `bronze` ("Ambiguous reference to catalog or schema");
+ * attached under a fixed name, any file name works with any schema.
+ */
+const CATALOG = 'pgdk_warehouse'
+
+/** An in-memory instance with the file attached as `CATALOG`. */
+async function attached(path: string): Promise<DuckDBInstance> {
+  const instance = await DuckDBInstance.create(':memory:')
+  try {
+    const connection = await instance.connect()
+    try {
+      await connection.run(`ATTACH '${path.replace(/'/g, "''")}' AS ${CATALOG}`)
+    } finally {
+      connection.closeSync()
+    }
+  } catch (error) {
+    instance.closeSync()
+    throw error
+  }
+  return instance
+}
+
 /** `:memory:` for a private in-memory database, else the file's absolute path (its directory is created). */
 const keyOf = (path: string) => (path === ':memory:' ? path : resolve(path))
 
@@ -41,7 +65,7 @@ export async function withDuckDB<T>(
         throw fileError(error, key, step, context)
       }
     }
-    open = { instance: DuckDBInstance.create(key), users: 0 }
+    open = { instance: key === ':memory:' ? DuckDBInstance.create(key) : attached(key), users: 0 }
     if (key !== ':memory:') instances.set(key, open)
   }
   open.users++
@@ -54,6 +78,7 @@ export async function withDuckDB<T>(
     options.signal?.addEventListener('abort', interrupt, { once: true })
     try {
       registerArrayFunction(connection)
+      if (key !== ':memory:') await connection.run(`USE ${CATALOG}`)
       await connection.run(`SET TimeZone = 'UTC'`)
       return await fn(connection)
     } finally {

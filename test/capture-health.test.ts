@@ -163,4 +163,14 @@ describe('a capture looks after its slot', () => {
     expect(await db.warehouseSql(`select id, v from bronze.br_c`)).toEqual([{ id: 1, v: 'in a.b.c' }])
     expect(await db.warehouseSql(`select id, v from bronze."br_b.c"`)).toEqual([{ id: 2, v: 'in a.b.c too' }])
   })
+
+  it('refuses, before anything streams, a published table whose bronze name would pass 63 bytes', async () => {
+    const long = 't'.repeat(61)
+    await db.sourceSql(`create table ${long} (id int primary key)`)
+    await ensurePublication(db.source, 'long_pub', [{ table: long }])
+    const error = await captureChanges(db.source, { slot: 'long_slot', publication: 'long_pub', to: db.warehouse, apply: true, signal: AbortSignal.timeout(30_000) }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as Error).message).toContain(`public.${long}`)
+    expect(await slotStatus(db.source, 'long_slot')).toBeUndefined()
+  })
 })

@@ -14,6 +14,8 @@ export interface CaptureStartOptions {
   readonly schema: string
   readonly initialSnapshot: boolean
   readonly slotLost: 'error' | 'resnapshot'
+  /** The capture keeps `<schema>.br_<table>` tables (apply, or a snapshot): each published table needs a valid name. */
+  readonly bronzeTables: boolean
   readonly signal?: AbortSignal | undefined
 }
 
@@ -36,6 +38,19 @@ export interface CaptureStart {
 export async function startCapture(source: Connection, writer: pg.ClientBase, options: CaptureStartOptions): Promise<CaptureStart> {
   const { slot, publication, schema } = options
   await checkCdcReady(source, { publication, slot })
+  if (options.bronzeTables || options.initialSnapshot) {
+    // Refused before anything streams, rather than at the table's first change on every restart.
+    const long = await source.query<{ table: string }>(
+      `select format('%I.%I', schemaname, tablename) as table from pg_publication_tables where pubname = $1 and octet_length('br_' || tablename) > 63`,
+      [publication],
+    )
+    if (long.rows.length) {
+      throw new ConfigError(
+        'publication',
+        `${long.rows.map((row) => row.table).join(', ')}: a bronze table is named br_<table>, which is longer than PostgreSQL's 63 bytes for these; leave them out of publication "${publication}" (or rename them)`,
+      )
+    }
+  }
   if ((await databaseIdentity(writer)) === (await connectionIdentity(source))) {
     // The capture's own writes would be published: each batch would capture the one before it, without end.
     const own = await source.query<{ table: string }>(

@@ -124,6 +124,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       schema,
       initialSnapshot: options.initialSnapshot ?? false,
       slotLost: options.slotLost ?? 'error',
+      bronzeTables: options.apply ?? false,
       signal: options.signal,
     })
     if (start.snapshot) options.onSnapshot?.(start.snapshot)

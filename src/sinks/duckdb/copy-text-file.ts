@@ -7,6 +7,7 @@ import type { Column } from '../../pg/types.js'
 import { quoteIdent } from '../../pg/identifiers.js'
 import { duckColumn, type Warehouse } from './types.js'
 import { sqlString } from './sql.js'
+import { processAlive } from '../../util/process-alive.js'
 
 /**
  * The DuckDB and Parquet sinks load a run in two steps, the way `psql COPY ... TO` a file and DuckDB's `read_csv`
@@ -37,18 +38,10 @@ export async function removeStaleSpools(dir: string): Promise<void> {
   for (const name of names) {
     if (!name.startsWith(SPOOL_PREFIX)) continue
     const pid = Number(name.slice(SPOOL_PREFIX.length).split('-')[0])
-    if (Number.isInteger(pid) && pid > 0 && !alive(pid)) await rm(join(dir, name), { force: true })
+    if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) await rm(join(dir, name), { force: true })
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 /** Writes COPY text chunks (cut anywhere) to `file`, pulling one at a time: the source runs at the disk's pace. */
 export async function spoolCopyText(chunks: AsyncIterable<Buffer>, file: string, ctx: RunContext, suffix?: (chunk: Buffer) => Buffer): Promise<Spooled> {

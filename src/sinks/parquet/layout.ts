@@ -13,6 +13,7 @@
  */
 import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises'
 import { join, relative } from 'node:path'
+import { processAlive } from '../../util/process-alive.js'
 
 export const STATE_DIR = '.pg-datakit'
 export const MANIFEST = '_manifest.json'
@@ -71,18 +72,10 @@ export async function removeGenerations(paths: TablePaths, keep: readonly string
 export async function removeStaleRuns(dir: string): Promise<void> {
   for (const name of await readdir(tmpRoot(dir)).catch(() => [] as string[])) {
     const pid = Number(name.split('-')[0])
-    if (Number.isInteger(pid) && pid > 0 && !alive(pid)) await rm(join(tmpRoot(dir), name), { recursive: true, force: true })
+    if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) await rm(join(tmpRoot(dir), name), { recursive: true, force: true })
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 /** Files under `root`, as paths relative to it (`part-0.parquet`, `region=eu/data_0.parquet`). */
 export async function listFiles(root: string, under = ''): Promise<string[]> {

@@ -2,7 +2,7 @@ import type pg from 'pg'
 import { valueToText } from '../pg/copy-text-encoder.js'
 import { quoteIdent } from '../pg/identifiers.js'
 import { literal } from '../pg/inline-parameters.js'
-import { bronzeKey, bronzeTableName, CDC_EXTRACTION_TYPE, ensureBronzeTable, LINEAGE_COLUMNS, type BronzeRelation, type Lineage } from './bronze-table.js'
+import { bronzeKey, bronzeTableName, CDC_EXTRACTION_TYPE, bronzeColumnTypes, LINEAGE_COLUMNS, type BronzeRelation, type Lineage } from './bronze-table.js'
 import type { ChangeRecord } from './change-records.js'
 import { UNCHANGED, type RelationColumn, type TupleValue } from './pgoutput.js'
 import type { CommittedTransaction } from './transactions.js'
@@ -17,7 +17,7 @@ import { tableKey } from './table-snapshot.js'
  * - delete: by the old key; truncate: the whole table.
  * A REPLICA IDENTITY FULL table without a primary key has no key: its updates and deletes match one row with all the
  * old values pgoutput sent (compared as text, so every type compares), and its inserts are plain inserts.
- * Tables are created on first use (`ensureBronzeTable`).
+ * The bronze tables must be ready (`prepareBronzeTable`), as a capture makes them before it applies.
  *
  * Changes are applied in runs, each one statement, whatever other tables' changes come between (bronze tables have no
  * foreign keys, so only the order within a table matters), with the result of one statement per change:
@@ -64,7 +64,8 @@ export async function applyChanges(
 
 /**
  * The same as `applyChanges`, straight from committed transactions (pgoutput's text values, no records built): what a
- * capture applies. `relations` maps each table (`tableKey`: names with dots never collide) to the relation keyed as bronze keys it (see `BronzeRelation`).
+ * capture applies. `relations` maps each table (`tableKey`: names with dots never collide) to the relation keyed as
+ * bronze keys it (see `BronzeRelation`).
  */
 export async function applyTransactions(
   client: pg.ClientBase,
@@ -195,7 +196,7 @@ class Applier {
     if (!table) {
       const target = bronzeTableName(this.schema, relation)
       const lineage = this.lineage && ['now()', ...[this.lineage.source, relation.schema, relation.table, CDC_EXTRACTION_TYPE].map((value) => literal(value))]
-      table = { target, types: await ensureBronzeTable(this.client, target, relation), key: bronzeKey(relation), keyIndexes: new WeakMap(), lineage }
+      table = { target, types: await bronzeColumnTypes(this.client, target), key: bronzeKey(relation), keyIndexes: new WeakMap(), lineage }
       this.#tables.set(name, table)
     }
     return table

@@ -19,14 +19,14 @@ export type BronzeApplier = (client: pg.ClientBase, transactions: readonly Commi
  * tables are keyed by their primary key, asked of the source once per table. Each Relation message (a table's columns
  * as its changes were sent) is typed on the source and its bronze table made ready once (`prepareBronzeTable`): a new
  * one after ALTER TABLE adds or widens columns in the transaction of the changes that need them. Columns added with
- * a default whose existing values no change carries go to `copyAgain`. Transactions are applied a part at a time,
+ * a default whose existing values no change carries go to `unknownValues` (they keep NULL in bronze). Transactions are applied a part at a time,
  * so one that waits on disk is never read whole into memory. The rows written carry the lineage columns, with the
  * source's label (`LINEAGE_COLUMNS`).
  */
 export function bronzeApplier(
   source: Connection,
   schema: string,
-  copyAgain: (client: pg.ClientBase, relation: BronzeRelation, columns: readonly string[]) => Promise<void>,
+  unknownValues: (relation: BronzeRelation, columns: readonly string[]) => void,
 ): BronzeApplier {
   const primaryKeys = new Map<number, Promise<readonly string[]>>()
   const primaryKey = (oid: number) => {
@@ -48,10 +48,11 @@ export function bronzeApplier(
           columns.set(relation, (typed = source.withClient(read)))
         }
         const [types, existing] = await typed
-        const added = await columnsNewToBronze(client, schema, keyed, types)
+        // Asked of bronze only when the source has such columns: rarely, and once per Relation message.
+        const added = existing.unknown.size ? await columnsNewToBronze(client, schema, keyed, types) : []
         const unknown = added.filter((name) => existing.unknown.has(name))
         // Existing rows got values no change carries: only a copy of the table brings them.
-        if (unknown.length) await copyAgain(client, keyed, unknown)
+        if (unknown.length) unknownValues(keyed, unknown)
         await prepareBronzeTable(client, schema, keyed, types, existing.missing)
         // A failed write ends the capture, so a table prepared in a transaction that rolled back is not used again.
         prepared.add(relation)

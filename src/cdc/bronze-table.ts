@@ -38,8 +38,13 @@ export interface BronzeRelation {
   readonly primaryKey?: readonly string[] | undefined
 }
 
+/** `br_<table>`: a relation's bronze table, named by the table alone. */
+export function bronzeTable(relation: BronzeRelation): string {
+  return checkIdentifier(`br_${relation.table}`, 'table')
+}
+
 export function bronzeTableName(schema: string, relation: BronzeRelation): string {
-  return qualifiedName(schema, checkIdentifier(`br_${relation.table}`, 'table'))
+  return qualifiedName(schema, bronzeTable(relation))
 }
 
 /**
@@ -82,7 +87,7 @@ export async function prepareBronzeTable(
   columns: readonly Column[],
   missing: ReadonlyMap<string, string> = new Map(),
 ): Promise<void> {
-  const table = checkIdentifier(`br_${relation.table}`, 'table')
+  const table = bronzeTable(relation)
   const key = bronzeKey(relation)
   const clash = columns.find((column) => LINEAGE_COLUMNS.some((lineage) => lineage.name === column.name))
   if (clash) {
@@ -101,7 +106,7 @@ export async function prepareBronzeTable(
  * The SQL type of each column of `<schema>.br_<table>` (`format_type`), for statements that cast to it. The capture
  * made the table ready (`prepareBronzeTable`) earlier in the same transaction.
  */
-export async function ensureBronzeTable(client: pg.ClientBase, target: string, _relation: BronzeRelation): Promise<ReadonlyMap<string, string>> {
+export async function bronzeColumnTypes(client: pg.ClientBase, target: string): Promise<ReadonlyMap<string, string>> {
   const { rows } = await client.query<{ name: string; type: string }>(
     `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type from pg_attribute a
       where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped`,
@@ -153,7 +158,7 @@ export async function existingValues(source: pg.ClientBase, relation: BronzeRela
 
 /** The columns among `columns` that an existing, non-empty `<schema>.br_<table>` lacks. */
 export async function columnsNewToBronze(client: pg.ClientBase, schema: string, relation: BronzeRelation, columns: readonly Column[]): Promise<string[]> {
-  const table = checkIdentifier(`br_${relation.table}`, 'table')
+  const table = bronzeTable(relation)
   const plan = await planColumns(client, schema, table, columns)
   if (!plan.exists || plan.add.length === 0) return []
   const { rows } = await client.query(`select 1 from ${qualifiedName(schema, table)} limit 1`)

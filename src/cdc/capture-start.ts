@@ -23,6 +23,8 @@ export interface CaptureStart {
   /** The last commit end LSN the warehouse holds: where streaming picks up. */
   readonly startAfter: string
   readonly snapshot?: InitialSnapshotReport
+  /** The capture began with a snapshot (now or earlier), so it promises complete bronze tables. */
+  readonly completeBronze: boolean
 }
 
 /**
@@ -102,12 +104,12 @@ export async function startCapture(source: Connection, writer: pg.ClientBase, op
       reason: resnapshot ? 'slot lost' : 'initial',
       ...(options.signal ? { signal: options.signal } : {}),
     })
-    if (snapshot) return { startAfter: snapshot.consistentPoint, snapshot }
+    if (snapshot) return { startAfter: snapshot.consistentPoint, snapshot, completeBronze: true }
   }
-  if (state) return { startAfter: state.lsn }
+  if (state) return { startAfter: state.lsn, completeBronze: state.initialSnapshot === 'done' }
   // The warehouse has no position: from now on it knows the slot (made here, or found).
   const made = status ? undefined : await ensureSlot(source, slot)
   const position = made?.consistentPoint ?? status?.confirmedFlushLsn ?? '0/0'
   await storeDurableLsn(writer, schema, slot, position)
-  return { startAfter: position }
+  return { startAfter: position, completeBronze: false }
 }

@@ -19,9 +19,7 @@ import { watchHealth, type CaptureHealth } from './capture-health.js'
 import { timestampText } from './pgoutput.js'
 import { primaryKeyOf } from '../pg/catalog.js'
 import { silentLogger, type Logger } from '../logger.js'
-import { readCaptureState } from './change-log.js'
 import { PublicationWatch } from './publication-watch.js'
-import { tableKey } from './table-snapshot.js'
 import { bronzeColumns, columnsNewToBronze, existingValues, prepareBronzeTable, type ExistingValues } from './bronze-table.js'
 
 export interface CaptureOptions {
@@ -130,17 +128,16 @@ export async function captureChanges(source: Connection, options: CaptureOptions
     if (start.snapshot) options.onSnapshot?.(start.snapshot)
     const startAfter = start.startAfter
     // Only a capture that began with a snapshot promises complete bronze tables, and so snapshots tables that join.
-    const watch =
-      (await readCaptureState(writer, schema, options.slot))?.initialSnapshot === 'done'
-        ? await PublicationWatch.open(source, writer, {
-            slot: options.slot,
-            publication: options.publication,
-            schema,
-            newTables: options.newTables ?? 'snapshot',
-            logger,
-            signal: options.signal,
-          })
-        : undefined
+    const watch = start.completeBronze
+      ? await PublicationWatch.open(source, writer, {
+          slot: options.slot,
+          publication: options.publication,
+          schema,
+          newTables: options.newTables ?? 'snapshot',
+          logger,
+          signal: options.signal,
+        })
+      : undefined
     if (watch) {
       const joined = await watch.newTables([], true)
       if (joined.size) {
@@ -168,16 +165,14 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       signal: stop.signal,
     })
     const lines = new ChangeLogLines()
-    let copied: { committed(): void }[] = []
     const apply = options.apply
-      ? bronzeApplier(source, schema, async (client, relation, columns) => {
-          const where = { slot: options.slot, schema: relation.schema, table: relation.table, columns }
-          if (!watch) {
-            logger.warn(where, 'columns added with a default: the rows that existed keep NULL in bronze (no change carries their value); capture with initialSnapshot to have the table copied again')
-            return
-          }
-          logger.info(where, 'columns added with a default whose existing values no change carries: copying the table again')
-          copied.push(await watch.snapshot(client, new Set([tableKey(relation)]), 'column added'))
+      ? bronzeApplier(source, schema, (relation, columns) => {
+          // With a snapshot the watch has copied the table already: a column added changes its signature.
+          if (watch) return
+          logger.warn(
+            { slot: options.slot, schema: relation.schema, table: relation.table, columns },
+            'columns added with a default: the rows that existed keep NULL in bronze (no change carries their value); capture with initialSnapshot to have the table copied again',
+          )
         })
       : undefined
     const report = { transactions: 0, changes: 0, batches: 0, spilledTransactions: 0, lastCommitEndLsn: startAfter }
@@ -206,13 +201,10 @@ export async function captureChanges(source: Connection, options: CaptureOptions
         })
       } catch (error) {
         writerBroken = error as Error
-        copied = []
         stop.abort()
         throw classifyError(error, 'sink', { ...context, table: 'cdc_changes' }, SinkWriteError)
       }
       joined?.committed()
-      for (const table of copied) table.committed()
-      copied = []
       batch.acknowledge()
       report.transactions += batch.transactions.length
       report.spilledTransactions += batch.transactions.filter((transaction) => transaction.spilled).length

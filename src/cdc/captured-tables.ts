@@ -24,7 +24,7 @@ export async function capturedTables(client: pg.ClientBase, schema: string, slot
   return new Map(rows.map((row) => [tableKey(row), row.signature]))
 }
 
-export type CopyReason = 'initial' | 'slot lost' | 'added to publication' | 'table changed' | 'column added' | 'seeded'
+export type CopyReason = 'initial' | 'slot lost' | 'added to publication' | 'table changed' | 'seeded'
 
 /** Records a table's snapshot, inside the caller's transaction (the one that copied it). */
 export async function recordCapturedTable(

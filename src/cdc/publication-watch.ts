@@ -3,7 +3,7 @@ import type { Connection } from '../connection/connection.js'
 import { redact } from '../connection/redact.js'
 import { PublicationChangedError, SerializationFailureError } from '../errors.js'
 import type { Logger } from '../logger.js'
-import { capturedTables, recordCapturedTable, type CopyReason } from './captured-tables.js'
+import { capturedTables, recordCapturedTable } from './captured-tables.js'
 import type { PgOutputMessage } from './pgoutput.js'
 import { copyPublishedTable, publishedTableKeys, publishedTables, rewrittenSinceSnapshot, tableKey } from './table-snapshot.js'
 
@@ -103,7 +103,7 @@ export class PublicationWatch {
    * Copies the tables into bronze inside `writer`'s transaction, as one source snapshot; `committed()` makes them
    * known once that transaction commits.
    */
-  async snapshot(writer: pg.ClientBase, keys: ReadonlySet<string>, reason?: CopyReason): Promise<{ committed(): void }> {
+  async snapshot(writer: pg.ClientBase, keys: ReadonlySet<string>): Promise<{ committed(): void }> {
     const { schema, slot, publication, logger, signal } = this.#options
     const reader = await this.#source.acquire(signal)
     let broken: Error | undefined
@@ -126,11 +126,11 @@ export class PublicationWatch {
         }
         for (const table of tables) {
           const key = tableKey(table.relation)
-          const why = reason ?? (this.#known.has(key) ? 'table changed' : 'added to publication')
+          const reason = this.#known.has(key) ? 'table changed' : 'added to publication'
           const rows = await copyPublishedTable(reader, writer, schema, table, { source: redact(this.#source.label), lsn }, signal)
-          await recordCapturedTable(writer, schema, slot, table.relation, { lsn, rows, reason: why, signature: table.signature })
+          await recordCapturedTable(writer, schema, slot, table.relation, { lsn, rows, reason, signature: table.signature })
           copied.set(key, table.signature)
-          logger.info({ slot, publication, schema: table.relation.schema, table: table.relation.table, rows, lsn, reason: why }, 'table copied into bronze')
+          logger.info({ slot, publication, schema: table.relation.schema, table: table.relation.table, rows, lsn, reason }, 'table copied into bronze')
         }
         await reader.query('commit')
         break

@@ -269,7 +269,7 @@ function committed(
         if (!released) yield* spill.chunks(size, dropped)
         return
       }
-      for (let start = 0; start < inMemory.length; start += size) yield inMemory.slice(start, start + size)
+      yield* slices(inMemory, size)
     },
     relations: () => (spill ? spill.relations : relationsIn(inMemory)),
     release(): void {
@@ -310,9 +310,7 @@ export function* transactionParts(transactions: readonly CommittedTransaction[],
         streamed: transaction.streamed,
         firstSeq: seq,
         spilled: false,
-        *chunks(partSize: number) {
-          for (let start = 0; start < chunk.length; start += partSize) yield chunk.slice(start, start + partSize)
-        },
+        chunks: (partSize: number) => slices(chunk, partSize),
         relations: () => relationsIn(chunk),
         release: () => undefined,
       }
@@ -335,4 +333,9 @@ function relationsIn(changes: readonly RawChange[]): Relation[] {
     else if (change.kind === 'truncate') for (const relation of change.relations) if (relation) seen.add(relation)
   }
   return [...seen]
+}
+
+/** An in-memory transaction's changes, `size` at a time. */
+function* slices(changes: readonly RawChange[], size: number): Generator<readonly RawChange[]> {
+  for (let start = 0; start < changes.length; start += size) yield changes.slice(start, start + size)
 }

@@ -36,10 +36,10 @@ describe('lineage columns of bronze tables a capture writes', () => {
     await db.sourceSql(`create table bag (label text, n int)`)
     await db.sourceSql(`alter table bag replica identity full`)
     await ensurePublication(db.source, 'pub_items', [{ table: 'items' }, { table: 'bag' }])
-    await ensureSlot(db.source, 'slot_items')
+    await ensureSlot(db.source, 'lineage_items_slot')
     await db.sourceSql(`insert into items select g, 'i' || g, 0 from generate_series(1, 50) g`)
     await db.sourceSql(`insert into bag values ('a', 1), ('a', 1), ('b', 2), ('c', null)`)
-    const first = await capture('slot_items', 'pub_items', 54)
+    const first = await capture('lineage_items_slot', 'pub_items', 54)
     expect(first.changes).toBe(54)
 
     // Later transactions, landing in another batch: an upsert, a key move, deletes, and FULL updates of duplicates.
@@ -49,7 +49,7 @@ describe('lineage columns of bronze tables a capture writes', () => {
     await db.sourceSql(`update bag set n = 10 where label = 'a' and ctid = (select min(ctid) from bag where label = 'a')`)
     await db.sourceSql(`update bag set label = 'c2' where label = 'c'`)
     await db.sourceSql(`delete from bag where label = 'b'`)
-    const second = await capture('slot_items', 'pub_items', 10 + 2 + 5 + 1 + 1 + 1)
+    const second = await capture('lineage_items_slot', 'pub_items', 10 + 2 + 5 + 1 + 1 + 1)
     expect(second.changes).toBe(20)
 
     expect(await columnsOf('bronze.br_items')).toEqual(['id', 'name', 'qty', ...LINEAGE])
@@ -101,7 +101,7 @@ describe('lineage columns of bronze tables a capture writes', () => {
     const controller = new AbortController()
     let snapshot: InitialSnapshotReport | undefined
     await captureChanges(db.source, {
-      slot: 'slot_stock',
+      slot: 'lineage_stock_slot',
       publication: 'pub_stock',
       to: db.warehouse,
       apply: true,
@@ -116,14 +116,14 @@ describe('lineage columns of bronze tables a capture writes', () => {
     const [copied] = await db.warehouseSql(
       `select count(*)::int as rows, count(*) filter (where _bronze_extraction_type = 'cdc_snapshot' and _bronze_lsn = $1::pg_lsn
                 and _bronze_source = $2 and _bronze_schema = 'public' and _bronze_table = 'stock'
-                and _bronze_loaded_at = (select updated_at from bronze.cdc_state where slot = 'slot_stock'))::int as with_lineage
+                and _bronze_loaded_at = (select updated_at from bronze.cdc_state where slot = 'lineage_stock_slot'))::int as with_lineage
          from bronze.br_stock`,
       [consistentPoint, redact(db.source.label)],
     )
     expect(copied).toEqual({ rows: 500, with_lineage: 500 })
 
     await db.sourceSql(`update stock set qty = 1 where id <= 5`)
-    await capture('slot_stock', 'pub_stock', 5)
+    await capture('lineage_stock_slot', 'pub_stock', 5)
     const [after] = await db.warehouseSql(
       `select count(*) filter (where _bronze_extraction_type = 'cdc' and _bronze_lsn > $1::pg_lsn)::int as changed,
               count(*) filter (where _bronze_extraction_type = 'cdc_snapshot' and _bronze_lsn = $1::pg_lsn)::int as copied
@@ -139,7 +139,7 @@ describe('lineage columns of bronze tables a capture writes', () => {
     await ensurePublication(db.source, 'pub_orders', [{ table: 'orders' }])
     // The slot first, then the batch load: changes committed in between are in both, and applying them again is
     // harmless (upserts and deletes by the key).
-    await ensureSlot(db.source, 'slot_orders')
+    await ensureSlot(db.source, 'lineage_orders_slot')
     await db.sourceSql(`update orders set status = 'paid' where id <= 20`)
     const loaded = await extract({ from: tableSource(db.source, { table: 'orders' }), through: [bronzeMetadata()], to: postgresSink(db.warehouse, { mode: 'merge' }) })
     expect(loaded.rows).toBe(200)
@@ -149,7 +149,7 @@ describe('lineage columns of bronze tables a capture writes', () => {
     await db.sourceSql(`insert into orders values (0, 'new', 5)`)
     await db.sourceSql(`delete from orders where id > 190`)
     await db.sourceSql(`update orders set id = 1000 where id = 100`)
-    const report = await capture('slot_orders', 'pub_orders', 20 + 21 + 1 + 10 + 1)
+    const report = await capture('lineage_orders_slot', 'pub_orders', 20 + 21 + 1 + 10 + 1)
     expect(report.changes).toBe(53)
 
     // The batch's columns, then the one a capture adds: the rows' lineage is one set of columns.

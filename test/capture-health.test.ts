@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { captureChanges, ConfigError, ensurePublication, lsnFromText, DatakitError, MissingPublicationError, slotStatus, type CaptureHealth } from '../src/index.js'
+import { captureUntil } from './support/capture.js'
 import { useDatabases } from './support/fixtures.js'
 
 const db = useDatabases('health')
@@ -31,6 +32,11 @@ async function whileCapturing(
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Waits (at most 10 s) until a capture streams from the slot: a change committed before it made the slot is not sent. */
+async function slotActive(slot: string): Promise<void> {
+  for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, slot))?.active; ) await sleep(100)
+}
 
 describe('a capture looks after its slot', () => {
   it('moves the slot past WAL in which only unpublished tables changed, after the warehouse stored the position', async () => {
@@ -65,7 +71,7 @@ describe('a capture looks after its slot', () => {
     let failedAt = 0
     const { outcome, endedAt } = await whileCapturing({ slot: 'fragile_slot', publication: 'fragile_pub' }, async (_stop, ended) => {
       // The capture makes its slot: a change before that is not streamed.
-      for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, 'fragile_slot'))?.active; ) await sleep(100)
+      await slotActive('fragile_slot')
       await db.sourceSql('insert into fragile values (1)')
       for (const until = Date.now() + 10_000; Date.now() < until; ) {
         if ((await db.warehouseSql(`select count(*)::int as n from bronze.cdc_changes`))[0]?.n === 1) break
@@ -87,7 +93,7 @@ describe('a capture looks after its slot', () => {
     await db.sourceSql('create table orphaned (id int primary key)')
     await ensurePublication(db.source, 'doomed_pub', [{ table: 'orphaned' }])
     const { outcome } = await whileCapturing({ slot: 'doomed_slot', publication: 'doomed_pub' }, async (_stop, ended) => {
-      for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, 'doomed_slot'))?.active; ) await sleep(100)
+      await slotActive('doomed_slot')
       await db.sourceSql('drop publication doomed_pub')
       await db.sourceSql('insert into orphaned values (1)')
       await Promise.race([ended, sleep(20_000)])
@@ -104,7 +110,7 @@ describe('a capture looks after its slot', () => {
     await ensurePublication(db.source, 'right_pub', [{ table: 'right_side' }])
     for (const [slot, publication] of [['left_slot', 'left_pub'], ['right_slot', 'right_pub']] as const) {
       await whileCapturing({ slot, publication }, async (stop) => {
-        for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, slot))?.active; ) await sleep(100)
+        await slotActive(slot)
         stop()
       })
     }
@@ -143,23 +149,11 @@ describe('a capture looks after its slot', () => {
     await db.sourceSql('create table "a.b"."c" (id int primary key, v text); create table "a"."b.c" (id int primary key, v text)')
     await ensurePublication(db.source, 'dotted_pub', [{ schema: 'a.b', table: 'c' }, { schema: 'a', table: 'b.c' }])
     await whileCapturing({ slot: 'dotted_slot', publication: 'dotted_pub' }, async (stop) => {
-      for (const until = Date.now() + 10_000; Date.now() < until && !(await slotStatus(db.source, 'dotted_slot'))?.active; ) await sleep(100)
+      await slotActive('dotted_slot')
       stop()
     })
     await db.sourceSql(`insert into "a.b"."c" values (1, 'in a.b.c'); insert into "a"."b.c" values (2, 'in a.b.c too')`)
-    const controller = new AbortController()
-    let landed = 0
-    await captureChanges(db.source, {
-      slot: 'dotted_slot',
-      publication: 'dotted_pub',
-      to: db.warehouse,
-      apply: true,
-      maxBatchMs: 50,
-      signal: AbortSignal.any([controller.signal, AbortSignal.timeout(30_000)]),
-      onBatch: (batch) => {
-        if ((landed += batch.changes) >= 2) controller.abort()
-      },
-    })
+    await captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'dotted_slot', publication: 'dotted_pub', apply: true, changes: 2, firstMs: 30_000 })
     expect(await db.warehouseSql(`select id, v from bronze.br_c`)).toEqual([{ id: 1, v: 'in a.b.c' }])
     expect(await db.warehouseSql(`select id, v from bronze."br_b.c"`)).toEqual([{ id: 2, v: 'in a.b.c too' }])
   })

@@ -35,7 +35,7 @@ function runAndKill(delayMs: number, work: () => Promise<void>): Promise<number>
   })
 }
 
-it('survives SIGKILL at random points: the change log has every change once and replays to the source', { timeout: 300_000 }, async () => {
+it('survives SIGKILL at random points, spilled transactions included: the change log has every change once and replays to the source', { timeout: 300_000 }, async () => {
   const next = seededRandom(Number(process.env.CRASH_SEED ?? 7))
   await db.sourceSql(`create table balances (id int primary key, amount int not null)`)
   await ensurePublication(db.source, 'pub_crash', [{ table: 'balances' }])

@@ -138,7 +138,7 @@ describe('a file sink that cannot write its directory', () => {
       const { execFileSync } = await import('node:child_process')
       chmodSync(dir, 0o755)
       const child = fileURLToPath(new URL('./support/read-only-child.ts', import.meta.url))
-      const out = execFileSync('runuser', ['-u', 'postgres', '--', process.execPath, '--import', 'tsx', child, db.sourceUrl, 'small', join(readOnly, 'lake')], {
+      const out = execFileSync(process.execPath, ['--import', 'tsx', child, db.sourceUrl, 'small', join(readOnly, 'lake'), 'postgres'], {
         encoding: 'utf8',
         cwd: fileURLToPath(new URL('..', import.meta.url)),
       })

@@ -1,4 +1,5 @@
 import type { Checkpoint, CheckpointScope, CheckpointStore, PendingCheckpoint } from './checkpoints/checkpoint.js'
+import type { SizeEstimate } from './pg/estimate.js'
 import type { Column } from './pg/types.js'
 
 export type Row = Record<string, unknown>
@@ -73,6 +74,11 @@ export interface OpenedSource<R = Row> extends AsyncDisposable {
   copyText?(): AsyncIterable<Buffer>
   /** The binary byte path: the same rows in COPY's binary format, when the source has it (see `BinaryCopy`). */
   readonly copyBinary?: BinaryCopy
+  /**
+   * How many rows (and bytes on disk) the run will read, from the catalog's statistics: what progress events make a
+   * percent and an ETA of. Absent where no honest estimate exists (a query, a row filter, an incremental delta).
+   */
+  estimate?(): Promise<SizeEstimate>
   /** For incremental sources: the checkpoint the run will have reached once its rows are committed. */
   readonly checkpoint?: { readonly scope: CheckpointScope; readonly previous: Checkpoint | undefined; readonly next: Checkpoint }
   close(): Promise<void>
@@ -200,6 +206,11 @@ export interface SinkTarget {
 /** The end of a pipeline. It consumes the batches (pulling sets the pace: that is the backpressure). */
 export interface Sink<R = Row> {
   readonly name: string
+  /**
+   * The sink's name for a stream of this shape, naming the table it really writes where `name` holds a placeholder
+   * (`postgres bronze.br_<table> (replace)` until the shape is known): the run report's sink step uses it.
+   */
+  nameFor?(shape: Shape): string
   /**
    * The sink promises that a `write` that rejects left the target as it was (one transaction, or nothing kept).
    * Only then may `extract()` retry a failed run.

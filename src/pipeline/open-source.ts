@@ -18,7 +18,7 @@ export async function openSource<R>(source: Source<R>, ctx: OpenContext): Promis
  * An opened source whose run holds nothing between `open()` and its first read (table, COPY and parallel sources:
  * their reads take and give back their own clients). The shape is the one planned at open.
  */
-export function openedRead<R>(parts: Pick<OpenedSource<R>, 'shape' | 'batches' | 'copyText' | 'copyBinary'>): OpenedSource<R> {
+export function openedRead<R>(parts: Pick<OpenedSource<R>, 'shape' | 'batches' | 'copyText' | 'copyBinary' | 'estimate'>): OpenedSource<R> {
   const close = async () => undefined
   return Object.freeze({ ...parts, close, [Symbol.asyncDispose]: close })
 }

@@ -1,4 +1,7 @@
-/** A progress event, sent after each batch reaches the sink's input. */
+/**
+ * A progress event, sent after each batch reaches the sink's input (at most every 100 ms on the byte path), and once
+ * more, with `final: true`, when the sink has committed: that last event carries the run's exact rows and bytes.
+ */
 export interface Progress {
   readonly runId: string
   readonly rows: number
@@ -8,6 +11,20 @@ export interface Progress {
   readonly rowsPerSecond: number
   /** The step the pipeline is in: `source`, a transform's name, or `sink`. */
   readonly step: string
+  /**
+   * The rows the run is expected to read, estimated from the catalog (`pg_class.reltuples` scaled to the relation's
+   * current size, summed over a plan's pieces), never below `rows`. Absent where no honest estimate exists: a query
+   * source, a row filter, an incremental delta, a table never analyzed (`reltuples = -1`).
+   */
+  readonly totalRows?: number
+  /** The size on disk (heap and TOAST) of the relations read, when known: for scale, not comparable with `bytes`. */
+  readonly relationBytes?: number
+  /** `rows / totalRows` in percent (one decimal, below 100 until the final event); only with `totalRows`. */
+  readonly percent?: number
+  /** Seconds left at the current rate; only with `totalRows` and a rate. */
+  readonly etaSeconds?: number
+  /** True on the last event of a successful run, sent after the sink committed. */
+  readonly final: boolean
 }
 
 /** Time each step spent on its own work (not waiting for the step before it). */

@@ -6,6 +6,7 @@ import { checkpointPlan, type CheckpointRun } from './checkpoint-run.js'
 import { openSource } from './open-source.js'
 import { countLines } from '../pg/copy-line-suffix.js'
 import { batchRows, mapChunks, measured, noCount, perSecond } from './measured.js'
+import { progressEvent } from './progress.js'
 import type { Progress, RunReport, StepTiming } from './report.js'
 
 export interface RunOptions {
@@ -95,6 +96,9 @@ async function runOpened(
     )
   }
 
+  // Asked only when someone listens. Statistics are a nicety: failing to read them leaves the total unknown, and
+  // the run itself reports whatever is wrong with the source.
+  const estimate = onProgress && opened.estimate ? await opened.estimate().catch(() => undefined) : undefined
   let rows = 0
   let lastProgress = 0
   const progress = (step: string, force: boolean) => {
@@ -103,7 +107,7 @@ async function runOpened(
     // The byte path moves many small chunks: report at most every 100 ms there.
     if (!force && elapsedMs - lastProgress < 100) return
     lastProgress = elapsedMs
-    onProgress({ runId: ctx.runId, rows, bytes, elapsedMs, rowsPerSecond: perSecond(rows, elapsedMs), step })
+    onProgress(progressEvent({ runId: ctx.runId, rows, bytes, elapsedMs, step, final: false }, estimate))
   }
 
   const sourceTiming = { ms: 0, rows: 0 }
@@ -245,7 +249,8 @@ async function runOpened(
     const upstream = index === 0 ? sourceTiming : (transformTimings[index - 1] as { ms: number })
     steps.push({ step: 'transform', name: transform.name, ms: Math.max(0, own.ms - upstream.ms), rows: own.rows })
   })
-  steps.push({ step: 'sink', name: to.name, ms: Math.max(0, durationMs - last.ms), rows: result.rows })
+  steps.push({ step: 'sink', name: to.nameFor?.(shape) ?? to.name, ms: Math.max(0, durationMs - last.ms), rows: result.rows })
+  onProgress?.(progressEvent({ runId: ctx.runId, rows: result.rows, bytes, elapsedMs: durationMs, step: 'sink', final: true }, estimate))
   return Object.freeze({
     runId: ctx.runId,
     path: useBytes ? 'copy-bytes' : 'rows',

@@ -244,6 +244,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
 
   return Object.freeze({
     name: `postgres ${schema}.${table ?? 'br_<table>'} (${mode})`,
+    nameFor: (shape: Shape) => `postgres ${schema}.${targetTableName(shape, table)} (${mode})`,
     atomic: true,
     mode,
     target: targetOf,

@@ -7,6 +7,7 @@ import { parseOptions } from '../connection/options.js'
 import { copyOut } from '../pg/copy-out.js'
 import { decodeCopyBatches } from '../pg/copy-batches.js'
 import { binarySourceCheck } from '../pg/binary-types.js'
+import { estimateRelations } from '../pg/estimate.js'
 import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
 import { inlineParameters } from '../pg/inline-parameters.js'
 import { describeQueryShape, describeTableShape, normalizeQuery } from './describe.js'
@@ -22,6 +23,8 @@ interface CopyPlan {
   readonly shape: Shape
   /** `COPY ... TO STDOUT`, without its options. */
   readonly statement: string
+  /** The relation whose statistics estimate the run's rows: a whole table's; none for a query or a row filter. */
+  readonly estimateOf?: { readonly schema: string; readonly table: string }
 }
 
 /**
@@ -46,7 +49,7 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
 
   /** Planned once: the COPY statement reads exactly the columns of the shape the sink was told about. */
   async function open(ctx: OpenContext = {}): Promise<OpenedSource> {
-    const { shape, statement } = await plan(ctx)
+    const { shape, statement, estimateOf } = await plan(ctx)
     const { serverVersion, refused } = await connection
       .withClient((client) => binarySourceCheck(client, shape.columns), ctx.signal)
       .catch((error: unknown) => Promise.reject(classifyError(error, 'source', context, SourceQueryError)))
@@ -59,6 +62,7 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
       shape,
       copyText: () => copyOut(connection, statement, ctx, context),
       copyBinary,
+      ...(estimateOf ? { estimate: () => connection.withClient((client) => estimateRelations(client, [estimateOf]), ctx.signal) } : {}),
       batches: () => decodeCopyBatches(copyOut(connection, statement, ctx, context), shape.columns, { batchSize, maxBatchBytes, context }),
     })
   }
@@ -95,10 +99,10 @@ function tablePlan(connection: Connection, options: TableSourceOptions) {
     // and so is a table with stored generated columns, which COPY TO refuses to name (PostgreSQL 12-17).
     if (kind === 'r' && !where && !largeObjects && !(await hasGeneratedColumns(connection, schema, table, ctx))) {
       const list = shape.columns.map((column) => quoteIdent(column.name)).join(', ')
-      return { shape, statement: `copy ${qualifiedName(schema, table)} (${list}) to stdout` }
+      return { shape, statement: `copy ${qualifiedName(schema, table)} (${list}) to stdout`, estimateOf: { schema, table } }
     }
     const query = selectQuery(schema, table, shape.columns, where, largeObjects)
-    return { shape, statement: `copy (${inlineParameters(query.sql, query.parameters)}) to stdout` }
+    return { shape, statement: `copy (${inlineParameters(query.sql, query.parameters)}) to stdout`, ...(where ? {} : { estimateOf: { schema, table } }) }
   }
 }
 

@@ -16,6 +16,7 @@ import {
 import { takeLease } from '../pg/lease.js'
 import { copyOutOn } from '../pg/copy-out.js'
 import { decodeCopyBatches } from '../pg/copy-batches.js'
+import { estimateRelations } from '../pg/estimate.js'
 import { checkIdentifier, qualifiedName } from '../pg/identifiers.js'
 import { inlineParameters, literal } from '../pg/inline-parameters.js'
 import { discoverPartitions } from '../pg/partitions.js'
@@ -149,6 +150,7 @@ function plannedSource(
     return openedRead({
       shape,
       copyText: () => readPlan(connection, made, shape, concurrency, ctx),
+      ...estimateOfPlan(connection, made, ctx),
       batches: () => decodeCopyBatches(readPlan(connection, made, shape, concurrency, ctx), shape.columns, { batchSize, context }),
     })
   }
@@ -170,6 +172,16 @@ function plannedSource(
     copyText,
     [Symbol.asyncIterator]: () => batches(),
   })
+}
+
+/**
+ * The plan's pieces, estimated from their relations' statistics: page ranges cover their whole table, partitions are
+ * read whole unless they carry a key filter, whose share of the partition is unknown (then no estimate).
+ */
+function estimateOfPlan(connection: Connection, plan: ExtractionPlan, ctx: Partial<RunContext>): Pick<OpenedSource, 'estimate'> {
+  if (plan.pieces.some((piece) => piece.filter)) return {}
+  const relations = new Map(plan.pieces.map((piece) => [JSON.stringify([piece.schema, piece.table]), { schema: piece.schema, table: piece.table }]))
+  return { estimate: () => connection.withClient((client) => estimateRelations(client, [...relations.values()]), ctx.signal) }
 }
 
 /**

@@ -4,6 +4,7 @@ import { parseOptions } from '../connection/options.js'
 import type { Batch, OpenContext, OpenedSource, Row, RunContext, Source } from '../contracts.js'
 import { openedRead } from '../pipeline/open-source.js'
 import { ConfigError } from '../errors.js'
+import { estimateRelations } from '../pg/estimate.js'
 import { checkIdentifier } from '../pg/identifiers.js'
 import { readWithCursor } from './cursor-reader.js'
 import { describeTableShape } from './describe.js'
@@ -63,7 +64,12 @@ export function tableSource(connection: Connection, options: TableSourceOptions)
     const { kind: _kind, ...shape } = await describe(ctx)
     const query = selectQuery(schema, table, shape.columns, where, largeObjects)
     const read = { sql: query.sql, parameters: query.parameters, columns: shape.columns, batchSize, maxBatchBytes, context: { schema, table } }
-    return openedRead({ shape, batches: () => readWithCursor<Row>(connection, read, ctx) })
+    return openedRead({
+      shape,
+      batches: () => readWithCursor<Row>(connection, read, ctx),
+      // A row filter's share of the table is unknown: no estimate rather than the whole table's.
+      ...(where ? {} : { estimate: () => connection.withClient((client) => estimateRelations(client, [{ schema, table }]), ctx.signal) }),
+    })
   }
 
   async function* batches(ctx: OpenContext = {}): AsyncGenerator<Batch> {

@@ -122,6 +122,7 @@ export function duckdbSink(options: DuckDBSinkOptions): Sink {
 
   return Object.freeze({
     name: `duckdb ${path} ${schema}.${table ?? 'br_<table>'} (${mode})`,
+    nameFor: (shape: Shape) => `duckdb ${path} ${schema}.${targetTableName(shape, table)} (${mode})`,
     atomic: true,
     mode,
     checkpoints,

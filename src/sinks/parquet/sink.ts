@@ -169,6 +169,7 @@ export function parquetSink(options: ParquetSinkOptions): Sink {
 
   return Object.freeze({
     name: `parquet ${dir}/${table ?? 'br_<table>'} (${mode})`,
+    nameFor: (shape: Shape) => `parquet ${dir}/${targetTableName(shape, table)} (${mode})`,
     atomic: true,
     mode,
     checkpoints,

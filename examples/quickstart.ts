@@ -27,14 +27,20 @@ try {
            now() - g * interval '1 minute'
       from generate_series(1, 100000) g
     on conflict (id) do nothing`)
+  // Fresh statistics give progress events a total, so a percent and an ETA.
+  await source.query('analyze public.demo_orders')
 
   const report = await extract({
     from: tableSource(source, { table: 'demo_orders' }),
     through: [bronzeMetadata()],
     to, // bronze.br_demo_orders
-    onProgress: (p) => process.stdout.write(`\r${p.rows} rows, ${p.rowsPerSecond} rows/s`),
+    onProgress: (p) => {
+      const line = `${p.rows} rows${p.percent === undefined ? '' : ` (${p.percent}%)`}, ${p.rowsPerSecond} rows/s`
+      // On a terminal one line rewritten in place; in a log or a pipe, a line per event (a `\r` line would be one long line).
+      if (process.stdout.isTTY) process.stdout.write(`\r${line}${p.final ? '\n' : ''}`)
+      else console.log(line)
+    },
   })
-  process.stdout.write('\n')
   console.log(JSON.stringify(report, null, 2))
   if (warehouse) {
     const { rows } = await warehouse.query('select count(*) as rows from bronze.br_demo_orders')

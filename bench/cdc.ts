@@ -174,9 +174,16 @@ class ServerCpu {
   }
 }
 
+/** The built library, as users run it (the caller builds dist/ first): the root entry and pg-datakit/cdc. */
+type BuiltLibrary = typeof import('../src/index.js') & typeof import('../src/cdc.js')
+async function builtLibrary(): Promise<BuiltLibrary> {
+  const root = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof import('../src/index.js')
+  const cdc = (await import(new URL('../dist/cdc.js', import.meta.url).href)) as typeof import('../src/cdc.js')
+  return { ...root, ...cdc }
+}
+
 export async function runCdcBench(url: string, options: CdcBenchOptions): Promise<CdcBenchResult> {
-  // The built library, as users run it (the caller builds dist/ first).
-  const lib = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof import('../src/index.js')
+  const lib = await builtLibrary()
   const { captureChanges, cdcSource, connect, dropSlot, ensurePublication, ensureSlot } = lib
   const binDir = findPostgresBinDir() ?? '/usr/bin'
   const admin = new pg.Client({ connectionString: url })
@@ -384,7 +391,7 @@ export async function runCdcBench(url: string, options: CdcBenchOptions): Promis
  * changes applied. Returns changes/s per shape.
  */
 async function applyShapes(
-  lib: typeof import('../src/index.js'),
+  lib: BuiltLibrary,
   admin: pg.Client,
   source: import('../src/index.js').Connection,
   warehouse: import('../src/index.js').Connection,
@@ -552,7 +559,7 @@ export const CDC_LARGE_TX_RSS_TARGET_MB = 300
  * the source by checksum and the change log holds each change once.
  */
 export async function runCdcLargeTxBench(url: string, options: CdcLargeTxOptions): Promise<CdcLargeTxResult> {
-  const lib = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof import('../src/index.js')
+  const lib = await builtLibrary()
   const { connect, dropSlot, ensurePublication, ensureSlot } = lib
   const warehouseName = `${WAREHOUSE}_large_tx`
   const publication = 'pgdk_bench_huge_pub'

@@ -8,7 +8,8 @@
  * source); otherwise it starts a throwaway PostgreSQL (wal_level = logical) and stops after a few seconds of demo
  * writes.
  */
-import { captureChanges, connect, dropSlot, ensurePublication } from 'pg-datakit'
+import { captureChanges, connect } from 'pg-datakit'
+import { dropSlot, ensurePublication } from 'pg-datakit/cdc'
 import { startTestPostgres } from 'pg-datakit/testing'
 
 const throwaway = process.env.SOURCE_DATABASE_URL ? undefined : await startTestPostgres({ urlVariable: 'SOURCE_DATABASE_URL' })

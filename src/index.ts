@@ -26,31 +26,11 @@ export {
   type Piece,
   type PlannedSource,
 } from './sources/parallel.js'
-export { parsePartitionBound, type BoundValue, type PartitionBound } from './pg/partition-bound.js'
-
-// Change data capture: pgoutput decoding, slots and publications, capture into a change log
-export {
-  lsnFromBigInt,
-  lsnFromText,
-  lsnText,
-  PgOutputDecoder,
-  timestampText,
-  UNCHANGED,
-  type Lsn,
-  type PgOutputMessage,
-  type RelationColumn,
-  type TupleValue,
-} from './cdc/pgoutput.js'
-export { tupleReader } from './cdc/tuple.js'
-export { checkCdcReady, dropSlot, ensurePublication, ensureSlot, slotStatus, type SlotStatus } from './cdc/slots.js'
-export { TransactionAssembler, type CommittedTransaction, type RawChange } from './cdc/transactions.js'
-export { cdcSource, CdcSource, type CdcSourceOptions, type ChangeBatch } from './cdc/cdc-source.js'
-export { changeRecords, type ChangeRecord } from './cdc/change-records.js'
+// Change data capture into the warehouse's change log. The parts it is built from (pgoutput decoding, slots and
+// publications, cdcSource for your own sink) are in 'pg-datakit/cdc'.
 export { captureChanges, type CaptureOptions, type CaptureReport } from './cdc/capture.js'
 export type { CaptureHealth } from './cdc/capture-health.js'
-export type { AssemblerOptions } from './cdc/transactions.js'
-export { takeInitialSnapshot, type InitialSnapshotOptions, type InitialSnapshotReport } from './cdc/initial-snapshot.js'
-export { CHANGE_LOG_COLUMNS } from './cdc/change-log.js'
+export type { Lsn } from './cdc/pgoutput.js'
 
 // Checkpoints
 export type { Checkpoint, CheckpointKey, CheckpointScope, CheckpointStore, PendingCheckpoint } from './checkpoints/checkpoint.js'
@@ -68,14 +48,8 @@ export { expandArrays, type ExpandArraysOptions } from './transforms/expand-arra
 export { postgresSink, type PostgresSinkOptions } from './sinks/postgres.js'
 export { memorySink, type MemorySink } from './sinks/memory.js'
 
-// PostgreSQL building blocks for custom sources and sinks
-export type { Column } from './pg/types.js'
-export { quoteIdent, qualifiedName } from './pg/identifiers.js'
-export { typeParsersFor, losslessTypes } from './pg/type-parsers.js'
-export { encodeRows, rowEncoder, valueToText } from './pg/copy-text-encoder.js'
-export { toJsonText } from './pg/json-text.js'
-export { CopyTextDecoder } from './pg/copy-text-decoder.js'
-export { appendToLines } from './pg/copy-line-suffix.js'
+// The PostgreSQL building blocks for custom sources and sinks (COPY text codec, type parsers, identifiers) are in
+// 'pg-datakit/pg'.
 
 // Errors
 export {

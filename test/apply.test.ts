@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { applyChanges, applyTransactions } from '../src/cdc/apply.js'
 import type { BronzeRelation } from '../src/cdc/bronze-table.js'
 import { tableKey } from '../src/cdc/table-snapshot.js'
-import { cdcSource, changeRecords, ensurePublication, ensureSlot, type CommittedTransaction } from '../src/index.js'
+import { cdcSource, changeRecords, ensurePublication, ensureSlot, type CommittedTransaction } from '../src/cdc.js'
 import { clientFor, tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 

@@ -7,12 +7,11 @@ import {
   parallelSource,
   postgresSink,
   querySource,
-  rowEncoder,
   tableSource,
-  type Column,
   type Row,
   type Source,
 } from '../src/index.js'
+import { rowEncoder, type Column } from '../src/pg.js'
 import { formatArrayLiteral, parseArrayLiteral } from '../src/pg/array-literal.js'
 import { typeParsersFor } from '../src/pg/type-parsers.js'
 import { connect } from '../src/index.js'

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { expect, it } from 'vitest'
-import { ensurePublication, ensureSlot } from '../src/index.js'
+import { ensurePublication, ensureSlot } from '../src/cdc.js'
 import { captureUntil } from './support/capture.js'
 import { checksum } from './support/checksum.js'
 import { killTimer } from './support/kill-timer.js'

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest'
-import { captureChanges, ensurePublication, PublicationChangedError, SlotAheadError, SlotMissingError, slotStatus, type CaptureOptions } from '../src/index.js'
+import {
+  captureChanges,
+  PublicationChangedError,
+  SlotAheadError,
+  SlotMissingError,
+  type CaptureOptions,
+} from '../src/index.js'
+import { ensurePublication, slotStatus } from '../src/cdc.js'
 import { captureUntil } from './support/capture.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'

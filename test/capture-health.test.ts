@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { captureChanges, ConfigError, ensurePublication, lsnFromText, DatakitError, MissingPublicationError, slotStatus, type CaptureHealth } from '../src/index.js'
+import { captureChanges, ConfigError, DatakitError, MissingPublicationError, type CaptureHealth } from '../src/index.js'
+import { ensurePublication, lsnFromText, slotStatus } from '../src/cdc.js'
 import { captureUntil } from './support/capture.js'
 import { useDatabases } from './support/fixtures.js'
 

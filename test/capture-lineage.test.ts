@@ -1,15 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import {
-  bronzeMetadata,
-  captureChanges,
-  ConfigError,
-  ensurePublication,
-  ensureSlot,
-  extract,
-  postgresSink,
-  tableSource,
-  type InitialSnapshotReport,
-} from '../src/index.js'
+import { bronzeMetadata, captureChanges, ConfigError, extract, postgresSink, tableSource } from '../src/index.js'
+import { ensurePublication, ensureSlot, type InitialSnapshotReport } from '../src/cdc.js'
 import { redact } from '../src/connection/redact.js'
 import { captureUntil } from './support/capture.js'
 import { checksum } from './support/checksum.js'

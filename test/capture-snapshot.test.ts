@@ -1,15 +1,13 @@
 import { describe, expect, it } from 'vitest'
+import { captureChanges, ConfigError, MissingPublicationError } from '../src/index.js'
 import {
-  captureChanges,
-  ConfigError,
   ensurePublication,
   ensureSlot,
   lsnFromText,
-  MissingPublicationError,
   slotStatus,
   takeInitialSnapshot,
   type InitialSnapshotReport,
-} from '../src/index.js'
+} from '../src/cdc.js'
 import { ensureChangeLog } from '../src/cdc/change-log.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { captureChanges, ensurePublication, type CaptureReport } from '../src/index.js'
+import { captureChanges, type CaptureReport } from '../src/index.js'
+import { ensurePublication } from '../src/cdc.js'
 import { checksum } from './support/checksum.js'
 import { useDatabases } from './support/fixtures.js'
 

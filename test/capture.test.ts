@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { captureChanges, ConnectionLostError, ensurePublication, ensureSlot, slotStatus, type CaptureReport } from '../src/index.js'
+import { captureChanges, ConnectionLostError, type CaptureReport } from '../src/index.js'
+import { ensurePublication, ensureSlot, slotStatus } from '../src/cdc.js'
 import { captureUntil as captureUntilQuiet } from './support/capture.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'

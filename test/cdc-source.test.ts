@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest'
-import { cdcSource, ensurePublication, ensureSlot, lsnFromText, slotStatus, type ChangeBatch, type CdcSourceOptions, type CommittedTransaction } from '../src/index.js'
+import {
+  cdcSource,
+  ensurePublication,
+  ensureSlot,
+  lsnFromText,
+  slotStatus,
+  type ChangeBatch,
+  type CdcSourceOptions,
+  type CommittedTransaction,
+} from '../src/cdc.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 

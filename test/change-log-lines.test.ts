@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest'
 import { ChangeLogLines } from '../src/cdc/change-log-lines.js'
 import { CHANGE_LOG_COLUMNS } from '../src/cdc/change-log.js'
-import { changeRecords, lsnFromBigInt, timestampText, TransactionAssembler, UNCHANGED, type CommittedTransaction, type PgOutputMessage } from '../src/index.js'
+import {
+  changeRecords,
+  lsnFromBigInt,
+  timestampText,
+  TransactionAssembler,
+  UNCHANGED,
+  type CommittedTransaction,
+  type PgOutputMessage,
+} from '../src/cdc.js'
 import { rowEncoder } from '../src/pg/copy-text-encoder.js'
 
 type Relation = Extract<PgOutputMessage, { tag: 'relation' }>

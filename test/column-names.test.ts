@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest'
 import {
   bronzeMetadata,
   copySource,
-  CopyTextDecoder,
   expandArrays,
   extract,
   incrementalSource,
@@ -12,13 +11,12 @@ import {
   parseJsonb,
   partitionedSource,
   postgresSink,
-  rowEncoder,
   tableSource,
-  type Column,
   type Row,
   type Source,
   type Transform,
 } from '../src/index.js'
+import { CopyTextDecoder, rowEncoder, type Column } from '../src/pg.js'
 import { rowBuilder } from '../src/pg/row-builder.js'
 import { tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { bronzeMetadata, copySource, CopyTextDecoder, extract, postgresSink } from '../src/index.js'
+import { bronzeMetadata, copySource, extract, postgresSink } from '../src/index.js'
+import { CopyTextDecoder } from '../src/pg.js'
 import { copyField } from '../src/pg/copy-text-encoder.js'
 import { unescapeField } from '../src/pg/copy-text-decoder.js'
 import { formatArrayLiteral, parseArrayLiteral } from '../src/pg/array-literal.js'

@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest'
-import { copySource, expandArrays, extract, memorySink, parseJsonb, postgresSink, tableSource, toJsonText, type Source } from '../src/index.js'
+import {
+  copySource,
+  expandArrays,
+  extract,
+  memorySink,
+  parseJsonb,
+  postgresSink,
+  tableSource,
+  type Source,
+} from '../src/index.js'
+import { toJsonText } from '../src/pg.js'
 import { whyJsonbCannotHold } from '../src/pg/jsonb-limits.js'
 import { JsonNumber, parseJsonLossless } from '../src/util/lossless-json.js'
 import { useDatabases } from './support/fixtures.js'

@@ -6,11 +6,11 @@ import {
   memorySink,
   NotPartitionedError,
   parallelSource,
-  parsePartitionBound,
   partitionedSource,
   PartitionsChangedError,
   postgresSink,
 } from '../src/index.js'
+import { parsePartitionBound } from '../src/pg.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'

@@ -1,23 +1,25 @@
 import { describe, expect, it, vi } from 'vitest'
 import {
-  checkCdcReady,
   connect,
+  MissingPublicationError,
+  ReplicaIdentityError,
+  SlotInvalidatedError,
+  WalLevelError,
+} from '../src/index.js'
+import {
+  checkCdcReady,
   dropSlot,
   ensurePublication,
   ensureSlot,
   lsnFromBigInt,
   lsnFromText,
-  MissingPublicationError,
   PgOutputDecoder,
-  ReplicaIdentityError,
-  SlotInvalidatedError,
   slotStatus,
   timestampText,
   tupleReader,
   UNCHANGED,
-  WalLevelError,
   type PgOutputMessage,
-} from '../src/index.js'
+} from '../src/cdc.js'
 import { startThrowawayCluster } from '../src/testing/index.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'

@@ -238,6 +238,27 @@ export class PublicationChangedError extends DatakitError {
   override readonly code = 'PUBLICATION_CHANGED'
 }
 
+/** The job queue's server (Redis, for `pg-datakit/bullmq`) cannot be reached: nothing was written. */
+export class QueueUnavailableError extends DatakitError {
+  override readonly code = 'QUEUE_UNAVAILABLE'
+}
+
+/**
+ * A scale-out run ended without committing: a piece failed for good, or the run was already committed. Its staging
+ * area was removed and nothing became visible; the run can be started again (docs/scale-out.md).
+ */
+export class ScaleOutFailedError extends DatakitError {
+  override readonly code = 'SCALE_OUT_FAILED'
+}
+
+/**
+ * The coordinator of a scale-out run is gone (its process died or its warehouse session ended), so the run's
+ * snapshot is gone too: the run was abandoned, its staging area removed, nothing became visible.
+ */
+export class CoordinatorGoneError extends DatakitError {
+  override readonly code = 'SCALE_OUT_COORDINATOR_GONE'
+}
+
 /** The run was cancelled through its `AbortSignal`. Nothing was committed. */
 export class AbortedError extends DatakitError {
   override readonly code = 'ABORTED'

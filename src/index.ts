@@ -26,6 +26,22 @@ export {
   type Piece,
   type PlannedSource,
 } from './sources/parallel.js'
+// Scale-out: one extraction across worker processes, exactly once; the BullMQ integration is 'pg-datakit/bullmq'.
+export {
+  abandonRun,
+  commitRun,
+  planForPiece,
+  runPiece,
+  startRun,
+  sweepStaging,
+  type CommitResult,
+  type PieceProgress,
+  type PieceResult,
+  type RunOptions,
+  type RunPieceOptions,
+  type ScaleOutPlan,
+  type StartedRun,
+} from './scale-out/index.js'
 // Change data capture into the warehouse's change log. The parts it is built from (pgoutput decoding, slots and
 // publications, cdcSource for your own sink) are in 'pg-datakit/cdc'.
 export { captureChanges, type CaptureOptions, type CaptureReport } from './cdc/capture.js'
@@ -59,6 +75,7 @@ export {
   ConfigError,
   ConnectionError,
   ConnectionLostError,
+  CoordinatorGoneError,
   DatakitError,
   LockTimeoutError,
   MissingPublicationError,
@@ -73,6 +90,8 @@ export {
   PathNotWritableError,
   PermissionDeniedError,
   PoolTimeoutError,
+  QueueUnavailableError,
+  ScaleOutFailedError,
   SchemaDriftError,
   SerializationFailureError,
   SinkWriteError,

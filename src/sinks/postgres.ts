@@ -348,7 +348,7 @@ async function copyCounting(
  * Drops the table a replace swaps out. Views (or other objects) that depend on it stop the drop: the error names them
  * and says what to do, and the transaction rolls back, leaving the table as it was.
  */
-async function dropForReplace(client: pg.ClientBase, schema: string, target: string, context: ErrorContext): Promise<void> {
+export async function dropForReplace(client: pg.ClientBase, schema: string, target: string, context: ErrorContext): Promise<void> {
   try {
     await client.query(`drop table if exists ${qualifiedName(schema, target)}`)
   } catch (error) {

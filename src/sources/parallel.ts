@@ -237,7 +237,7 @@ async function* readPlan(
 }
 
 /** In the run's snapshot: the parent is locked against DETACH, and its leaves must be exactly the plan's. */
-async function checkPartitions(client: pg.ClientBase, plan: ExtractionPlan): Promise<void> {
+export async function checkPartitions(client: pg.ClientBase, plan: ExtractionPlan): Promise<void> {
   await client.query(`lock table ${qualifiedName(plan.schema, plan.table)} in access share mode`)
   const tree = await discoverPartitions(client, plan.schema, plan.table)
   const now = new Map((tree?.leaves ?? []).map((leaf) => [leaf.oid, `${leaf.schema}.${leaf.table}`]))
@@ -261,7 +261,7 @@ async function checkPartitions(client: pg.ClientBase, plan: ExtractionPlan): Pro
  * The SELECT of one piece, with its values inlined (COPY takes no parameters). A partition's metadata columns are
  * selected as constants: the server writes them, in parallel, rather than the one Node process per row.
  */
-function pieceQuery(piece: Piece, columns: readonly Column[], plan: ExtractionPlan): string {
+export function pieceQuery(piece: Piece, columns: readonly Column[], plan: ExtractionPlan): string {
   const partition =
     plan.kind === 'partitioned'
       ? [sql`${piece.partition ?? null}::text`.as('_bronze_partition'), sql`${`${plan.schema}.${plan.table}`}::text`.as('_bronze_parent_table')]

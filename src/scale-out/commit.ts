@@ -1,0 +1,106 @@
+import type { Connection } from '../connection/connection.js'
+import type { RunConstants } from '../contracts.js'
+import { classifyError, ConfigError, CoordinatorGoneError, ScaleOutFailedError, SinkWriteError } from '../errors.js'
+import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
+import { dropForReplace } from '../sinks/postgres.js'
+import { addConstantColumns, ensureSchema, lockForDdl, prepareTable, requireUniqueKey, upsertSql } from '../sinks/warehouse-ddl.js'
+import { BRONZE_COLUMNS, bronzeValues } from '../transforms/bronze-metadata.js'
+import type { ScaleOutPlan, ScaleOutTable } from './plan.js'
+import { abandonRun, coordinatorGone, runsTable } from './staging.js'
+
+export interface CommitResult {
+  readonly runId: string
+  readonly rows: number
+  readonly bytes: number
+  /** `schema.table` of each table the run loaded. */
+  readonly targets: readonly string[]
+}
+
+/**
+ * Makes a run's rows visible, once every piece is in its staging area: in one warehouse transaction each table is
+ * swapped in (replace: the staging table is moved into the sink schema, no row is copied), appended or merged from its
+ * staging table, and the run is recorded as committed. Then the staging area is dropped.
+ *
+ * Refuses, abandoning the run (staging dropped, nothing visible), when the coordinator is gone or a piece is missing.
+ */
+export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connection }): Promise<CommitResult> {
+  const { warehouse } = options
+  const context = { run: plan.runId }
+  let refusal: Error | undefined
+  const result = await warehouse.withClient(async (client) => {
+    await client.query('begin')
+    try {
+      // Taken for this transaction when free: a coordinator that dies from here on no longer matters, the run commits.
+      if (await coordinatorGone(client, plan.staging).catch(() => true)) {
+        refusal = new CoordinatorGoneError(`the coordinator of run ${plan.runId} is gone: the run was abandoned, nothing became visible; start it again`, {
+          step: 'sink',
+          context,
+        })
+        await client.query('rollback')
+        return undefined
+      }
+      const { rows: done } = await client.query<{ pieces: number; rows: string; bytes: string }>(
+        `select count(*)::int as pieces, coalesce(sum(rows), 0)::text as rows, coalesce(sum(bytes), 0)::text as bytes
+           from ${qualifiedName(plan.staging, 'pieces')} where finished_at is not null`,
+      )
+      const summary = done[0] as { pieces: number; rows: string; bytes: string }
+      if (summary.pieces !== plan.pieces.length) {
+        refusal = new ScaleOutFailedError(`run ${plan.runId} has ${summary.pieces} of its ${plan.pieces.length} pieces: nothing became visible; start it again`, {
+          step: 'sink',
+          context,
+        })
+        await client.query('rollback')
+        return undefined
+      }
+      await ensureSchema(client, plan.sink.schema)
+      const targets: string[] = []
+      for (const table of plan.tables) targets.push(await commitTable(client, plan, table))
+      await client.query(`update ${runsTable(plan)} set status = 'committed', rows = $2, bytes = $3, finished_at = clock_timestamp() where run_id = $1`, [
+        plan.runId,
+        summary.rows,
+        summary.bytes,
+      ])
+      await client.query('commit')
+      return { runId: plan.runId, rows: Number(summary.rows), bytes: Number(summary.bytes), targets }
+    } catch (error) {
+      await client.query('rollback').catch(() => undefined)
+      throw classifyError(error, 'sink', context, SinkWriteError)
+    }
+  })
+  if (!result) {
+    await abandonRun(warehouse, plan, refusal instanceof CoordinatorGoneError ? 'abandoned' : 'failed', (refusal as Error).message)
+    throw refusal
+  }
+  // After the commit: a failure here leaves an empty staging schema that the next coordinator sweeps.
+  await warehouse.query(`drop schema if exists ${quoteIdent(plan.staging)} cascade`).catch(() => undefined)
+  return result
+}
+
+/** One table's rows made visible, in the commit's transaction, as `postgresSink` does for its mode. */
+async function commitTable(client: Parameters<typeof ensureSchema>[0], plan: ScaleOutPlan, table: ScaleOutTable): Promise<string> {
+  const { schema, mode } = plan.sink
+  const staging = qualifiedName(plan.staging, table.target)
+  const constants: RunConstants | undefined = plan.sink.metadata
+    ? { columns: BRONZE_COLUMNS, values: bronzeValues({ origin: table.origin, columns: table.columns }, { startedAt: new Date(plan.startedAt) }) }
+    : undefined
+  // Constant columns cost nothing per row: a fast default stored once in the catalog (see addConstantColumns).
+  if (constants) await addConstantColumns(client, plan.staging, table.target, constants)
+  const columns = constants ? [...table.columns, ...constants.columns] : table.columns
+  const context = { schema, table: table.target, mode, run: plan.runId }
+  if (mode === 'replace') {
+    await lockForDdl(client, schema, table.target)
+    await dropForReplace(client, schema, table.target, context)
+    await client.query(`alter table ${staging} set schema ${quoteIdent(schema)}`)
+  } else if (mode === 'append') {
+    await prepareTable(client, schema, table.target, columns, undefined, context)
+    const list = columns.map((column) => quoteIdent(column.name)).join(', ')
+    await client.query(`insert into ${qualifiedName(schema, table.target)} (${list}) select ${list} from ${staging}`)
+  } else {
+    const key = plan.sink.primaryKey ?? table.primaryKey
+    if (!key?.length) throw new ConfigError('primaryKey', `merge needs a primary key: ${table.plan.schema}.${table.plan.table} has none; pass to.primaryKey`)
+    await prepareTable(client, schema, table.target, columns, key, context)
+    await requireUniqueKey(client, schema, table.target, key)
+    await client.query(upsertSql(qualifiedName(schema, table.target), staging, columns, key))
+  }
+  return `${schema}.${table.target}`
+}

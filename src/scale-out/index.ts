@@ -1,0 +1,5 @@
+export { startRun, failRun, type RunOptions, type StartedRun } from './coordinator.js'
+export { runPiece, type PieceProgress, type PieceResult, type RunPieceOptions } from './piece.js'
+export { commitRun, type CommitResult } from './commit.js'
+export { abandonRun, sweepStaging } from './staging.js'
+export { planForPiece, type ScaleOutMode, type ScaleOutPiece, type ScaleOutPlan, type ScaleOutTable } from './plan.js'

@@ -1,0 +1,138 @@
+import type { Connection } from '../connection/connection.js'
+import { classifyError, CoordinatorGoneError, SinkWriteError, sqlStateOf } from '../errors.js'
+import { copyIn } from '../pg/copy-in.js'
+import { copyOutOn } from '../pg/copy-out.js'
+import { countLines } from '../pg/copy-line-suffix.js'
+import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
+import { literal } from '../pg/inline-parameters.js'
+import { takeLease } from '../pg/lease.js'
+import { PARTITION_COLUMNS, pieceQuery } from '../sources/parallel.js'
+import { cancelOnAbort } from '../sinks/cancel-on-abort.js'
+import { pieceOf, tableOf, type ScaleOutPlan } from './plan.js'
+import { coordinatorGone } from './staging.js'
+
+/** What a piece reports while it runs, and when it is done. */
+export interface PieceProgress {
+  readonly pieceId: number
+  readonly rows: number
+  readonly bytes: number
+}
+
+export interface PieceResult extends PieceProgress {
+  /** True when an earlier attempt had already committed this piece: nothing was written this time. */
+  readonly alreadyDone: boolean
+}
+
+export interface RunPieceOptions {
+  readonly source: Connection
+  readonly warehouse: Connection
+  readonly signal?: AbortSignal
+  /** Called as rows go in (at most every `progressIntervalMs`) and once at the end. */
+  readonly onProgress?: (progress: PieceProgress) => void | Promise<void>
+  readonly progressIntervalMs?: number
+}
+
+/**
+ * Reads one piece of a scale-out run and writes it into the run's staging area: the engine-agnostic unit of work, for
+ * a BullMQ worker, a Temporal activity or a pg-boss handler alike (docs/scale-out.md).
+ *
+ * One warehouse transaction per attempt: it first claims the piece's row in the staging area's `pieces` table, then
+ * COPYs the piece's rows (read in the run's snapshot) into the table's staging table, and commits both. A retried
+ * piece whose earlier attempt committed finds its row and writes nothing (`alreadyDone`); one whose attempt died
+ * (worker killed, connection lost) finds nothing, because that transaction rolled back with its rows; one whose
+ * earlier attempt still runs (a stalled job handed out again) waits on that row and then does one or the other.
+ *
+ * @throws CoordinatorGoneError when the coordinator holding the snapshot is gone: the run cannot finish; retrying
+ *   the piece is pointless (the caller abandons the run, see `abandonRun`).
+ */
+export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: RunPieceOptions): Promise<PieceResult> {
+  const piece = pieceOf(plan, pieceId)
+  const table = tableOf(plan, piece.table)
+  const context = { run: plan.runId, piece: pieceId, schema: table.plan.schema, table: table.plan.table }
+  const interval = options.progressIntervalMs ?? 250
+  const signal = options.signal ?? new AbortController().signal
+  const pieces = qualifiedName(plan.staging, 'pieces')
+  const warehouse = await options.warehouse.acquire(signal)
+  const abort = cancelOnAbort(warehouse, signal)
+  let broken: Error | undefined
+  try {
+    await warehouse.query('begin')
+    // Checked before anything else: the snapshot import below fails once the coordinator is gone, and a piece that
+    // finds its staging area dropped (the run was abandoned) fails here too, with the reason.
+    const gone = await coordinatorGone(warehouse, plan.staging).catch((error: unknown) => {
+      if (sqlStateOf(error) === '3F000' || sqlStateOf(error) === '42P01') return true
+      throw error
+    })
+    if (gone) {
+      throw new CoordinatorGoneError(`the coordinator of run ${plan.runId} is gone (and with it the snapshot): the run was abandoned; start it again`, {
+        step: 'source',
+        context,
+      })
+    }
+    const claimed = await warehouse.query(`insert into ${pieces} (piece) values ($1) on conflict (piece) do nothing returning piece`, [pieceId])
+    if (claimed.rowCount === 0) {
+      const { rows } = await warehouse.query<{ rows: string; bytes: string }>(`select rows::text, bytes::text from ${pieces} where piece = $1`, [pieceId])
+      await warehouse.query('rollback')
+      const done = { pieceId, rows: Number(rows[0]?.rows ?? 0), bytes: Number(rows[0]?.bytes ?? 0) }
+      await options.onProgress?.(done)
+      return { ...done, alreadyDone: true }
+    }
+
+    const source = await takeLease(options.source, signal, context)
+    try {
+      source.busy()
+      await source.client.query('begin isolation level repeatable read read only')
+      await source.client.query(`set transaction snapshot ${literal(plan.snapshot)}`)
+      const sourceColumns = table.plan.kind === 'partitioned' ? table.columns.slice(0, -PARTITION_COLUMNS.length) : table.columns
+      const statement = `copy (${pieceQuery(piece.piece, sourceColumns, table.plan)}) to stdout`
+      let rows = 0
+      let bytes = 0
+      let reported = Date.now()
+      let pending: Promise<void> | void = undefined
+      async function* counted(): AsyncGenerator<Buffer> {
+        for await (const chunk of copyOutOn(source.client, statement, context, signal)) {
+          rows += countLines(chunk)
+          bytes += chunk.length
+          const now = Date.now()
+          // Progress is reported without waiting for it, one report in flight at a time.
+          if (options.onProgress && now - reported >= interval && !pending) {
+            reported = now
+            pending = Promise.resolve(options.onProgress({ pieceId, rows, bytes })).finally(() => (pending = undefined))
+          }
+          yield chunk
+        }
+      }
+      const into = `copy ${qualifiedName(plan.staging, table.target)} (${table.columns.map((column) => quoteIdent(column.name)).join(', ')}) from stdin`
+      await copyIn(warehouse, into, counted(), signal)
+      await source.client.query('commit')
+      source.idle()
+      await warehouse.query(`update ${pieces} set rows = $2, bytes = $3, finished_at = clock_timestamp() where piece = $1`, [pieceId, rows, bytes])
+      abort.stop()
+      await warehouse.query('commit')
+      await pending
+      await options.onProgress?.({ pieceId, rows, bytes })
+      return { pieceId, rows, bytes, alreadyDone: false }
+    } catch (error) {
+      throw source.aborted ?? error
+    } finally {
+      source.release()
+    }
+  } catch (error) {
+    abort.stop()
+    await warehouse.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError as Error))
+    if (error instanceof CoordinatorGoneError) throw error
+    // The snapshot import fails with "invalid snapshot identifier" once the exporting transaction ended.
+    if (sqlStateOf(error) === '22023' && /snapshot/i.test((error as Error).message)) {
+      throw new CoordinatorGoneError(`the snapshot of run ${plan.runId} is gone (its coordinator ended): the run was abandoned; start it again`, {
+        step: 'source',
+        context,
+        cause: error,
+      })
+    }
+    // The source's errors come classified (step 'source'); the rest is the warehouse's.
+    throw classifyError(error, 'sink', context, SinkWriteError)
+  } finally {
+    abort.close()
+    warehouse.release(broken ?? abort.destroyed)
+  }
+}

@@ -1,0 +1,101 @@
+import type pg from 'pg'
+import type { Connection } from '../connection/connection.js'
+import { qualifiedName, quoteIdent } from '../pg/identifiers.js'
+import { checkColumnTypes, createTableSql, ensureSchema, lockForDdl } from '../sinks/warehouse-ddl.js'
+import { coordinatorLockKey, type ScaleOutPlan } from './plan.js'
+
+/**
+ * The run's staging area in the warehouse: a schema of its own holding one staging table per source table (named
+ * like its target, so replace moves it into the sink schema as it is), `pieces` (one row per piece written, committed
+ * with the piece's rows: what makes a retried piece a no-op instead of a duplicate) and `plan`.
+ */
+export async function createStaging(client: pg.ClientBase, plan: ScaleOutPlan): Promise<void> {
+  await client.query(`create schema ${quoteIdent(plan.staging)}`)
+  await client.query(
+    `create table ${qualifiedName(plan.staging, 'pieces')} (piece int primary key, rows bigint, bytes bigint, started_at timestamptz not null default clock_timestamp(), finished_at timestamptz)`,
+  )
+  await client.query(`create table ${qualifiedName(plan.staging, 'plan')} (run_id text primary key, plan jsonb not null)`)
+  await client.query(`insert into ${qualifiedName(plan.staging, 'plan')} values ($1, $2)`, [plan.runId, JSON.stringify(plan)])
+  for (const table of plan.tables) {
+    await checkColumnTypes(client, table.columns, table.target)
+    await client.query(createTableSql(plan.staging, table.target, table.columns))
+  }
+}
+
+/** Where runs are recorded: `<sink schema>.scale_out_runs`, one row per run, its status moved in the commit's transaction. */
+export function runsTable(plan: Pick<ScaleOutPlan, 'sink'>): string {
+  return qualifiedName(plan.sink.schema, 'scale_out_runs')
+}
+
+export async function ensureRunsTable(client: pg.ClientBase, schema: string): Promise<void> {
+  await ensureSchema(client, schema)
+  const found = await client.query('select to_regclass($1) is not null as found', [qualifiedName(schema, 'scale_out_runs')])
+  if (found.rows[0]?.found) return
+  await lockForDdl(client, schema, 'scale_out_runs')
+  await client.query(
+    `create table if not exists ${qualifiedName(schema, 'scale_out_runs')} (
+       run_id text primary key, status text not null, staging text not null, tables text[] not null, pieces int not null,
+       rows bigint, bytes bigint, started_at timestamptz not null, finished_at timestamptz, error text)`,
+  )
+}
+
+/** True when nobody holds the coordinator's lock: the coordinator is gone. Takes it only for the transaction asked in. */
+export async function coordinatorGone(client: pg.ClientBase, staging: string): Promise<boolean> {
+  const { rows } = await client.query<{ free: boolean }>('select pg_try_advisory_xact_lock(hashtextextended($1, 0)) as free', [
+    coordinatorLockKey(staging),
+  ])
+  return rows[0]?.free === true
+}
+
+/**
+ * Ends a run that will not commit: drops its staging area and records why. Idempotent, so workers, the commit job and
+ * the coordinator may all call it; a run already committed is left as it is.
+ */
+export async function abandonRun(
+  warehouse: Connection,
+  plan: Pick<ScaleOutPlan, 'runId' | 'staging' | 'sink'>,
+  status: 'failed' | 'abandoned',
+  reason: string,
+): Promise<void> {
+  await warehouse.withClient(async (client) => {
+    // A piece still writing holds its staging table; the drop waits for its commit, then nothing of it is left.
+    await client.query(`drop schema if exists ${quoteIdent(plan.staging)} cascade`)
+    await client.query(
+      `update ${runsTable(plan)} set status = $2, error = $3, finished_at = clock_timestamp() where run_id = $1 and status = 'running'`,
+      [plan.runId, status, reason],
+    )
+  })
+}
+
+/**
+ * Removes the staging areas of runs whose coordinator is gone (a SIGKILLed coordinator whose workers never ran again
+ * leaves one). Run by every coordinator before it starts a run.
+ */
+export async function sweepStaging(warehouse: Connection): Promise<string[]> {
+  const { rows } = await warehouse.query<{ schema: string }>(`select nspname as schema from pg_namespace where nspname like 'pgdk\\_run\\_%'`)
+  const swept: string[] = []
+  for (const { schema } of rows) {
+    const gone = await warehouse.withClient(async (client) => {
+      await client.query('begin')
+      try {
+        if (!(await coordinatorGone(client, schema))) return false
+        // The coordinator made the schema and its tables in one transaction: a schema there has its plan.
+        const plan = await client.query<{ run_id: string; plan: ScaleOutPlan }>(`select run_id, plan from ${qualifiedName(schema, 'plan')}`)
+        // Dropped while the coordinator's lock is ours: no new coordinator can be creating this very schema meanwhile.
+        await client.query(`drop schema if exists ${quoteIdent(schema)} cascade`)
+        const record = plan.rows[0]
+        if (record) {
+          await client.query(
+            `update ${runsTable(record.plan)} set status = 'abandoned', error = $2, finished_at = clock_timestamp() where run_id = $1 and status = 'running'`,
+            [record.run_id, 'the coordinator was gone; its staging area was removed by a later coordinator'],
+          )
+        }
+        return true
+      } finally {
+        await client.query('commit').catch(() => undefined)
+      }
+    })
+    if (gone) swept.push(schema)
+  }
+  return swept
+}

@@ -1,0 +1,32 @@
+/**
+ * One extraction worker process for the scale-out tests. It prints what it does, one line each, so the parent can
+ * kill it mid-piece: "ready", "active <piece>", "progress <piece> <rows>", "completed <piece>".
+ *   node --import tsx test/support/scale-out-worker.ts <sourceUrl> <warehouseUrl> <queue> <prefix>
+ */
+import { connect } from '../../src/index.js'
+import { extractionWorker } from '../../src/bullmq.js'
+import { REDIS } from './redis.js'
+
+const [sourceUrl, warehouseUrl, name, prefix] = process.argv.slice(2) as [string, string, string, string]
+const source = connect(sourceUrl)
+const warehouse = connect(warehouseUrl)
+const worker = extractionWorker(source, warehouse, {
+  queue: { name, prefix, connection: REDIS },
+  concurrency: Number(process.env.WORKER_CONCURRENCY ?? 1),
+  lockDurationMs: 5_000,
+  stalledIntervalMs: 1_000,
+  progressIntervalMs: Number(process.env.PROGRESS_MS ?? 100),
+})
+const pieceOf = (job: { data: { pieceId?: number } }) => job.data.pieceId ?? 'commit'
+worker.worker.on('active', (job) => process.stdout.write(`active ${pieceOf(job)}\n`))
+worker.worker.on('progress', (job, progress) => process.stdout.write(`progress ${pieceOf(job)} ${(progress as { rows: number }).rows}\n`))
+worker.worker.on('completed', (job) => process.stdout.write(`completed ${pieceOf(job)}\n`))
+worker.worker.on('failed', (job, error) => process.stdout.write(`failed ${job ? pieceOf(job) : '?'} ${error.message.replaceAll('\n', ' ')}\n`))
+await worker.worker.waitUntilReady()
+process.stdout.write('ready\n')
+process.on('SIGTERM', async () => {
+  await worker.close()
+  await source.close()
+  await warehouse.close()
+  process.exit(0)
+})

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
 import { sql } from 'kysely'
 import {
   bronzeMetadata,
@@ -259,8 +259,16 @@ describe('privileges and bad input', () => {
 })
 
 describe('TLS', () => {
+  // The directory holds a CA's private key: it goes when the test ends, passed or failed.
+  const dirs: string[] = []
+  afterAll(() => {
+    for (const dir of dirs) expect(existsSync(dir), `${dir} is left behind`).toBe(false)
+  })
+
   it('verify-full rejects a certificate for another host name; verify-ca and require accept it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgdk-tls-'))
+    dirs.push(dir)
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }))
     const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
     openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=pg-datakit test CA', '-keyout', 'ca.key', '-out', 'ca.crt')
     openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=db.wrong.example', '-keyout', 'server.key', '-out', 'server.csr')

@@ -17,7 +17,7 @@ const worker = extractionWorker(source, warehouse, {
   stalledIntervalMs: 1_000,
   progressIntervalMs: Number(process.env.PROGRESS_MS ?? 100),
 })
-const pieceOf = (job: { data: { pieceId?: number } }) => job.data.pieceId ?? 'commit'
+const pieceOf = (job: { data: object }) => ('pieceId' in job.data ? String(job.data.pieceId) : 'commit')
 worker.worker.on('active', (job) => process.stdout.write(`active ${pieceOf(job)}\n`))
 worker.worker.on('progress', (job, progress) => process.stdout.write(`progress ${pieceOf(job)} ${(progress as { rows: number }).rows}\n`))
 worker.worker.on('completed', (job) => process.stdout.write(`completed ${pieceOf(job)}\n`))

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { formatArrayLiteral, parseArrayLiteral } from '../src/pg/array-literal.js'
-import { encodeRows, valueToText } from '../src/pg/copy-text-encoder.js'
+import { copyTextChunks, encodeRows, rowEncoder, valueToText } from '../src/pg/copy-text-encoder.js'
+import { OID } from '../src/pg/types.js'
 
 describe('COPY text encoding', () => {
   it('escapes backslash, tab, newline and carriage return, and writes NULL as \\N', () => {
@@ -21,6 +22,22 @@ describe('COPY text encoding', () => {
     // bigint inside JSON is a JSON number with every digit, not a rounded double.
     expect(valueToText({ a: 12345678901234567890n, b: [1, 'x'] })).toBe('{"a":12345678901234567890,"b":[1,"x"]}')
     expect(valueToText([[1, null], ['a"b', 'c\\d']])).toBe('{{"1",NULL},{"a\\"b","c\\\\d"}}')
+  })
+})
+
+describe('COPY text chunks', () => {
+  it('cuts a batch into chunks of whole rows whose concatenation is the batch encoded at once', () => {
+    const columns = [
+      { name: 'id', type: 'int4', typeOid: OID.int4 },
+      { name: 'note', type: 'text', typeOid: OID.text },
+    ]
+    for (const count of [0, 1, 127, 128, 129, 1000]) {
+      const rows = Array.from({ length: count }, (_, id) => ({ id, note: id % 3 === 0 ? null : `row\t${id}\n` }))
+      const chunks = [...copyTextChunks(rowEncoder(columns), rows)]
+      expect(Buffer.concat(chunks.map((part) => part.chunk)).toString()).toBe(encodeRows(rows, columns))
+      expect(chunks.reduce((sum, part) => sum + part.rows, 0)).toBe(count)
+      for (const part of chunks) expect(part.chunk.toString().split('\n').length - 1).toBe(part.rows)
+    }
   })
 })
 

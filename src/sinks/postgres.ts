@@ -7,7 +7,7 @@ import type pg from 'pg'
 import { AbortedError, classifyError, ConfigError, DatakitError, SinkWriteError, sqlStateOf, type ErrorContext } from '../errors.js'
 import { countLines } from '../pg/copy-line-suffix.js'
 import { copyIn } from '../pg/copy-in.js'
-import { encodeRows, rowEncoder } from '../pg/copy-text-encoder.js'
+import { copyTextChunks, encodeRows, rowEncoder } from '../pg/copy-text-encoder.js'
 import { appendToLines } from '../pg/copy-line-suffix.js'
 import { copyOutOn } from '../pg/copy-out.js'
 import { BinaryTuples, onlyTupleFields } from '../pg/binary-copy.js'
@@ -172,7 +172,7 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
     const encode = rowEncoder(shape.columns)
     async function* chunks(): AsyncGenerator<CopyChunk> {
       for await (const batch of batches) {
-        if (batch.rows.length > 0) yield { chunk: Buffer.from(encode(batch.rows)), rows: batch.rows.length }
+        yield* copyTextChunks(encode, batch.rows)
       }
     }
     return load(shape, ctx, (client, statement) => copyCounting(client, statement, chunks(), ctx))

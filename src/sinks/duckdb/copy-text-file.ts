@@ -2,7 +2,7 @@ import { open, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Batch, Row, RunConstants, RunContext } from '../../contracts.js'
 import { AbortedError } from '../../errors.js'
-import { encodeRows, rowEncoder } from '../../pg/copy-text-encoder.js'
+import { copyTextChunks, encodeRows, rowEncoder } from '../../pg/copy-text-encoder.js'
 import type { Column } from '../../pg/types.js'
 import { quoteIdent } from '../../pg/identifiers.js'
 import { duckColumn, type Warehouse } from './types.js'
@@ -77,7 +77,7 @@ export async function spoolCopyText(chunks: AsyncIterable<Buffer>, file: string,
 export function spoolRows(batches: AsyncIterable<Batch<Row>>, columns: readonly Column[], file: string, ctx: RunContext): Promise<Spooled> {
   const encode = rowEncoder(columns)
   async function* chunks(): AsyncGenerator<Buffer> {
-    for await (const batch of batches) if (batch.rows.length > 0) yield Buffer.from(encode(batch.rows))
+    for await (const batch of batches) for (const { chunk } of copyTextChunks(encode, batch.rows)) yield chunk
   }
   return spoolCopyText(chunks(), file, ctx)
 }

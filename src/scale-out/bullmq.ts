@@ -292,7 +292,7 @@ export function extractionWorker(source: Connection, warehouse: Connection, opti
         warehouse,
         ...(signal ? { signal } : {}),
         progressIntervalMs: parsed.progressIntervalMs,
-        onProgress: (progress) => job.updateProgress({ rows: progress.rows, bytes: progress.bytes }),
+        onProgress: (progress) => job.updateProgress({ rows: progress.rows, bytes: progress.bytes, done: progress.done === true }),
       })
     } catch (error) {
       if (error instanceof CoordinatorGoneError) {

@@ -16,6 +16,8 @@ export interface PieceProgress {
   readonly pieceId: number
   readonly rows: number
   readonly bytes: number
+  /** Set on the last report, once the piece is committed. */
+  readonly done?: boolean
 }
 
 export interface PieceResult extends PieceProgress {
@@ -73,7 +75,7 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
     if (claimed.rowCount === 0) {
       const { rows } = await warehouse.query<{ rows: string; bytes: string }>(`select rows::text, bytes::text from ${pieces} where piece = $1`, [pieceId])
       await warehouse.query('rollback')
-      const done = { pieceId, rows: Number(rows[0]?.rows ?? 0), bytes: Number(rows[0]?.bytes ?? 0) }
+      const done = { pieceId, rows: Number(rows[0]?.rows ?? 0), bytes: Number(rows[0]?.bytes ?? 0), done: true }
       await options.onProgress?.(done)
       return { ...done, alreadyDone: true }
     }
@@ -110,8 +112,8 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
       abort.stop()
       await warehouse.query('commit')
       await pending
-      await options.onProgress?.({ pieceId, rows, bytes })
-      return { pieceId, rows, bytes, alreadyDone: false }
+      await options.onProgress?.({ pieceId, rows, bytes, done: true })
+      return { pieceId, rows, bytes, done: true, alreadyDone: false }
     } catch (error) {
       throw source.aborted ?? error
     } finally {

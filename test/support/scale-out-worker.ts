@@ -1,6 +1,7 @@
 /**
  * One extraction worker process for the scale-out tests. It prints what it does, one line each, so the parent can
- * kill it mid-piece: "ready", "active <piece>", "progress <piece> <rows>", "completed <piece>".
+ * kill it mid-piece: "ready", "active <piece>", "progress <piece> <rows>" (rows copied, not committed yet),
+ * "committed <piece> <rows>", "completed <piece>".
  *   node --import tsx test/support/scale-out-worker.ts <sourceUrl> <warehouseUrl> <queue> <prefix>
  */
 import { connect } from '../../src/index.js'
@@ -19,7 +20,10 @@ const worker = extractionWorker(source, warehouse, {
 })
 const pieceOf = (job: { data: object }) => ('pieceId' in job.data ? String(job.data.pieceId) : 'commit')
 worker.worker.on('active', (job) => process.stdout.write(`active ${pieceOf(job)}\n`))
-worker.worker.on('progress', (job, progress) => process.stdout.write(`progress ${pieceOf(job)} ${(progress as { rows: number }).rows}\n`))
+worker.worker.on('progress', (job, progress) => {
+  const { rows, done } = progress as { rows: number; done: boolean }
+  process.stdout.write(`${done ? 'committed' : 'progress'} ${pieceOf(job)} ${rows}\n`)
+})
 worker.worker.on('completed', (job) => process.stdout.write(`completed ${pieceOf(job)}\n`))
 worker.worker.on('failed', (job, error) => process.stdout.write(`failed ${job ? pieceOf(job) : '?'} ${error.message.replaceAll('\n', ' ')}\n`))
 await worker.worker.waitUntilReady()

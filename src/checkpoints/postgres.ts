@@ -9,6 +9,26 @@ export interface PostgresCheckpointStore extends CheckpointStore {
   readonly connection: Connection
   /** Writes within the caller's transaction on `client` (the sink's), so data and checkpoint commit together. */
   writeWith(client: pg.ClientBase, key: CheckpointKey, next: Checkpoint, expectedRunId: string | null): Promise<void>
+  /** The stored checkpoints, with their keys, of one table or all (none when the store's table does not exist yet). */
+  list(filter?: CheckpointFilter): Promise<StoredCheckpoint[]>
+  /**
+   * Deletes the checkpoints of a table (of one pipeline when `pipeline` is given), so its next incremental run reads
+   * from the beginning; returns how many were deleted. A run in flight fails with `CheckpointConflictError`.
+   */
+  remove(filter: CheckpointFilter & { readonly table: string }): Promise<number>
+}
+
+/** Which stored checkpoints to list or remove: every field given must match. */
+export interface CheckpointFilter {
+  readonly schema?: string
+  readonly table?: string
+  readonly pipeline?: string
+}
+
+/** A checkpoint as stored, with the key it is stored under. */
+export interface StoredCheckpoint {
+  readonly key: CheckpointKey
+  readonly checkpoint: Checkpoint
 }
 
 /**
@@ -91,6 +111,18 @@ export function postgresCheckpoints(
     }
   }
 
+  const columns = `source, schema_name, table_name, pipeline, cursor_column, cursor_value, lower_value, horizon, relations, snapshot, run_id,
+                   rows::text as rows, status, started_at::text as started_at, updated_at::text as updated_at`
+  /** `where` over the filter's fields, each a parameter; `true` for none. */
+  const matching = (filter: CheckpointFilter) => {
+    const fields = [
+      ['schema_name', filter.schema],
+      ['table_name', filter.table],
+      ['pipeline', filter.pipeline],
+    ].filter((field): field is [string, string] => field[1] !== undefined)
+    return { where: fields.map(([column], index) => `${column} = $${index + 1}`).join(' and ') || 'true', values: fields.map(([, value]) => value) }
+  }
+
   return {
     name: `postgres checkpoints ${schema}.${table}`,
     connection,
@@ -98,26 +130,27 @@ export function postgresCheckpoints(
     async read(key) {
       if (!(await connection.withClient((client) => hasColumn(client, 'relations')))) return undefined
       const { rows } = await connection.query<Record<string, string | null>>(
-        `select cursor_column, cursor_value, lower_value, horizon, relations, snapshot, run_id, rows::text as rows, status,
-                started_at::text as started_at, updated_at::text as updated_at
-           from ${target} where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $4`,
+        `select ${columns} from ${target} where source = $1 and schema_name = $2 and table_name = $3 and pipeline = $4`,
         [key.source, key.schema, key.table, key.pipeline],
       )
-      const row = rows[0]
-      if (!row) return undefined
-      return {
-        cursorColumn: row.cursor_column as string,
-        value: row.cursor_value ?? null,
-        lower: row.lower_value ?? null,
-        horizon: row.horizon ?? '',
-        ...(row.relations ? { relations: JSON.parse(row.relations) as number[] } : {}),
-        snapshot: row.snapshot as string,
-        runId: row.run_id as string,
-        rows: Number(row.rows),
-        status: 'committed',
-        startedAt: row.started_at as string,
-        updatedAt: row.updated_at as string,
-      }
+      return rows[0] ? checkpointOf(rows[0]) : undefined
+    },
+    async list(filter = {}) {
+      if (!(await connection.withClient((client) => hasColumn(client, 'relations')))) return []
+      const { where, values } = matching(filter)
+      const { rows } = await connection.query<Record<string, string | null>>(
+        `select ${columns} from ${target} where ${where} order by schema_name, table_name, pipeline, source`,
+        values,
+      )
+      return rows.map((row) => ({
+        key: { source: row.source as string, schema: row.schema_name as string, table: row.table_name as string, pipeline: row.pipeline as string },
+        checkpoint: checkpointOf(row),
+      }))
+    },
+    async remove(filter) {
+      if (!(await connection.withClient((client) => hasColumn(client, 'relations')))) return 0
+      const { where, values } = matching(filter)
+      return (await connection.query(`delete from ${target} where ${where}`, values)).rowCount ?? 0
     },
     async write(key, next, expectedRunId) {
       await connection.withClient(async (client) => {
@@ -131,5 +164,21 @@ export function postgresCheckpoints(
         }
       })
     },
+  }
+}
+
+function checkpointOf(row: Record<string, string | null>): Checkpoint {
+  return {
+    cursorColumn: row.cursor_column as string,
+    value: row.cursor_value ?? null,
+    lower: row.lower_value ?? null,
+    horizon: row.horizon ?? '',
+    ...(row.relations ? { relations: JSON.parse(row.relations) as number[] } : {}),
+    snapshot: row.snapshot as string,
+    runId: row.run_id as string,
+    rows: Number(row.rows),
+    status: 'committed',
+    startedAt: row.started_at as string,
+    updatedAt: row.updated_at as string,
   }
 }

@@ -1,0 +1,32 @@
+/**
+ * One worker process of the scale-out bench: takes pieces until SIGTERM. Prints "ready" once it listens; "pause" and
+ * "resume" on stdin stop and restart its taking jobs (answered with "paused", "resumed").
+ *   node --import tsx bench/scale-out-worker.ts <url> <queue> <prefix>
+ */
+import { connect } from '../src/index.js'
+import { extractionWorker } from '../src/bullmq.js'
+
+const [url, name, prefix] = process.argv.slice(2) as [string, string, string]
+const source = connect(url)
+const warehouse = connect(url)
+const worker = extractionWorker(source, warehouse, { queue: { name, prefix, connection: { host: '127.0.0.1', port: 6379 } } })
+await worker.worker.waitUntilReady()
+process.stdout.write('ready\n')
+// The bench runs cases with fewer workers than it started: it pauses the others between runs.
+process.stdin.setEncoding('utf8').on('data', async (data: string) => {
+  for (const line of data.split('\n')) {
+    if (line === 'pause') {
+      await worker.worker.pause()
+      process.stdout.write('paused\n')
+    } else if (line === 'resume') {
+      worker.worker.resume()
+      process.stdout.write('resumed\n')
+    }
+  }
+})
+process.on('SIGTERM', async () => {
+  await worker.close()
+  await source.close()
+  await warehouse.close()
+  process.exit(0)
+})

@@ -75,10 +75,8 @@ describe.each(kinds)('leaving %s early', (_name, make, path) => {
     for (let round = 0; round < 3; round++) {
       const from = make()
       if (path === 'bytes') {
-        // eslint-disable-next-line @typescript-eslint/no-unused-vars
         for await (const _ of (await from.open!()).copyText!()) break
       } else {
-        // eslint-disable-next-line @typescript-eslint/no-unused-vars
         for await (const _ of from) break
       }
       await poolIsClean()
@@ -104,7 +102,6 @@ describe.each(kinds)('leaving %s early', (_name, make, path) => {
       },
       async writeCopyText(chunks) {
         controller.abort()
-        // eslint-disable-next-line @typescript-eslint/no-unused-vars
         for await (const _ of chunks) await new Promise((resolve) => setTimeout(resolve, 5))
         return { rows: 0, bytes: 0, target: 'slow' }
       },

@@ -352,7 +352,7 @@ describe('incremental checkpoints written outside the sink', () => {
     const other = connect(db.warehouseUrl)
     try {
       const store = postgresCheckpoints(other)
-      const spied = { ...store, write: vi.fn(store.write) }
+      const spied = { ...store, write: vi.fn(store.write.bind(store)) }
       const from = incrementalSource(db.source, { table: 'same_wh', cursorColumn: 'c', checkpoints: spied })
       expect((await extract({ from, to: postgresSink(db.warehouse, { mode: 'append' }) })).rows).toBe(20)
       expect((await extract({ from, to: postgresSink(db.warehouse, { mode: 'append' }) })).rows).toBe(0)
@@ -418,7 +418,7 @@ describe('incremental checkpoints written outside the sink', () => {
     const meet = meetingPoint(2)
     const run = () => extract({ from: source, through: [meet], to: sink, retry: false })
     const results = await Promise.allSettled([run(), run()])
-    const failures = results.filter((result) => result.status === 'rejected').map((result) => (result as PromiseRejectedResult).reason)
+    const failures = results.filter((result) => result.status === 'rejected').map((result) => result.reason)
     expect(failures).toHaveLength(1)
     expect(failures[0]).toBeInstanceOf(CheckpointConflictError)
     expect(await ids('br_race_mem')).toEqual([1, 2])

@@ -189,7 +189,7 @@ describe('incrementalSource', () => {
     const meet = meetingPoint(2)
     const run = () => extract({ from: source, through: [meet], to: sink, retry: false })
     const results = await Promise.allSettled([run(), run()])
-    const failures = results.filter((result) => result.status === 'rejected').map((result) => (result as PromiseRejectedResult).reason)
+    const failures = results.filter((result) => result.status === 'rejected').map((result) => result.reason)
     expect(failures).toHaveLength(1)
     expect(failures[0]).toBeInstanceOf(CheckpointConflictError)
     expect(await db.warehouseSql(`select count(*)::int as n from bronze.br_raced`)).toEqual([{ n: 2 }])

@@ -1,6 +1,6 @@
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import { AbortedError, connect, copySource, extract, postgresSink, type Connection } from '../src/index.js'
+import { AbortedError, connect, copySource, extract, postgresSink } from '../src/index.js'
 import { clientFor } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 

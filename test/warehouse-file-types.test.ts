@@ -25,7 +25,9 @@ const COLUMNS = TYPE_COLUMNS.filter(([name]) => !NOT_LISTS.includes(name))
 function asPostgresText(type: string, value: unknown): unknown {
   if (value === null) return null
   if (type.endsWith('[]')) return (value as unknown[]).map((element) => asPostgresText(type.slice(0, -2), element))
-  const text = String(value)
+  // What DuckDB's JS values are for these columns: scalars (arrays are handled above).
+  const scalar = value as string | number | bigint | boolean
+  const text = String(scalar)
   switch (type) {
     case 'boolean':
       return text === 'true' ? 't' : 'f'
@@ -50,10 +52,11 @@ function asPostgresText(type: string, value: unknown): unknown {
 const intervalUnits = (text: string) => text.replace(/ (year|mon|month|day)s?\b/g, (_, unit: string) => ` ${unit === 'month' ? 'mon' : unit}`)
 
 /** The source's value, as text (arrays split into their elements' texts), in the same form. */
-function sourceText(type: string, text: unknown): unknown {
-  if (text === null) return null
-  if (type.endsWith('[]')) return (parseArrayLiteral(String(text), (raw) => raw) as unknown[]).map((element) => sourceText(type.slice(0, -2), element))
-  if (type === 'interval') return intervalUnits(String(text))
+function sourceText(type: string, value: unknown): unknown {
+  if (value === null) return null
+  const text = value as string // the source's columns are read as text
+  if (type.endsWith('[]')) return (parseArrayLiteral(text, (raw) => raw) as unknown[]).map((element) => sourceText(type.slice(0, -2), element))
+  if (type === 'interval') return intervalUnits(text)
   if (type === 'real' || type === 'double precision') return text === 'NaN' ? 'NaN' : text === '-0' ? '-0' : Number(text)
   return text
 }

@@ -1,26 +1,17 @@
-import type pg from 'pg'
 import type { Connection } from '../connection/connection.js'
 import { classifyError, SinkWriteError, SourceQueryError } from '../errors.js'
 import { checkIdentifier } from '../pg/identifiers.js'
-import { applyChanges } from './apply.js'
-import type { BronzeRelation } from './bronze-table.js'
 import { cdcSource, type CdcSource, type ChangeBatch } from './cdc-source.js'
 import { relationsOf, transactionParts, PART_CHANGES, type AssemblerOptions, type CommittedTransaction } from './transactions.js'
 import { bronzeApplier } from './bronze-applier.js'
 import { ChangeLogLines } from './change-log-lines.js'
-import type { PgOutputMessage } from './pgoutput.js'
-import type { Column } from '../pg/types.js'
-
-type Relation = Extract<PgOutputMessage, { tag: 'relation' }>
 import type { InitialSnapshotReport } from './initial-snapshot.js'
 import { ensureChangeLog, writeChanges } from './change-log.js'
 import { startCapture } from './capture-start.js'
 import { watchHealth, type CaptureHealth } from './capture-health.js'
 import { timestampText } from './pgoutput.js'
-import { primaryKeyOf } from '../pg/catalog.js'
 import { silentLogger, type Logger } from '../logger.js'
 import { PublicationWatch } from './publication-watch.js'
-import { bronzeColumns, columnsNewToBronze, existingValues, prepareBronzeTable, type ExistingValues } from './bronze-table.js'
 
 export interface CaptureOptions {
   readonly slot: string

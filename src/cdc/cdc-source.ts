@@ -212,7 +212,7 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
       }
       try {
         for (;;) {
-          if (failure) throw failure
+          if (failure) throw classifyReplicationError(failure, context)
           if (signal?.aborted || ended) break
           if (readyChanges >= maxBatchChanges || (ready.length && Date.now() - readySince >= maxBatchMs)) {
             yield take()

@@ -299,7 +299,7 @@ class Reader {
 
   tuple(): TupleValue[] {
     const count = this.int16()
-    const values: TupleValue[] = new Array(count)
+    const values = new Array<TupleValue>(count)
     const buffer = this.buffer
     for (let index = 0; index < count; index++) {
       const kind = this.byte()

@@ -4,7 +4,8 @@
  */
 import { replaceCharsInPieces, replaceEscapesInPieces } from './replace-in-pieces.js'
 
-export type ArrayValue = readonly (unknown | ArrayValue)[]
+/** Elements are values or, for a multidimensional array, nested ArrayValues (`unknown` covers both). */
+export type ArrayValue = readonly unknown[]
 
 /**
  * Parses `{a,"b c",NULL,{1,2}}` into nested JS arrays, each element passed through `element`.

@@ -25,7 +25,7 @@ export class CopyTextDecoder {
       : chunk.subarray(0, lastNewline)
     this.#pending = lastNewline < chunk.length - 1 ? [chunk.subarray(lastNewline + 1)] : []
     const lines = complete.toString('utf8').split('\n')
-    const rows: (string | null)[][] = new Array(lines.length)
+    const rows = new Array<(string | null)[]>(lines.length)
     for (let index = 0; index < lines.length; index++) rows[index] = this.#fields(lines[index] as string)
     return rows
   }

@@ -49,12 +49,13 @@ export function compileRow<F>(
   const body = names.map((name, index) => `this[${key(name)}] = ${assignments[index]};`).join('\n')
   const code = `function Row(${list}) {\n${body}\n}\nRow.prototype = P\nreturn function row(${list}) { return new Row(${list}) }`
   const bindings = Object.entries(bound)
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  return new Function('P', 'hasOwn', ...bindings.map(([name]) => name), code)(
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiles a row constructor once per shape; names go in through key()
+  const factory = new Function('P', 'hasOwn', ...bindings.map(([name]) => name), code) as (...args: unknown[]) => F
+  return factory(
     ROW_PROTOTYPE,
     Object.hasOwn,
     ...bindings.map(([, value]) => value),
-  ) as F
+  )
 }
 
 const names = (columns: readonly Column[]): string[] => columns.map((column) => column.name)
@@ -69,7 +70,7 @@ export function rowFromValues(columns: readonly Column[]): (values: readonly unk
  * order, shape or not) on an object whose chain is ROW_PROTOTYPE, where assigning `__proto__` defines a property.
  */
 export function safeRow<R extends object>(row: R): R {
-  return isSafeRow(row) ? row : (Object.assign(Object.create(ROW_PROTOTYPE) as R, row) as R)
+  return isSafeRow(row) ? row : Object.assign<R, R>(Object.create(ROW_PROTOTYPE) as R, row)
 }
 
 /** `(row, added) => ({ ...row, [added names]: added values })` for rows of `columns`, without the spread. */
@@ -91,10 +92,11 @@ export function extendRows(columns: readonly Column[], extra: Row): (row: Row) =
 
 /** `row => [row[c1], row[c2], ...]` reading the columns in order, for encoders. */
 export function readColumns(columns: readonly Column[]): (row: Row) => unknown[] {
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  return new Function('hasOwn', `return function columns(r) { return [${names(columns).map((name) => read(name)).join(', ')}] }`)(
-    Object.hasOwn,
-  ) as (row: Row) => unknown[]
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiles the reader once per shape; names go in through read()
+  const factory = new Function('hasOwn', `return function columns(r) { return [${names(columns).map((name) => read(name)).join(', ')}] }`) as (
+    hasOwn: typeof Object.hasOwn,
+  ) => (row: Row) => unknown[]
+  return factory(Object.hasOwn)
 }
 
 /**
@@ -103,9 +105,9 @@ export function readColumns(columns: readonly Column[]): (row: Row) => unknown[]
  */
 export function gatherColumns(names: readonly string[], positions: ReadonlyMap<string, number>): (row: Row, added: readonly unknown[]) => unknown[] {
   const reads = names.map((name) => (positions.has(name) ? `a[${positions.get(name) as number}]` : read(name)))
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  return new Function('hasOwn', `return function gather(r, a) { return [${reads.join(', ')}] }`)(Object.hasOwn) as (
-    row: Row,
-    added: readonly unknown[],
-  ) => unknown[]
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiles the gatherer once per shape; names go in through read()
+  const factory = new Function('hasOwn', `return function gather(r, a) { return [${reads.join(', ')}] }`) as (
+    hasOwn: typeof Object.hasOwn,
+  ) => (row: Row, added: readonly unknown[]) => unknown[]
+  return factory(Object.hasOwn)
 }

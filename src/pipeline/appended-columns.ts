@@ -41,8 +41,8 @@ export function fuseAppended(
   return async function* (batches) {
     for await (const batch of batches) {
       const rows = batch.rows
-      const added: unknown[][] = new Array(rows.length)
-      for (let row = 0; row < rows.length; row++) added[row] = new Array(width)
+      const added = new Array<unknown[]>(rows.length)
+      for (let row = 0; row < rows.length; row++) added[row] = new Array<unknown>(width)
       for (let step = 0; step < steps.length; step++) {
         const { spec, gather } = steps[step]!
         const offset = offsets[step] as number
@@ -54,7 +54,7 @@ export function fuseAppended(
         }
         ;(times[step] as { ms: number }).ms += performance.now() - begin
       }
-      const out: Row[] = new Array(rows.length)
+      const out = new Array<Row>(rows.length)
       for (let row = 0; row < rows.length; row++) out[row] = build(rows[row] as Row, added[row] as unknown[])
       yield { rows: out }
     }

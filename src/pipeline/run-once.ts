@@ -10,11 +10,11 @@ import { progressEvent } from './progress.js'
 import type { Progress, RunReport, StepTiming } from './report.js'
 
 export interface RunOptions {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- extract()'s options as they are: see ExtractOptions
   readonly from: Source<any>
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- extract()'s options as they are: see ExtractOptions
   readonly through?: readonly Transform<any, any>[]
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- extract()'s options as they are: see ExtractOptions
   readonly to: Sink<any>
   readonly signal: AbortSignal
   readonly onProgress: ((progress: Progress) => void) | undefined
@@ -30,7 +30,8 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
   const started = performance.now()
   // Invalid combinations (an incremental source into a replace sink, no checkpoint store) fail before anything runs.
   const checkpoints: CheckpointRun | undefined = checkpointPlan(from, to)
-  const opened = await openSource(from, {
+  // The run handles rows as Row, whatever type the caller's source gave them.
+  const opened = await openSource(from as Source<Row>, {
     signal,
     runId: options.runId,
     startedAt,
@@ -49,7 +50,8 @@ async function runOpened(
   checkpoints: CheckpointRun | undefined,
   started: number,
 ): Promise<RunReport> {
-  const { from, through = [], to, onProgress, signal, startedAt } = options
+  const { from, to, onProgress, signal, startedAt } = options
+  const through = (options.through ?? []) as readonly Transform[]
   let bytes = 0
   const counters: Record<string, number> = {}
   const pending = checkpoints?.pending(opened)
@@ -172,7 +174,7 @@ async function runOpened(
         tuples.end()
         progress('sink', true)
       }
-      binaryTop = onProgress ? countedBinary(binaryChunks) : (binaryChunks as AsyncGenerator<Buffer>)
+      binaryTop = onProgress ? countedBinary(binaryChunks) : binaryChunks
     }
     try {
       if (to.writeCopy) {

@@ -6,7 +6,7 @@ import type { Column } from '../pg/types.js'
 /** A filter: a Kysely expression (`sql\`amount > ${100}\``), a Kysely callback, or column equalities. */
 export type TableFilter =
   | Expression<SqlBool>
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the user's callback is typed by the table it filters, unknown here
   | ((eb: ExpressionBuilder<any, any>) => Expression<SqlBool>)
   | Readonly<Record<string, unknown>>
 
@@ -46,7 +46,7 @@ export function selectQuery(
 }
 
 /** Adds a user filter to a query: an expression or callback as Kysely takes it, equalities as bound values. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- any table's query: its database type is known only at run time
 export function withFilter(query: SelectQueryBuilder<any, any, any>, where: TableFilter | undefined): SelectQueryBuilder<any, any, any> {
   if (!where) return query
   if (typeof where === 'function' || isExpression(where)) return query.where(where as Expression<SqlBool>)

@@ -34,7 +34,12 @@ function dockerAnswers(): boolean {
 
 async function startContainer(): Promise<ThrowawayPostgres> {
   const moduleName = '@testcontainers/postgresql'
-  let module: { PostgreSqlContainer: new (image: string) => any }
+  // The part of @testcontainers/postgresql used here: it is an optional dev dependency, loaded by name at run time.
+  let module: {
+    PostgreSqlContainer: new (image: string) => {
+      withCommand(command: string[]): { start(): Promise<{ getConnectionUri(): string; stop(): Promise<unknown> }> }
+    }
+  }
   try {
     module = (await import(moduleName)) as typeof module
   } catch {

@@ -31,7 +31,7 @@ export function withDatabase(url: string, database: string): string {
 }
 
 /** A new empty database for one test file; returns its name and URL. Dropped by `drop()`. */
-export async function createDatabase(prefix: string): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+export async function createDatabase(prefix: string): Promise<{ name: string; url: string; drop: () => Promise<void> }> {
   const name = `${prefix}_${randomBytes(4).toString('hex')}`
   await adminQuery(`create database "${name}"`)
   return {

@@ -7,7 +7,7 @@ export async function duckdbRows(path: string, sql: string): Promise<Record<stri
     const connection = await instance.connect()
     try {
       await connection.run(`SET TimeZone = 'UTC'`)
-      return (await connection.runAndReadAll(sql)).getRowObjectsJS() as Record<string, unknown>[]
+      return (await connection.runAndReadAll(sql)).getRowObjectsJS()
     } finally {
       connection.closeSync()
     }

@@ -25,7 +25,8 @@ export async function prepareTable(connection: DuckDBConnection, schema: string,
     `SELECT column_name AS name, data_type AS type FROM duckdb_columns() WHERE schema_name = $1 AND table_name = $2`,
     [schema, table],
   )
-  const have = new Map(existing.getRowObjectsJS().map((row) => [String(row.name), String(row.type)]))
+  // duckdb_columns() gives both as VARCHAR.
+  const have = new Map(existing.getRowObjectsJS().map((row) => [row.name as string, row.type as string]))
   if (have.size === 0) {
     await connection.run(createTableSql(schema, table, columns))
     return

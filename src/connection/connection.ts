@@ -3,6 +3,7 @@ import { userInfo } from 'node:os'
 import pg from 'pg'
 import { Kysely, PostgresDialect } from 'kysely'
 import { AbortedError, ConfigError, ConnectionError, DatakitError, PoolTimeoutError } from '../errors.js'
+import { borrowedOptionsSchema, isKysely, isPgPool, kyselyLender, lend, poolLender, type BorrowedOptions, type Lender, type Loan } from './borrowed.js'
 import { losslessTypes } from '../pg/type-parsers.js'
 import {
   connectionOptionsSchema,
@@ -32,6 +33,12 @@ export interface ConnectionSettings {
   readonly timeouts: TimeoutOptions
   /** Session settings, pg-datakit's defaults merged with the user's. */
   readonly settings: Readonly<Record<string, string>>
+  /**
+   * Set when the Connection borrows the caller's pg.Pool or Kysely instance (`connect(pool)`): then `ssl`, `pool`
+   * (but `acquireTimeoutMs`) and `timeouts.connectMs` are not pg-datakit's to choose and show the defaults, and
+   * `host`, `port`, `user` and `database` are what the server said on the first client borrowed.
+   */
+  readonly borrowed?: 'pg.Pool' | 'Kysely'
 }
 
 /**
@@ -39,21 +46,35 @@ export interface ConnectionSettings {
  * (`await conn.close()` or `await using conn = connect(...)`).
  */
 export class Connection implements AsyncDisposable {
-  /** The URL without the password, e.g. `postgresql://etl@db.internal:5432/shop`. */
-  readonly label: string
-  readonly settings: ConnectionSettings
+  #label: string
+  #settings: ConnectionSettings
   readonly #password: string | undefined
+  /** The caller's pool or Kysely instance this Connection borrows clients from; it never ends it. */
+  readonly #lender: Lender | undefined
+  /** Borrowed clients not given back yet: `close()` waits for them (and their settings to be restored). */
+  readonly #lent = new Set<Promise<void>>()
+  #identified = false
   #pool: Promise<pg.Pool> | undefined
   #resolvedPool: pg.Pool | undefined
   /** The TLS options the pool settled on (for sslmode=prefer, after asking the server). */
   #ssl: pg.ClientConfig['ssl'] = false
   #closed = false
 
-  constructor(settings: ConnectionSettings, password: string | undefined) {
-    this.settings = Object.freeze(settings)
+  /** `lender` is internal: `connect(pool)` and `connect(kysely)` pass it. */
+  constructor(settings: ConnectionSettings, password: string | undefined, lender?: Lender) {
+    this.#settings = Object.freeze(settings)
     this.#password = password
-    const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
-    this.label = `postgresql://${encodeURIComponent(settings.user)}@${host.startsWith('/') ? '' : host}:${settings.port}/${encodeURIComponent(settings.database)}${host.startsWith('/') ? `?host=${encodeURIComponent(host)}` : ''}`
+    this.#lender = lender
+    this.#label = labelOf(settings)
+  }
+
+  /** The URL without the password, e.g. `postgresql://etl@db.internal:5432/shop`. */
+  get label(): string {
+    return this.#label
+  }
+
+  get settings(): ConnectionSettings {
+    return this.#settings
   }
 
   /**
@@ -62,8 +83,7 @@ export class Connection implements AsyncDisposable {
    */
   async acquire(signal?: AbortSignal): Promise<pg.PoolClient> {
     if (this.#closed) throw new ConnectionError(`connection ${this.label} is closed`, { step: 'connect' })
-    const pool = await this.#getPool()
-    const pending = pool.connect()
+    const pending = this.#lender ? this.#borrow() : (await this.#getPool()).connect()
     let timer: NodeJS.Timeout | undefined
     let onAbort: (() => void) | undefined
     const timeout = new Promise<never>((_, reject) => {
@@ -132,6 +152,12 @@ export class Connection implements AsyncDisposable {
    * It speaks only the simple query protocol; the caller owns it and must `end()` it.
    */
   async replicationClient(): Promise<pg.Client> {
+    if (this.#lender) {
+      throw new ConfigError(
+        'connection',
+        `borrows a ${this.#lender.kind}, which cannot open replication connections: for change data capture, connect() with a URL or options`,
+      )
+    }
     await this.#getPool()
     // pgoutput sends values as the walsender's output functions print them, so the settings that shape that text are
     // pinned whatever the database or role says (DateStyle DMY swaps days and months, bytea_output=escape is not hex).
@@ -147,8 +173,9 @@ export class Connection implements AsyncDisposable {
     return client
   }
 
-  /** Pool statistics: open, idle and waiting clients. */
+  /** Pool statistics: open, idle and waiting clients (of a borrowed pool: the clients pg-datakit holds). */
   stats(): { total: number; idle: number; waiting: number } {
+    if (this.#lender) return { total: this.#lent.size, idle: 0, waiting: 0 }
     const pool = this.#resolvedPool
     return pool
       ? { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }
@@ -159,6 +186,8 @@ export class Connection implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    // A borrowed pool or Kysely instance stays open: its owner ends it. Only the clients pg-datakit holds are waited for.
+    if (this.#lender) return void (await Promise.all(this.#lent))
     const pool = await this.#pool?.catch(() => undefined)
     await pool?.end()
   }
@@ -173,6 +202,46 @@ export class Connection implements AsyncDisposable {
 
   [inspect.custom](): string {
     return `Connection <${this.label}>`
+  }
+
+  /** A client of the lender, with pg-datakit's session settings and type map for as long as it is held. */
+  async #borrow(): Promise<pg.PoolClient> {
+    const lender = this.#lender as Lender
+    const loan = await lender.take()
+    let returned!: () => void
+    const back = new Promise<void>((settle) => {
+      returned = settle
+    })
+    this.#lent.add(back)
+    const tracked: Loan = {
+      client: loan.client,
+      giveBack: (error) => {
+        loan.giveBack(error)
+        this.#lent.delete(back)
+        returned()
+      },
+    }
+    const client = await lend(tracked, this.settings.settings)
+    if (!this.#identified) {
+      this.#identified = true
+      try {
+        const { rows } = await client.query<{ user: string; database: string; host: string | null; port: number | null }>(
+          'select current_user as "user", current_database() as database, host(inet_server_addr()) as host, inet_server_port() as port',
+        )
+        const found = rows[0]
+        if (found) {
+          const settings = { ...this.#settings, user: found.user, database: found.database }
+          if (found.host !== null) settings.host = found.host
+          if (found.port !== null) settings.port = found.port
+          this.#settings = Object.freeze(settings)
+          this.#label = labelOf(settings)
+        }
+      } catch (error) {
+        client.release(error as Error)
+        throw error
+      }
+    }
+    return client
   }
 
   #getPool(): Promise<pg.Pool> {
@@ -259,7 +328,75 @@ export class Connection implements AsyncDisposable {
  * const source = connect(process.env.SOURCE_DATABASE_URL)
  * const warehouse = connect({ url: process.env.WAREHOUSE_DATABASE_URL, pool: { max: 4 }, settings: { work_mem: '256MB' } })
  */
-export function connect(input: string | ConnectionOptions | undefined, urlField = 'url'): Connection {
+export function connect(input: string | ConnectionOptions | undefined, urlField?: string): Connection
+/**
+ * Borrows the caller's `pg.Pool`, or the pool under a `Kysely` instance (PostgresDialect): pg-datakit takes clients
+ * from it and gives them back, and `close()` never ends it. While pg-datakit holds a client it has pg-datakit's
+ * session settings (and `options.settings`, `options.timeouts`); the client's own are restored when it goes back.
+ * A borrowed connection cannot open replication connections (change data capture). See docs/connections.md.
+ *
+ * @example
+ * const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL })
+ * const source = connect(pool, { timeouts: { statementMs: 60_000 } })
+ * await extract({ from: tableSource(source, { table: 'orders' }), to: memorySink() })
+ * await source.close() // the pool stays open
+ */
+export function connect(borrowed: pg.Pool | Kysely<any>, options?: BorrowedOptions): Connection // eslint-disable-line @typescript-eslint/no-explicit-any -- any Kysely<DB>
+export function connect(
+  input: string | ConnectionOptions | pg.Pool | Kysely<any> | undefined, // eslint-disable-line @typescript-eslint/no-explicit-any -- any Kysely<DB>
+  second?: BorrowedOptions | string,
+): Connection {
+  if (isPgPool(input) || isKysely(input)) {
+    if (typeof second === 'string') throw new ConfigError('options', 'must be an options object')
+    return borrow(input, second)
+  }
+  if (second !== undefined && typeof second !== 'string') {
+    throw new ConfigError('options', 'a second argument is taken only with a borrowed pg.Pool or Kysely instance; put options in the first')
+  }
+  return connectTo(input, second ?? 'url')
+}
+
+function borrow(lender: pg.Pool | Kysely<unknown>, input: BorrowedOptions = {}): Connection {
+  const options = parseOptions(borrowedOptionsSchema, input)
+  const borrowedFrom = isPgPool(lender) ? poolLender(lender) : kyselyLender(lender)
+  const settings: Record<string, string> = { ...SESSION_DEFAULTS, ...sessionSettings(options.timeouts ?? {}, options.settings ?? {}) }
+  const { hint } = borrowedFrom
+  const user = hint.user ?? 'unknown'
+  return new Connection(
+    {
+      host: hint.host ?? 'unknown',
+      port: hint.port ?? 5432,
+      user,
+      database: hint.database ?? user,
+      ssl: parseOptions(sslOptionsSchema, {}),
+      applicationName: 'pg-datakit',
+      pool: parseOptions(poolOptionsSchema, { acquireTimeoutMs: options.acquireTimeoutMs }),
+      timeouts: parseOptions(timeoutOptionsSchema, stripUndefined(options.timeouts ?? {})),
+      settings: Object.freeze(settings),
+      borrowed: borrowedFrom.kind,
+    },
+    undefined,
+    borrowedFrom,
+  )
+}
+
+/** The session settings the timeouts and the user's settings make (on top of pg-datakit's defaults). */
+function sessionSettings(
+  timeouts: { statementMs?: number | undefined; lockMs?: number | undefined; idleInTransactionMs?: number | undefined },
+  user: Readonly<Record<string, string | number | boolean>>,
+): Record<string, string> {
+  const settings: Record<string, string> = {}
+  if (timeouts.statementMs) settings.statement_timeout = String(timeouts.statementMs)
+  if (timeouts.lockMs) settings.lock_timeout = String(timeouts.lockMs)
+  if (timeouts.idleInTransactionMs) settings.idle_in_transaction_session_timeout = String(timeouts.idleInTransactionMs)
+  for (const [name, value] of Object.entries(user)) {
+    settings[name] = typeof value === 'boolean' ? (value ? 'on' : 'off') : String(value)
+  }
+  return settings
+}
+
+/** `connect()` for a URL or options; `urlField` names the URL in errors (`SOURCE_DATABASE_URL` for connectSource()). */
+export function connectTo(input: string | ConnectionOptions | undefined, urlField: string): Connection {
   if (input === undefined || input === '') {
     throw new ConfigError(urlField, 'no connection given: pass a postgresql:// URL or an options object')
   }
@@ -280,13 +417,7 @@ export function connect(input: string | ConnectionOptions | undefined, urlField 
     'timeouts',
   )
   const pool = parseOptions(poolOptionsSchema, options.pool ?? {}, 'pool')
-  const settings: Record<string, string> = { ...SESSION_DEFAULTS }
-  if (timeouts.statementMs) settings.statement_timeout = String(timeouts.statementMs)
-  if (timeouts.lockMs) settings.lock_timeout = String(timeouts.lockMs)
-  if (timeouts.idleInTransactionMs) settings.idle_in_transaction_session_timeout = String(timeouts.idleInTransactionMs)
-  for (const [name, value] of Object.entries(options.settings ?? {})) {
-    settings[name] = typeof value === 'boolean' ? (value ? 'on' : 'off') : String(value)
-  }
+  const settings: Record<string, string> = { ...SESSION_DEFAULTS, ...sessionSettings(timeouts, options.settings ?? {}) }
   return new Connection(
     {
       host: options.host ?? fromUrl.host ?? env.PGHOST ?? 'localhost',
@@ -301,6 +432,11 @@ export function connect(input: string | ConnectionOptions | undefined, urlField 
     },
     options.password ?? fromUrl.password ?? env.PGPASSWORD,
   )
+}
+
+function labelOf(settings: ConnectionSettings): string {
+  const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
+  return `postgresql://${encodeURIComponent(settings.user)}@${host.startsWith('/') ? '' : host}:${settings.port}/${encodeURIComponent(settings.database)}${host.startsWith('/') ? `?host=${encodeURIComponent(host)}` : ''}`
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

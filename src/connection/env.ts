@@ -1,11 +1,11 @@
 import { ConfigError } from '../errors.js'
-import { connect, type Connection } from './connection.js'
+import { connectTo, type Connection } from './connection.js'
 import type { ConnectionOptions } from './options.js'
 
 function fromEnv(variable: string, overrides: Omit<ConnectionOptions, 'url'>): Connection {
   const url = process.env[variable]
   if (!url) throw new ConfigError(variable, `environment variable ${variable} is not set; set it to a postgresql:// URL`)
-  return connect({ ...overrides, url }, variable)
+  return connectTo({ ...overrides, url }, variable)
 }
 
 /** `connect()` to the URL in `SOURCE_DATABASE_URL`; `overrides` set the options the URL cannot carry. */

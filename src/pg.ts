@@ -5,7 +5,7 @@
 export type { Column } from './pg/types.js'
 export { quoteIdent, qualifiedName } from './pg/identifiers.js'
 export { typeParsersFor, losslessTypes } from './pg/type-parsers.js'
-export { encodeRows, rowEncoder, valueToText } from './pg/copy-text-encoder.js'
+export { copyTextChunks, encodeRows, rowEncoder, valueToText, type RowEncoder } from './pg/copy-text-encoder.js'
 export { toJsonText } from './pg/json-text.js'
 export { CopyTextDecoder } from './pg/copy-text-decoder.js'
 export { appendToLines } from './pg/copy-line-suffix.js'

@@ -101,6 +101,42 @@ describe('pg-datakit extract', () => {
   })
 })
 
+describe('pg-datakit extract, failing', () => {
+  it('exits 5 when the warehouse table cannot take the rows (schema drift), having written nothing', async () => {
+    await db.warehouseSql(`create schema if not exists bronze`)
+    await db.warehouseSql(`create table bronze.orders_drift (id text, customer int, total numeric, updated_at timestamptz)`)
+    const run = await runCli(['extract', '--table', 'orders', '--target-table', 'orders_drift', '--mode', 'append'], env())
+    expect(run.code).toBe(EXIT.sink)
+    expect(run.events.at(-1)).toMatchObject({ event: 'error', exitCode: 5, name: 'SchemaDriftError', code: 'SCHEMA_DRIFT', step: 'sink' })
+    expect(await db.warehouseSql(`select 1 from bronze.orders_drift`)).toHaveLength(0)
+  })
+
+  it('exits 130 when interrupted, and the replace it was doing never shows', async () => {
+    await db.sourceSql(`create table big as select g as id, repeat('x', 200) as pad from generate_series(1, 400000) g`)
+    let interrupted = false
+    const run = await runCli(['extract', '--table', 'big', '--mode', 'replace', '--copy-format', 'text'], env(), {
+      onStdout: (stdout, child) => {
+        if (!interrupted && stdout.includes('"event":"progress"')) {
+          interrupted = true
+          child.kill('SIGINT')
+        }
+      },
+    })
+    expect(interrupted).toBe(true)
+    expect(run.code).toBe(EXIT.interrupted)
+    expect(run.events.at(-1)).toMatchObject({ event: 'error', exitCode: 130, code: 'ABORTED' })
+    expect(await db.warehouseSql(`select to_regclass('bronze.br_big') as found`)).toEqual([{ found: null }])
+  })
+
+  it('runs a plain table in pieces with --concurrency, all rows once', async () => {
+    const run = await runCli(['extract', '--table', 'orders', '--concurrency', '3', '--target-table', 'orders_parallel'], env())
+    expect(run.code).toBe(EXIT.ok)
+    expect(run.events.at(-1)).toMatchObject({ event: 'report', rows: 5000, source: 'parallel public.orders (3 connections)' })
+    const equal = await tablesEqual(db.sourceUrl, 'orders', db.warehouseUrl, 'bronze.orders_parallel', ['id', 'customer', 'total', 'updated_at'])
+    expect(equal).toMatchObject({ missing: 0, extra: 0 })
+  })
+})
+
 describe('pg-datakit checkpoints', () => {
   it('lists the checkpoint of an incremental run and resets it only with --yes, so the next run reads everything again', async () => {
     const args = ['extract', '--table', 'orders', '--incremental', 'updated_at', '--target-table', 'orders_inc']

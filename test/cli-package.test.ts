@@ -37,7 +37,9 @@ describe.skipIf(!built)('the packed tarball', () => {
     const tarball = join(project, stdout.trim().split('\n').at(-1)!)
     await writeFile(join(project, 'package.json'), JSON.stringify({ name: 'pgdk-cli-user', private: true, type: 'module' }))
     const peers = await Promise.all(
-      ['pg', 'kysely'].map(async (name) => `${name}@${(JSON.parse(await readFile(join(root, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version}`),
+      ['pg', 'kysely'].map(
+        async (name) => `${name}@${(JSON.parse(await readFile(join(root, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version}`,
+      ),
     )
     await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball, ...peers], { cwd: project })
     await db.sourceSql(`create table items (id int primary key, label text)`)
@@ -61,7 +63,10 @@ describe.skipIf(!built)('the packed tarball', () => {
     const extracted = await attempt('npx', ['--no-install', 'pg-datakit', 'extract', '--table', 'items', '--mode', 'replace'], { cwd: project, env })
     expect(extracted.stderr).toBe('')
     expect(extracted.code).toBe(EXIT.ok)
-    const lines = extracted.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+    const lines = extracted.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
     expect(lines.filter((line) => line.event === 'progress').at(-1)).toMatchObject({ final: true, rows: 2500, totalRows: 2500, percent: 100 })
     expect(lines.at(-1)).toMatchObject({ event: 'report', rows: 2500, target: 'bronze.br_items' })
     expect(await db.warehouseSql(`select count(*)::int as n, count(distinct label)::int as labels from bronze.br_items`)).toEqual([{ n: 2500, labels: 2500 }])

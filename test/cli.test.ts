@@ -58,12 +58,28 @@ describe('pg-datakit extract', () => {
 
   it('takes --from and --to over the environment, and --columns, --target-table and --copy-format', async () => {
     const run = await runCli(
-      ['extract', '--from', db.sourceUrl, '--to', db.warehouseUrl, '--table', 'orders', '--columns', 'id,total', '--target-table', 'orders_narrow', '--copy-format', 'text'],
+      [
+        'extract',
+        '--from',
+        db.sourceUrl,
+        '--to',
+        db.warehouseUrl,
+        '--table',
+        'orders',
+        '--columns',
+        'id,total',
+        '--target-table',
+        'orders_narrow',
+        '--copy-format',
+        'text',
+      ],
       {},
     )
     expect(run.code).toBe(EXIT.ok)
     expect(run.events.at(-1)).toMatchObject({ event: 'report', rows: 5000, target: 'bronze.orders_narrow', copyFormat: 'text' })
-    const columns = await db.warehouseSql(`select column_name from information_schema.columns where table_schema = 'bronze' and table_name = 'orders_narrow' and column_name not like '\\_bronze%' order by ordinal_position`)
+    const columns = await db.warehouseSql(
+      `select column_name from information_schema.columns where table_schema = 'bronze' and table_name = 'orders_narrow' and column_name not like '\\_bronze%' order by ordinal_position`,
+    )
     expect(columns.map((row) => row.column_name)).toEqual(['id', 'total'])
   })
 
@@ -149,7 +165,9 @@ describe('pg-datakit checkpoints', () => {
 
     const list = await runCli(['checkpoints', 'list'], env())
     expect(list.code).toBe(EXIT.ok)
-    const [{ checkpoints }] = eventsOf(list, 'checkpoints') as [{ checkpoints: { key: { table: string; pipeline: string }; checkpoint: { cursorColumn: string; value: string; rows: number } }[] }]
+    const [{ checkpoints }] = eventsOf(list, 'checkpoints') as [
+      { checkpoints: { key: { table: string; pipeline: string }; checkpoint: { cursorColumn: string; value: string; rows: number } }[] },
+    ]
     expect(checkpoints).toHaveLength(1)
     const [maxCursor] = (await db.sourceSql(`select max(updated_at)::text as value from orders`)) as [{ value: string }]
     expect(checkpoints[0]).toMatchObject({ key: { table: 'orders' }, checkpoint: { cursorColumn: 'updated_at', value: maxCursor.value, rows: 10 } })

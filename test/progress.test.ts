@@ -15,12 +15,18 @@ async function seed(table: string, rows: number, analyze: boolean) {
 
 async function run(from: Source, fastPath = true): Promise<{ events: Progress[]; report: Awaited<ReturnType<typeof extract>> }> {
   const events: Progress[] = []
-  const report = await extract({ from, through: [bronzeMetadata()], to: postgresSink(db.warehouse, { mode: 'replace' }), onProgress: (p) => events.push(p), fastPath })
+  const report = await extract({
+    from,
+    through: [bronzeMetadata()],
+    to: postgresSink(db.warehouse, { mode: 'replace' }),
+    onProgress: (p) => events.push(p),
+    fastPath,
+  })
   return { events, report }
 }
 
 describe('progress events', () => {
-  it('carry the analyzed table\'s row count as their total, a percent and an ETA, and mark the last event final', async () => {
+  it("carry the analyzed table's row count as their total, a percent and an ETA, and mark the last event final", async () => {
     await seed('analyzed', 20_000, true)
     for (const fastPath of [true, false]) {
       const { events, report } = await run(copySource(db.source, { table: 'analyzed', batchSize: 500 }), fastPath)
@@ -43,7 +49,9 @@ describe('progress events', () => {
 
   it('give no total for a table never analyzed (reltuples = -1) rather than a wrong one', async () => {
     await seed('never_analyzed', 5_000, false)
-    const [{ reltuples }] = (await db.sourceSql(`select reltuples::float8 as reltuples from pg_class where oid = 'never_analyzed'::regclass`)) as [{ reltuples: number }]
+    const [{ reltuples }] = (await db.sourceSql(`select reltuples::float8 as reltuples from pg_class where oid = 'never_analyzed'::regclass`)) as [
+      { reltuples: number },
+    ]
     expect(reltuples).toBe(-1)
     for (const from of [copySource(db.source, { table: 'never_analyzed' }), tableSource(db.source, { table: 'never_analyzed' })]) {
       const { events } = await run(from)
@@ -80,7 +88,7 @@ describe('progress events', () => {
     }
   })
 
-  it('sum a partitioned plan\'s pieces, and give none when a piece is read with a key filter', async () => {
+  it("sum a partitioned plan's pieces, and give none when a piece is read with a key filter", async () => {
     await db.sourceSql(`drop table if exists measures`)
     await db.sourceSql(`create table measures (id bigint, at date not null) partition by range (at)`)
     await db.sourceSql(`create table measures_1 partition of measures for values from ('2024-01-01') to ('2024-02-01') with (autovacuum_enabled = false)`)
@@ -95,7 +103,7 @@ describe('progress events', () => {
     expect(part.events.at(-1)?.final).toBe(true)
   })
 
-  it('name the real bronze table in the run report\'s sink step, not a placeholder', async () => {
+  it("name the real bronze table in the run report's sink step, not a placeholder", async () => {
     await seed('named', 10, true)
     const { report } = await run(copySource(db.source, { table: 'named' }))
     expect(report.steps.at(-1)).toMatchObject({ step: 'sink', name: 'postgres bronze.br_named (replace)' })

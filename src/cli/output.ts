@@ -35,7 +35,8 @@ export function createOutput(json: boolean, streams: OutputStreams = process): O
     if (json) line('log', { level, message, ...fields })
     else if (level === 'warn' || level === 'error') {
       clearBar()
-      stderr.write(`${level}: ${redact(message)}${fields.error ? `: ${redact(String(fields.error))}` : ''}\n`)
+      const detail = typeof fields.error === 'string' ? `: ${redact(fields.error)}` : ''
+      stderr.write(`${level}: ${redact(message)}${detail}\n`)
     }
   }
   return {
@@ -72,9 +73,7 @@ export function createOutput(json: boolean, streams: OutputStreams = process): O
 
 /** A JSON line with every string redacted and bigints as text. */
 export function jsonLine(value: unknown): string {
-  return JSON.stringify(value, (_key, field: unknown) =>
-    typeof field === 'string' ? redact(field) : typeof field === 'bigint' ? field.toString() : field,
-  )
+  return JSON.stringify(value, (_key, field: unknown) => (typeof field === 'string' ? redact(field) : typeof field === 'bigint' ? field.toString() : field))
 }
 
 /** What the JSON error line says: the class, its stable code, the step and context, never a password. */
@@ -125,7 +124,11 @@ export function renderProgress(progress: Progress, width: number): string {
   const seconds = progress.elapsedMs / 1000
   const rate = `${(seconds > 0 ? progress.bytes / 1e6 / seconds : 0).toFixed(1)} MB/s`
   const rows = `${number.format(progress.rows)}${progress.totalRows === undefined ? '' : ` / ${number.format(progress.totalRows)}`} rows`
-  const time = progress.final ? `done in ${clock(seconds)}` : progress.etaSeconds !== undefined ? `ETA ${clock(progress.etaSeconds)}` : `${clock(seconds)} elapsed`
+  const time = progress.final
+    ? `done in ${clock(seconds)}`
+    : progress.etaSeconds !== undefined
+      ? `ETA ${clock(progress.etaSeconds)}`
+      : `${clock(seconds)} elapsed`
   const text = `${rows}  ${number.format(progress.rowsPerSecond)} rows/s  ${rate}  ${time}`
   if (progress.percent === undefined) return text.slice(0, Math.max(0, width - 1))
   const percent = `${progress.percent.toFixed(1).padStart(5)}%`

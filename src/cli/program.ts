@@ -29,7 +29,7 @@ export async function runCli(argv: readonly string[], environment: CliEnvironmen
   /** The output mode is known once the options are parsed: `--json`, or stdout is not a terminal. */
   const outputFor = (options: { json?: boolean }) => (output = createOutput(options.json === true || !stdout.isTTY, { stdout, stderr }))
   const run =
-    <O,>(command: (options: O, output: Output) => Promise<ExitCode>) =>
+    <O>(command: (options: O, output: Output) => Promise<ExitCode>) =>
     async (options: O & { json?: boolean }) => {
       exitCode = await command(options, outputFor(options))
     }
@@ -52,7 +52,12 @@ export async function runCli(argv: readonly string[], environment: CliEnvironmen
     .requiredOption('--table <name>', 'source table')
     .option('--schema <name>', 'source schema', 'public')
     .option('--columns <list>', 'only these columns, comma-separated')
-    .addOption(new Option('--mode <mode>', 'what the run does with the bronze table: replace, append or merge (default: merge with --incremental, else replace)').choices(['replace', 'append', 'merge']))
+    .addOption(
+      new Option(
+        '--mode <mode>',
+        'what the run does with the bronze table: replace, append or merge (default: merge with --incremental, else replace)',
+      ).choices(['replace', 'append', 'merge']),
+    )
     .option('--incremental <column>', 'read only rows new or changed since the last run, by this cursor column (checkpoints in the warehouse)')
     .option('--lookback <interval>', 'with --incremental: bound the search for late rows, e.g. "10 minutes" (docs/incremental.md)')
     .addOption(new Option('--copy-format <format>', 'COPY format of the byte path').choices(['auto', 'binary', 'text']).default('auto'))

@@ -52,8 +52,10 @@ export async function checkpointsResetCommand(input: z.input<typeof resetFlagsSc
       )
     }
     const removed = await store.remove(filter)
-    output.result('reset', { store: store.name, schema: flags.schema, table: flags.table, pipeline: flags.pipeline ?? null, removed }, () =>
-      `deleted ${removed} checkpoint(s) of ${flags.schema}.${flags.table}${removed ? '; the next incremental run reads from the beginning' : ''}`,
+    output.result(
+      'reset',
+      { store: store.name, schema: flags.schema, table: flags.table, pipeline: flags.pipeline ?? null, removed },
+      () => `deleted ${removed} checkpoint(s) of ${flags.schema}.${flags.table}${removed ? '; the next incremental run reads from the beginning' : ''}`,
     )
     return EXIT.ok
   })
@@ -75,6 +77,10 @@ function describeCheckpoints(checkpoints: readonly StoredCheckpoint[]): string {
 /** Columns padded to their widest cell. */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((title, index) => Math.max(title.length, ...rows.map((row) => (row[index] ?? '').length)))
-  const line = (cells: readonly string[]) => cells.map((cell, index) => cell.padEnd(widths[index] ?? 0)).join('  ').trimEnd()
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, index) => cell.padEnd(widths[index] ?? 0))
+      .join('  ')
+      .trimEnd()
   return [line(header), ...rows.map(line)].join('\n')
 }

@@ -24,7 +24,11 @@ export const extractFlagsSchema = z.object({
   to: z.string().optional(),
   table: z.string().min(1),
   schema: z.string().min(1).default('public'),
-  columns: z.string().transform((list) => list.split(',').map((column) => column.trim())).pipe(z.array(z.string().min(1)).nonempty()).optional(),
+  columns: z
+    .string()
+    .transform((list) => list.split(',').map((column) => column.trim()))
+    .pipe(z.array(z.string().min(1)).nonempty())
+    .optional(),
   mode: z.enum(['replace', 'append', 'merge']).optional(),
   incremental: z.string().min(1).optional(),
   lookback: z.string().min(1).optional(),
@@ -120,7 +124,8 @@ export function describeReport(report: RunReport): string {
       `${report.path}${report.copyFormat ? ` ${report.copyFormat}` : ''})`,
   ]
   if (report.copyFormatReason) lines.push(`  text COPY because ${report.copyFormatReason}`)
-  if (report.checkpoint) lines.push(`  checkpoint ${report.checkpoint.previous ?? '(none)'} -> ${report.checkpoint.value ?? '(none)'} in ${report.checkpoint.store}`)
+  if (report.checkpoint)
+    lines.push(`  checkpoint ${report.checkpoint.previous ?? '(none)'} -> ${report.checkpoint.value ?? '(none)'} in ${report.checkpoint.store}`)
   for (const [counter, value] of Object.entries(report.counters)) lines.push(`  ${counter}: ${number.format(value)}`)
   lines.push(`  run ${report.runId}`)
   return lines.join('\n')

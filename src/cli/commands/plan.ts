@@ -14,7 +14,11 @@ export const planFlagsSchema = z.object({
   from: z.string().optional(),
   table: z.string().min(1),
   schema: z.string().min(1).default('public'),
-  columns: z.string().transform((list) => list.split(',').map((column) => column.trim())).pipe(z.array(z.string().min(1)).nonempty()).optional(),
+  columns: z
+    .string()
+    .transform((list) => list.split(',').map((column) => column.trim()))
+    .pipe(z.array(z.string().min(1)).nonempty())
+    .optional(),
   concurrency: count.default(2),
   pieces: count.optional(),
   keyFrom: z.string().optional(),

@@ -10,6 +10,12 @@ import { runOnce } from './pipeline/run-once.js'
 
 export type { Progress, RunReport, StepTiming } from './pipeline/report.js'
 
+/**
+ * A pipeline without transforms: the sink takes the source's rows, so `memorySink<Wrong>()` does not compile, and an
+ * inline `memorySink()` gets the source's row type.
+ */
+export type TypedPipeline<R> = Omit<ExtractOptions, 'from' | 'to'> & { readonly from: Source<R>; readonly to: Sink<NoInfer<R>> }
+
 export interface ExtractOptions {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly from: Source<any>
@@ -61,6 +67,10 @@ const flagsSchema = z.object({
  *   onProgress: (p) => console.log(p.rows, p.rowsPerSecond),
  * })
  */
+export function extract<R>(options: TypedPipeline<R>): Promise<RunReport>
+/** With transforms, which may reshape the rows, the sink's row type is not checked against the source's. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function extract(options: ExtractOptions & { readonly through: readonly Transform<any, any>[] }): Promise<RunReport>
 export async function extract(options: ExtractOptions): Promise<RunReport> {
   checkPipeline(options)
   const flags = parseOptions(flagsSchema, { fastPath: options.fastPath, copyFormat: options.copyFormat, runId: options.runId })

@@ -15,10 +15,13 @@ export interface MemorySink<R> extends Sink<R> {
 }
 
 /**
+ * `R` is the rows' type. Without transforms, `extract()` checks it against the source's rows, so a wrong
+ * `memorySink<T>()` does not compile, and an inline `to: memorySink()` takes the source's row type.
+ *
  * @example
- * const sink = memorySink()
- * await extract({ from: tableSource(source, { table: 'orders' }), to: sink })
- * console.log(sink.rows.length)
+ * const sink = memorySink<{ id: number; name: string }>()
+ * await extract({ from: querySource(source, db.selectFrom('customers').select(['id', 'name']), { name: 'customers' }), to: sink })
+ * console.log(sink.rows[0]?.name)
  */
 export function memorySink<R = Record<string, unknown>>(): MemorySink<R> {
   let rows: R[] = []

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
-import { commitRun, CoordinatorGoneError, QueueUnavailableError, runPiece, ScaleOutFailedError, startRun } from '../src/index.js'
+import { commitRun, connect, CoordinatorGoneError, QueueUnavailableError, runPiece, ScaleOutFailedError, startRun } from '../src/index.js'
 import { extractionWorker, scaleOut, type ScaleOutProgress } from '../src/bullmq.js'
 import { checksum } from './support/checksum.js'
 import { useDatabases } from './support/fixtures.js'
@@ -130,6 +130,32 @@ describe('scaleOut on BullMQ', () => {
     } finally {
       await worker.close()
     }
+  })
+
+  it('a piece that fails for good (its attempts spent) leaves nothing visible and no staging; the error names it', async () => {
+    await db.sourceSql(`create table doomed (id int, v text)`)
+    await db.sourceSql(`insert into doomed select g, md5(g::text) from generate_series(1, 200000) g`)
+    const queue = uniqueQueue('doomed')
+    queues.push(queue)
+    // This worker's source sessions time out on any real statement: its pieces fail on every attempt.
+    const slowSource = connect({ url: db.sourceUrl, settings: { statement_timeout: 1 } })
+    const worker = extractionWorker(slowSource, db.warehouse, { queue: queue.options })
+    try {
+      const error = await scaleOut(db.source, db.warehouse, {
+        tables: [{ table: 'doomed', pieces: 2 }],
+        queue: queue.options,
+        attempts: 2,
+        backoffMs: 10,
+      }).catch((caught: unknown) => caught)
+      expect(error).toBeInstanceOf(ScaleOutFailedError)
+      expect((error as Error).message).toMatch(/pieces failed for good .*statement timeout/)
+    } finally {
+      await worker.close()
+      await slowSource.close()
+    }
+    expect(await stagingSchemas()).toEqual([])
+    expect(await db.warehouseSql(`select to_regclass('bronze.br_doomed') as t`)).toEqual([{ t: null }])
+    expect(await db.warehouseSql(`select status from bronze.scale_out_runs where 'public.doomed' = any(tables)`)).toEqual([{ status: 'failed' }])
   })
 
   it('fails with QueueUnavailableError when Redis cannot be reached, having written nothing', async () => {

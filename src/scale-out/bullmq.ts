@@ -2,7 +2,7 @@ import { FlowProducer, Queue, QueueEvents, UnrecoverableError, Worker, type Conn
 import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
-import { AbortedError, ConfigError, CoordinatorGoneError, DatakitError, QueueUnavailableError, ScaleOutFailedError } from '../errors.js'
+import { AbortedError, CoordinatorGoneError, DatakitError, QueueUnavailableError, ScaleOutFailedError } from '../errors.js'
 import { commitRun, type CommitResult } from './commit.js'
 import { runOptionsSchema, startRun, type RunOptions } from './coordinator.js'
 import { runPiece, type PieceProgress, type PieceResult } from './piece.js'
@@ -317,9 +317,12 @@ export function extractionWorker(source: Connection, warehouse: Connection, opti
     try {
       return await commitRun(plan, { warehouse })
     } catch (error) {
+      // A refusal that cannot pass (coordinator gone, a piece missing, drift, no merge key) ends the run now; anything
+      // else is tried again in a new transaction, and the last failure ends it.
+      const hopeless = error instanceof DatakitError && !error.retryable && !isTransient(error)
       const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1)
-      if (error instanceof CoordinatorGoneError || error instanceof ScaleOutFailedError || error instanceof ConfigError) throw new UnrecoverableError(error.message)
-      if (last) await abandonRun(warehouse, plan, 'failed', (error as Error).message).catch(() => undefined)
+      if (hopeless || last) await abandonRun(warehouse, plan, 'failed', (error as Error).message).catch(() => undefined)
+      if (hopeless) throw new UnrecoverableError((error as Error).message)
       throw error
     }
   }

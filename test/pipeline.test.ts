@@ -73,7 +73,7 @@ describe('extract()', () => {
       from: tableSource(db.source, { table: 'orders', batchSize: 1000 }),
       through: [bronzeMetadata()],
       to: postgresSink(db.warehouse),
-      onProgress: (event) => progress.push(event.rows),
+      onProgress: (event) => progress.push(event.final ? -event.rows : event.rows),
     })
     expect(report).toMatchObject({ rows: 5000, target: 'bronze.br_orders', source: 'table public.orders' })
     expect(report.bytes).toBeGreaterThan(5000 * 20)
@@ -82,7 +82,8 @@ describe('extract()', () => {
       ['transform', 5000],
       ['sink', 5000],
     ])
-    expect(progress).toEqual([1000, 2000, 3000, 4000, 5000])
+    // One event per batch, then the final one (negated here) after the commit.
+    expect(progress).toEqual([1000, 2000, 3000, 4000, 5000, -5000])
     const [metadata] = await db.warehouseSql(
       `select count(distinct _bronze_loaded_at)::int as stamps, min(_bronze_source) as source, min(_bronze_schema) as schema,
               min(_bronze_table) as "table", min(_bronze_extraction_type) as type from bronze.br_orders`,

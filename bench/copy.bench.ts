@@ -20,6 +20,8 @@
  *                parts and whole at commit (--cdc-huge-streaming on,off): its peak RSS against <= 300 MB (bench/cdc.ts)
  *   (k), (l)     duckdbSink and parquetSink, each against its limit (k2), (l2): psql COPY csv into a file, then DuckDB
  *                read_csv of it into a table or to Parquet (bench/file-sinks.ts, bench/file-sinks-case.mjs)
+ *   scale-out    only when asked (needs Redis): parallelSource x1/2/4 in one process against scaleOut with 1/2/4 worker
+ *                processes on the same table, target <= 1.15x (bench/scale-out.ts)
  * Each run is a fresh process running dist/ (so peak RSS is the run's own); a warm-up round, then --runs rounds in which
  * the cases take turns (so a ratio compares cases under the same background load); medians per case.
  * Uses $BENCH_DATABASE_URL when set (the data table is kept there and reused), else a throwaway cluster.
@@ -31,6 +33,7 @@ import { promisify } from 'node:util'
 import pg from 'pg'
 import { startTestPostgres, type ThrowawayPostgres } from '../src/testing/index.js'
 import { cdcLargeTxReport, cdcReport, runCdcBench, runCdcLargeTxBench, type CdcBenchResult, type CdcLargeTxResult } from './cdc.js'
+import { runScaleOutBench, scaleOutReport } from './scale-out.js'
 import { FILE_SINK_CASES, FILE_SINK_LIMIT_OF, fileSinkVerdicts } from './file-sinks.js'
 
 const execFile = promisify(execFileCallback)
@@ -100,7 +103,8 @@ const requested = (
 ).split(',')
 const withCdc = requested.includes('cdc')
 const withCdcLargeTx = requested.includes('cdc-large-tx')
-const cases = requested.filter((name) => name !== 'cdc' && name !== 'cdc-large-tx') as CaseName[]
+const withScaleOut = requested.includes('scale-out')
+const cases = requested.filter((name) => name !== 'cdc' && name !== 'cdc-large-tx' && name !== 'scale-out') as CaseName[]
 const cdcTransactions = Number(argument('cdc-transactions') ?? 300_000)
 const [cdcLargeTransactions, cdcLargeSize] = (argument('cdc-large') ?? '3x100000').split('x').map(Number) as [number, number]
 const cdcShapeChanges = Number(argument('cdc-shape-changes') ?? 20_000)
@@ -220,7 +224,9 @@ async function main() {
       })
     }
     const cdcLargeTx: CdcLargeTxResult | undefined = withCdcLargeTx ? await runCdcLargeTxBench(url, { changes: cdcHuge, streaming: cdcHugeStreaming }) : undefined
-    const { bytes } = cases.length ? await generate(url) : { bytes: 0 }
+    const { bytes } = cases.length || withScaleOut ? await generate(url) : { bytes: 0 }
+    // Not in the default list: it needs Redis at 127.0.0.1:6379 (bench/scale-out.ts).
+    const scaleOut = withScaleOut ? await runScaleOutBench(url, { table, runs, workers: [1, 2, 4], pieces: 8 }) : undefined
     if (cases.length) console.error(`table ${table}: ${(bytes / 1e6).toFixed(0)} MB on disk; ${runs} runs per case after a warm-up round; the cases take turns in each round`)
     const results: Record<
       string,
@@ -362,6 +368,10 @@ async function main() {
     if (cdcLargeTx) {
       lines.push(...cdcLargeTxReport(cdcLargeTx))
       summary.cdcLargeTx = cdcLargeTx
+    }
+    if (scaleOut) {
+      lines.push(scaleOutReport(scaleOut))
+      summary.scaleOut = scaleOut
     }
     console.log(lines.join('\n'))
     if (json !== undefined) {

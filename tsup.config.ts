@@ -14,5 +14,5 @@ export default defineConfig({
   clean: true,
   target: 'node20',
   treeshake: true,
-  external: ['pg', 'kysely', 'pg-cursor', 'pg-copy-streams', 'zod', '@testcontainers/postgresql', '@duckdb/node-api', 'bullmq', 'ioredis'],
+  external: ['pg', 'kysely', 'pg-cursor', 'pg-copy-streams', 'pg-connection-string', 'zod', '@testcontainers/postgresql', '@duckdb/node-api', 'bullmq', 'ioredis'],
 })

@@ -41,7 +41,24 @@ describe('connection URLs', () => {
     expect(parseConnectionUrl('postgres://u@[::1]:5433/db').host).toBe('::1')
   })
 
+  // Each of these is a case pg-connection-string (which reads the rest) gets wrong for libpq: see src/connection/url.ts.
+  it('decodes every percent-escape in the database name and takes dbname= as the database, as libpq does', () => {
+    expect(parseConnectionUrl('postgres://u@h/sales%3Feu%40prod%2Fq1').database).toBe('sales?eu@prod/q1')
+    expect(parseConnectionUrl('postgres://u@h/first?dbname=second').database).toBe('second')
+  })
+
+  it('decodes escapes in a password that also holds a space', () => {
+    expect(parseConnectionUrl('postgres://u:a%4Ab c@h/db').password).toBe('aJb c')
+  })
+
+  it('keeps sslmode=require as libpq means it (TLS without verification), not as pg reads it (verify-full)', () => {
+    expect(parseConnectionUrl('postgres://u@h/db?sslmode=require').sslMode).toBe('require')
+    expect(tlsOptionsFor({ mode: 'require' })).toEqual({ rejectUnauthorized: false })
+  })
+
   it.each([
+    ['postgres://u:p%zz@h/db', 'url'],
+    ['postgres://u@h/db%E0%A4', 'url.database'],
     ['not a url', 'url'],
     ['mysql://u@h/db', 'url'],
     ['postgres://u@h:99999/db', 'url'],

@@ -1,3 +1,4 @@
+import { parse } from 'pg-connection-string'
 import { ConfigError } from '../errors.js'
 import { SSL_MODES, type SslMode } from './options.js'
 
@@ -33,49 +34,71 @@ const KNOWN_PARAMETERS = new Set([
 /**
  * Parses `postgres://` and `postgresql://` URLs the way libpq does for the parameters it lists
  * (https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING-URIS).
- * pg's own URL parsing is not used: it treats `sslmode=require` as verify-full.
+ *
+ * The authority (user, password, host, port, a socket directory as the host, IPv6 in brackets, an empty host) is
+ * read by pg-connection-string, as pg reads it. Kept here, each because pg-connection-string gets it wrong for libpq
+ * (test/connection-options.test.ts shows each case):
+ * - the query parameters: only libpq's, strictly (a typo must not silently turn off TLS), and `sslmode` with libpq's
+ *   meaning (pg reads `sslmode=require` as verify-full, and reads certificate files while parsing);
+ *   `dbname` names the database (pg-connection-string ignores it);
+ * - the database: every percent-escape decoded (pg-connection-string uses decodeURI, which leaves `%3F`, `%40`,
+ *   `%2F`... encoded), and a "/" in it refused;
+ * - a "%" not followed by two hex digits is refused (pg-connection-string keeps it as text and then, once the URL
+ *   also holds a space, leaves escapes such as `%4A` undecoded).
  * Errors never echo the URL, which may hold a password.
  */
 export function parseConnectionUrl(url: string, field = 'url'): UrlFields {
-  let parsed: URL
+  if (!/^postgres(?:ql)?:\/\//i.test(url)) {
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]
+    throw new ConfigError(
+      field,
+      scheme ? `has scheme "${scheme}:"; expected postgresql:// or postgres://` : 'is not a valid URL; expected postgresql://user:password@host:port/database',
+    )
+  }
   // An unescaped "/", "?", "#" or "&" in the password ends the authority early: the rest of the password would then be
   // read as a path, query parameters or a fragment, and echoed in errors. Refuse such a URL without quoting any of it.
   // (An "@" later in a parameter's value is fine: then the authority is a host with, at most, a numeric port.)
-  const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(url)?.[1]
-  const cut = authority !== undefined && !authority.includes('@') && /:(?![0-9]*$)[^\]]*$/.test(authority)
+  const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(url)?.[1] ?? ''
+  const cut = !authority.includes('@') && /:(?![0-9]*$)[^\]]*$/.test(authority)
   if (cut && url.slice(url.indexOf('//') + 2 + authority.length).includes('@')) {
     throw new ConfigError(
       field,
       'has an "@" after the host part: the user or password holds a "/", "?", "#" or "&" that is not percent-encoded; encode it (encodeURIComponent) or pass the password as an option',
     )
   }
-  // libpq allows an empty host after credentials (`postgresql://user@/db?host=/socket`); WHATWG URL does not.
-  const emptyHost = /^postgres(?:ql)?:\/\/[^/?#]*@(?=[/?#]|$)/i.test(url)
+  if (/%(?![0-9a-f]{2})/i.test(url)) {
+    throw new ConfigError(field, 'has a malformed percent-escape (a "%" not followed by two hex digits); write a literal "%" as %25')
+  }
+  const withoutFragment = url.replace(/#.*$/s, '')
+  const queryAt = withoutFragment.indexOf('?')
+  const base = queryAt === -1 ? withoutFragment : withoutFragment.slice(0, queryAt)
+  const query = queryAt === -1 ? '' : withoutFragment.slice(queryAt + 1)
+
+  const path = base.slice(base.indexOf('//') + 2 + authority.length)
+  let parsed: ReturnType<typeof parse>
   try {
-    parsed = new URL(emptyHost ? url.replace(/@(?=[/?#]|$)/, '@localhost') : url)
+    // Only the authority goes to pg-connection-string (the parameters and the path are read below); spaces are
+    // escaped first, as it would otherwise re-encode the whole URL.
+    parsed = parse(`${base.slice(0, base.length - path.length).replace(/ /g, '%20')}/`)
   } catch {
     throw new ConfigError(field, 'is not a valid URL; expected postgresql://user:password@host:port/database')
   }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new ConfigError(field, `has scheme "${parsed.protocol}"; expected postgresql:// or postgres://`)
-  }
   const fields: UrlFields = {}
-  const decode = (value: string, part: string): string => {
+  if (parsed.host) fields.host = parsed.host
+  if (parsed.port) fields.port = parsePort(parsed.port, `${field}.port`)
+  if (parsed.user) fields.user = parsed.user
+  if (parsed.password) fields.password = parsed.password
+  const database = path.replace(/^\//, '')
+  if (database.includes('/')) throw new ConfigError(`${field}.database`, 'must not contain "/"')
+  if (database) {
     try {
-      return decodeURIComponent(value)
+      fields.database = decodeURIComponent(database)
     } catch {
-      throw new ConfigError(`${field}.${part}`, 'has a malformed percent-escape')
+      throw new ConfigError(`${field}.database`, 'has a percent-escape that is not UTF-8')
     }
   }
-  if (parsed.hostname && !emptyHost) fields.host = decode(parsed.hostname.replace(/^\[(.*)\]$/, '$1'), 'host')
-  if (parsed.port) fields.port = parsePort(parsed.port, `${field}.port`)
-  if (parsed.username) fields.user = decode(parsed.username, 'user')
-  if (parsed.password) fields.password = decode(parsed.password, 'password')
-  const database = parsed.pathname.replace(/^\//, '')
-  if (database.includes('/')) throw new ConfigError(`${field}.database`, 'must not contain "/"')
-  if (database) fields.database = decode(database, 'database')
 
-  for (const [name, value] of parsed.searchParams) {
+  for (const [name, value] of new URLSearchParams(query)) {
     if (!KNOWN_PARAMETERS.has(name)) {
       if (/[@:]/.test(name)) throw new ConfigError(field, 'has a malformed query part (is a character of the password not percent-encoded?)')
       throw new ConfigError(

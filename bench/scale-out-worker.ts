@@ -13,7 +13,7 @@ const worker = extractionWorker(source, warehouse, { queue: { name, prefix, conn
 await worker.worker.waitUntilReady()
 process.stdout.write('ready\n')
 // The bench runs cases with fewer workers than it started: it pauses the others between runs.
-process.stdin.setEncoding('utf8').on('data', async (data: string) => {
+async function obey(data: string): Promise<void> {
   for (const line of data.split('\n')) {
     if (line === 'pause') {
       await worker.worker.pause()
@@ -23,10 +23,12 @@ process.stdin.setEncoding('utf8').on('data', async (data: string) => {
       process.stdout.write('resumed\n')
     }
   }
-})
-process.on('SIGTERM', async () => {
+}
+process.stdin.setEncoding('utf8').on('data', (data: string) => void obey(data))
+async function stop(): Promise<void> {
   await worker.close()
   await source.close()
   await warehouse.close()
   process.exit(0)
-})
+}
+process.on('SIGTERM', () => void stop())

@@ -98,7 +98,9 @@ export async function runScaleOutBench(url: string, options: ScaleOutBenchOption
 }
 
 export function scaleOutReport(result: ScaleOutBenchResult): string {
-  const lines = [`scale-out (${result.rows.toLocaleString('en')} rows, ${cpus().length} cores; load average before ${fmtLoad(result.loadBefore)}, after ${fmtLoad(result.loadAfter)})`]
+  const lines = [
+    `scale-out (${result.rows.toLocaleString('en')} rows, ${cpus().length} cores; load average before ${fmtLoad(result.loadBefore)}, after ${fmtLoad(result.loadAfter)})`,
+  ]
   for (const [name, ms] of Object.entries(result.medianMs)) {
     lines.push(`  ${name.padEnd(20)} ${(ms / 1000).toFixed(2).padStart(7)} s  ${result.rowsPerSecond[name]?.toLocaleString('en').padStart(10)} rows/s`)
   }
@@ -135,9 +137,9 @@ async function signalWorker(worker: ChildProcess, active: boolean): Promise<void
 function startWorker(url: string, name: string, prefix: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', WORKER, url, name, prefix], { stdio: ['pipe', 'pipe', 'inherit'] })
   return new Promise((resolve, reject) => {
-    child.stdout!.on('data', function onData(data: Buffer) {
+    child.stdout.on('data', function onData(data: Buffer) {
       if (data.toString().includes('ready')) {
-        child.stdout!.off('data', onData)
+        child.stdout.off('data', onData)
         resolve(child)
       }
     })

@@ -19,7 +19,9 @@ async function stagingSchemas(): Promise<string[]> {
 describe('runPiece, without a job engine', () => {
   it('runs a plan piece by piece; a piece run again, or twice at once, is written once', async () => {
     await db.sourceSql(`create table events (id bigint primary key, kind text, payload jsonb, at timestamptz)`)
-    await db.sourceSql(`insert into events select g, 'k' || (g % 7), jsonb_build_object('g', g), '2026-01-01'::timestamptz + g * interval '1 second' from generate_series(1, 20000) g`)
+    await db.sourceSql(
+      `insert into events select g, 'k' || (g % 7), jsonb_build_object('g', g), '2026-01-01'::timestamptz + g * interval '1 second' from generate_series(1, 20000) g`,
+    )
     const run = await startRun(db.source, db.warehouse, { tables: [{ table: 'events', pieces: 4 }] })
     const { plan } = run
     try {
@@ -71,7 +73,10 @@ describe('runPiece, without a job engine', () => {
     await expect(commitRun(gone.plan, { warehouse: db.warehouse })).rejects.toBeInstanceOf(CoordinatorGoneError)
     expect(await stagingSchemas()).toEqual([])
     expect(await db.warehouseSql(`select to_regclass('bronze.br_small') as t`)).toEqual([{ t: null }])
-    const statuses = await db.warehouseSql(`select status from bronze.scale_out_runs where run_id in ($1, $2) order by status`, [run.plan.runId, gone.plan.runId])
+    const statuses = await db.warehouseSql(`select status from bronze.scale_out_runs where run_id in ($1, $2) order by status`, [
+      run.plan.runId,
+      gone.plan.runId,
+    ])
     expect(statuses.map((row) => row.status)).toEqual(['abandoned', 'failed'])
   })
 })
@@ -123,7 +128,9 @@ describe('scaleOut on BullMQ', () => {
       expect(await stagingSchemas()).toEqual([])
       await db.warehouseSql(`create unique index on bronze.br_customers (id)`)
       await scaleOut(db.source, db.warehouse, { tables: [{ table: 'customers', pieces: 2 }], to: { mode: 'merge' }, queue: queue.options })
-      expect(await checksum(db.warehouseDatabase, 'bronze.br_customers', ['id', 'name'])).toEqual(await checksum(db.sourceDatabase, 'customers', ['id', 'name']))
+      expect(await checksum(db.warehouseDatabase, 'bronze.br_customers', ['id', 'name'])).toEqual(
+        await checksum(db.sourceDatabase, 'customers', ['id', 'name']),
+      )
       await scaleOut(db.source, db.warehouse, { tables: [{ table: 'notes', pieces: 2 }], to: { mode: 'append' }, queue: queue.options })
       expect(await db.warehouseSql(`select count(*)::int as n, count(distinct id)::int as ids from bronze.br_notes`)).toEqual([{ n: 4000, ids: 2000 }])
       expect(await stagingSchemas()).toEqual([])

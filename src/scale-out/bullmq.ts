@@ -145,7 +145,11 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
       if (error instanceof AbortedError) throw error
       // The parent job failed: a piece failed for good, or the commit did. Its message says which.
       const message = error instanceof Error ? error.message : String(error)
-      throw new ScaleOutFailedError(`run ${plan.runId} failed, nothing became visible: ${message}`, { step: 'pipeline', context: { run: plan.runId }, cause: error })
+      throw new ScaleOutFailedError(`run ${plan.runId} failed, nothing became visible: ${message}`, {
+        step: 'pipeline',
+        context: { run: plan.runId },
+        cause: error,
+      })
     } finally {
       progress.stop()
     }
@@ -342,7 +346,14 @@ export function extractionWorker(source: Connection, warehouse: Connection, opti
 
 /** Errors worth another attempt although they do not say "nothing was committed" in general: a piece's is always rolled back. */
 function isTransient(error: DatakitError): boolean {
-  return ['CONNECTION_LOST', 'CONNECTION_FAILED', 'POOL_ACQUIRE_TIMEOUT', 'SERIALIZATION_FAILURE', 'STATEMENT_TIMEOUT', 'LOCK_TIMEOUT', 'SINK_WRITE_FAILED', 'SOURCE_QUERY_FAILED'].includes(
-    error.code,
-  )
+  return [
+    'CONNECTION_LOST',
+    'CONNECTION_FAILED',
+    'POOL_ACQUIRE_TIMEOUT',
+    'SERIALIZATION_FAILURE',
+    'STATEMENT_TIMEOUT',
+    'LOCK_TIMEOUT',
+    'SINK_WRITE_FAILED',
+    'SOURCE_QUERY_FAILED',
+  ].includes(error.code)
 }

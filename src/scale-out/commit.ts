@@ -45,10 +45,13 @@ export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connec
       )
       const summary = done[0] as { pieces: number; rows: string; bytes: string }
       if (summary.pieces !== plan.pieces.length) {
-        refusal = new ScaleOutFailedError(`run ${plan.runId} has ${summary.pieces} of its ${plan.pieces.length} pieces: nothing became visible; start it again`, {
-          step: 'sink',
-          context,
-        })
+        refusal = new ScaleOutFailedError(
+          `run ${plan.runId} has ${summary.pieces} of its ${plan.pieces.length} pieces: nothing became visible; start it again`,
+          {
+            step: 'sink',
+            context,
+          },
+        )
         await client.query('rollback')
         return undefined
       }
@@ -68,8 +71,9 @@ export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connec
     }
   })
   if (!result) {
-    await abandonRun(warehouse, plan, refusal instanceof CoordinatorGoneError ? 'abandoned' : 'failed', (refusal as Error).message)
-    throw refusal
+    const error = refusal ?? new ScaleOutFailedError(`run ${plan.runId} was refused`, { step: 'sink', context })
+    await abandonRun(warehouse, plan, error instanceof CoordinatorGoneError ? 'abandoned' : 'failed', error.message)
+    throw error
   }
   // After the commit: a failure here leaves an empty staging schema that the next coordinator sweeps.
   await warehouse.query(`drop schema if exists ${quoteIdent(plan.staging)} cascade`).catch(() => undefined)

@@ -150,7 +150,11 @@ async function planTables(source: Connection, options: z.output<typeof runOption
     }
     const common = { schema: wanted.schema, table: wanted.table, ...(wanted.columns ? { columns: wanted.columns } : {}) }
     const planned = partitioned
-      ? partitionedSource(source, { ...common, ...(wanted.from !== undefined ? { from: wanted.from } : {}), ...(wanted.to !== undefined ? { to: wanted.to } : {}) })
+      ? partitionedSource(source, {
+          ...common,
+          ...(wanted.from !== undefined ? { from: wanted.from } : {}),
+          ...(wanted.to !== undefined ? { to: wanted.to } : {}),
+        })
       : parallelSource(source, { ...common, pieces: wanted.pieces })
     const plan = await planned.plan()
     const shape = await planned.shape()

@@ -90,16 +90,20 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
       let rows = 0
       let bytes = 0
       let reported = Date.now()
-      let pending: Promise<void> | void = undefined
+      // One progress report in flight at a time, never awaited by the copy; a report that fails is only a lost report.
+      let reporting = false
+      let lastReport: Promise<void> = Promise.resolve()
       async function* counted(): AsyncGenerator<Buffer> {
         for await (const chunk of copyOutOn(source.client, statement, context, signal)) {
           rows += countLines(chunk)
           bytes += chunk.length
           const now = Date.now()
-          // Progress is reported without waiting for it, one report in flight at a time.
-          if (options.onProgress && now - reported >= interval && !pending) {
+          if (options.onProgress && now - reported >= interval && !reporting) {
             reported = now
-            pending = Promise.resolve(options.onProgress({ pieceId, rows, bytes })).finally(() => (pending = undefined))
+            reporting = true
+            lastReport = Promise.resolve(options.onProgress({ pieceId, rows, bytes }))
+              .catch(() => undefined)
+              .finally(() => (reporting = false))
           }
           yield chunk
         }
@@ -111,7 +115,7 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
       await warehouse.query(`update ${pieces} set rows = $2, bytes = $3, finished_at = clock_timestamp() where piece = $1`, [pieceId, rows, bytes])
       abort.stop()
       await warehouse.query('commit')
-      await pending
+      await lastReport
       await options.onProgress?.({ pieceId, rows, bytes, done: true })
       return { pieceId, rows, bytes, done: true, alreadyDone: false }
     } catch (error) {

@@ -29,7 +29,7 @@ export function runsTable(plan: Pick<ScaleOutPlan, 'sink'>): string {
 
 export async function ensureRunsTable(client: pg.ClientBase, schema: string): Promise<void> {
   await ensureSchema(client, schema)
-  const found = await client.query('select to_regclass($1) is not null as found', [qualifiedName(schema, 'scale_out_runs')])
+  const found = await client.query<{ found: boolean }>('select to_regclass($1) is not null as found', [qualifiedName(schema, 'scale_out_runs')])
   if (found.rows[0]?.found) return
   await lockForDdl(client, schema, 'scale_out_runs')
   await client.query(
@@ -41,9 +41,7 @@ export async function ensureRunsTable(client: pg.ClientBase, schema: string): Pr
 
 /** True when nobody holds the coordinator's lock: the coordinator is gone. Takes it only for the transaction asked in. */
 export async function coordinatorGone(client: pg.ClientBase, staging: string): Promise<boolean> {
-  const { rows } = await client.query<{ free: boolean }>('select pg_try_advisory_xact_lock(hashtextextended($1, 0)) as free', [
-    coordinatorLockKey(staging),
-  ])
+  const { rows } = await client.query<{ free: boolean }>('select pg_try_advisory_xact_lock(hashtextextended($1, 0)) as free', [coordinatorLockKey(staging)])
   return rows[0]?.free === true
 }
 
@@ -60,10 +58,11 @@ export async function abandonRun(
   await warehouse.withClient(async (client) => {
     // A piece still writing holds its staging table; the drop waits for its commit, then nothing of it is left.
     await client.query(`drop schema if exists ${quoteIdent(plan.staging)} cascade`)
-    await client.query(
-      `update ${runsTable(plan)} set status = $2, error = $3, finished_at = clock_timestamp() where run_id = $1 and status = 'running'`,
-      [plan.runId, status, reason],
-    )
+    await client.query(`update ${runsTable(plan)} set status = $2, error = $3, finished_at = clock_timestamp() where run_id = $1 and status = 'running'`, [
+      plan.runId,
+      status,
+      reason,
+    ])
   })
 }
 

@@ -19,7 +19,7 @@ export function startChild(script: string, args: readonly string[], env: Record<
   const listeners: ((line: string) => void)[] = []
   let partial = ''
   let stderr = ''
-  child.stdout!.on('data', (data: Buffer) => {
+  child.stdout.on('data', (data: Buffer) => {
     const parts = (partial + data.toString()).split('\n')
     partial = parts.pop() ?? ''
     for (const line of parts) {
@@ -27,10 +27,8 @@ export function startChild(script: string, args: readonly string[], env: Record<
       for (const listener of listeners) listener(line)
     }
   })
-  child.stderr!.on('data', (data: Buffer) => (stderr += data.toString()))
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  )
+  child.stderr.on('data', (data: Buffer) => (stderr += data.toString()))
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
   return {
     process: child,
     lines,

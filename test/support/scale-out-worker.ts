@@ -28,9 +28,10 @@ worker.worker.on('completed', (job) => process.stdout.write(`completed ${pieceOf
 worker.worker.on('failed', (job, error) => process.stdout.write(`failed ${job ? pieceOf(job) : '?'} ${error.message.replaceAll('\n', ' ')}\n`))
 await worker.worker.waitUntilReady()
 process.stdout.write('ready\n')
-process.on('SIGTERM', async () => {
+async function stop(): Promise<void> {
   await worker.close()
   await source.close()
   await warehouse.close()
   process.exit(0)
-})
+}
+process.on('SIGTERM', () => void stop())

@@ -287,8 +287,8 @@ export async function runCdcBench(url: string, options: CdcBenchOptions): Promis
         })
         let out = ''
         let err = ''
-        child.stdout.on('data', (chunk: Buffer) => (out += chunk))
-        child.stderr.on('data', (chunk: Buffer) => (err += chunk))
+        child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()))
+        child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()))
         child.on('error', reject)
         child.on('exit', (exitCode) => resolve({ stdout: out, stderr: err, code: exitCode }))
       })

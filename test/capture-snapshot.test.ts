@@ -41,6 +41,8 @@ function startWriter(table: string, firstNewId: number): { stop: () => Promise<n
       await client.end()
     }
   })()
+  // stop() awaits it and rethrows its failure; until then a failed insert must not be an unhandled rejection.
+  done.catch(() => undefined)
   return {
     stop: async () => {
       running = false
@@ -68,7 +70,11 @@ async function snapshotAndCapture(slot: string, publication: string, table: stri
     onSnapshot: (report) => {
       snapshot = report
       // Writes go on for a while after the snapshot, then stop.
-      setTimeout(() => (writerStopped = writer.stop()), 500)
+      setTimeout(() => {
+        writerStopped = writer.stop()
+        // Awaited in `finally` below, which reports its failure; until then it must not count as unhandled.
+        writerStopped.catch(() => undefined)
+      }, 500)
     },
     onBatch: () => {
       clearTimeout(quiet)

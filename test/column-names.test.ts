@@ -227,7 +227,9 @@ describe('row building and COPY text with untrusted names (unit)', () => {
     expect(Object.keys(row)).toEqual(['__proto__', 'constructor', 'toString'])
     expect(Object.getOwnPropertyDescriptor(row, '__proto__')?.value).toBe(5)
     expect(Object.getOwnPropertyDescriptor(row, 'constructor')?.value).toBe(null)
-    expect((row as Record<string, unknown>).hasOwnProperty).toBeUndefined()
+    // Read by a name only known as a string: `row.hasOwnProperty` would be typed as Object's method.
+    const inherited: string = 'hasOwnProperty'
+    expect(row[inherited]).toBeUndefined()
     const nulls = rowBuilder(columns)([null, null, null])
     expect(Object.getOwnPropertyDescriptor(nulls, '__proto__')?.value).toBe(null)
   })

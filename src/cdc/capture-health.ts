@@ -25,7 +25,7 @@ export interface HealthOptions {
   readonly intervalMs: number
   /** Above this much retained WAL a warning is logged each time health is read. */
   readonly maxRetainedWalBytes: number
-  readonly onHealth?: ((health: CaptureHealth) => void) | undefined
+  readonly onHealth?: ((health: CaptureHealth) => unknown) | undefined
 }
 
 /**
@@ -51,14 +51,14 @@ export function watchHealth(source: Connection, options: HealthOptions, progress
         lastCommitTime: landed.lastCommitTime,
         secondsSinceLastBatch: landed.lastBatchAt === null ? null : (Date.now() - landed.lastBatchAt) / 1000,
       }
-      options.onHealth?.(health)
+      await options.onHealth?.(health)
       if (health.walStatus === 'unreserved') {
         options.logger.warn({ ...health }, 'the slot is about to be invalidated (wal_status = unreserved): the source will remove WAL it still needs unless the capture catches up')
       } else if (health.retainedWalBytes > options.maxRetainedWalBytes) {
         options.logger.warn({ ...health }, `the source keeps ${Math.round(health.retainedWalBytes / 2 ** 20)} MB of WAL for the slot (more than maxRetainedWalBytes)`)
       }
     } catch (error) {
-      options.logger.warn({ slot: options.slot, error: error instanceof Error ? error.message : String(error) }, 'could not read the slot’s health')
+      options.logger.warn({ slot: options.slot, error: error instanceof Error ? error.message : String(error) }, 'could not read or report the slot’s health')
     } finally {
       reading = false
     }

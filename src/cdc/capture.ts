@@ -54,18 +54,27 @@ export interface CaptureOptions {
   readonly newTables?: 'snapshot' | 'error'
   /** Where the capture says what it does (snapshots, lag warnings); pino and console fit. Default: silent. */
   readonly logger?: Logger
-  /** The slot's standing (retained WAL, lag in bytes, last commit), every `healthIntervalMs` while the capture runs. */
-  readonly onHealth?: (health: CaptureHealth) => void
+  /**
+   * The slot's standing (retained WAL, lag in bytes, last commit), every `healthIntervalMs` while the capture runs.
+   * A promise it returns is awaited before the next reading; its failure is logged as a warning, like a failed reading.
+   */
+  readonly onHealth?: (health: CaptureHealth) => unknown
   /** Default 30,000 ms. */
   readonly healthIntervalMs?: number
   /** Retained WAL above which each health reading logs a warning. Default 1 GiB. */
   readonly maxRetainedWalBytes?: number
   /** How often an idle capture moves the slot to the server's position; see `cdcSource`. Default 10,000 ms. */
   readonly idlePositionMs?: number
-  /** After the initial snapshot is in the warehouse. */
-  readonly onSnapshot?: (snapshot: InitialSnapshotReport) => void
-  /** After each batch is durable in the warehouse (and acknowledged to the server). */
-  readonly onBatch?: (batch: { transactions: number; changes: number; lastCommitEndLsn: string }) => void
+  /**
+   * After the initial snapshot is in the warehouse. A promise it returns is awaited before changes stream; if it
+   * rejects, the capture stops with that error, as when it throws.
+   */
+  readonly onSnapshot?: (snapshot: InitialSnapshotReport) => unknown
+  /**
+   * After each batch is durable in the warehouse (and acknowledged to the server). A promise it returns is awaited
+   * before the next batch is written; if it rejects, the capture stops with that error, as when it throws.
+   */
+  readonly onBatch?: (batch: { transactions: number; changes: number; lastCommitEndLsn: string }) => unknown
 }
 
 export interface CaptureReport {
@@ -116,7 +125,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
       bronzeTables: options.apply ?? false,
       signal: options.signal,
     })
-    if (start.snapshot) options.onSnapshot?.(start.snapshot)
+    if (start.snapshot) await options.onSnapshot?.(start.snapshot)
     const startAfter = start.startAfter
     // Only a capture that began with a snapshot promises complete bronze tables, and so snapshots tables that join.
     const watch = start.completeBronze
@@ -207,7 +216,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
         lastCommitTime = timestampText(newest.commitTime)
         lastBatchAt = Date.now()
       }
-      options.onBatch?.({ transactions: batch.transactions.length, changes: batch.changes, lastCommitEndLsn: batch.lastCommitEndLsn })
+      await options.onBatch?.({ transactions: batch.transactions.length, changes: batch.changes, lastCommitEndLsn: batch.lastCommitEndLsn })
     }
 
     for await (const batch of changes) {

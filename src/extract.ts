@@ -24,7 +24,11 @@ export interface ExtractOptions {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly to: Sink<any>
   readonly signal?: AbortSignal
-  readonly onProgress?: (progress: Progress) => void
+  /**
+   * Called with each progress event. May be async: rows do not wait for it, except for the final event, which the run
+   * awaits; a throw or a rejection fails the run (at the next event).
+   */
+  readonly onProgress?: (progress: Progress) => unknown
   /** Identifies the run in reports, errors, logs and metadata; a random UUID when absent. */
   readonly runId?: string
   /**
@@ -69,7 +73,7 @@ const flagsSchema = z.object({
  */
 export function extract<R>(options: TypedPipeline<R>): Promise<RunReport>
 /** With transforms, which may reshape the rows, the sink's row type is not checked against the source's. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- transforms of any row types, as ExtractOptions takes
 export function extract(options: ExtractOptions & { readonly through: readonly Transform<any, any>[] }): Promise<RunReport>
 export async function extract(options: ExtractOptions): Promise<RunReport> {
   checkPipeline(options)

@@ -110,12 +110,18 @@ describe('connect() borrowing a Kysely instance', () => {
 
     // A query of the caller's Kysely, run by pg-datakit on its borrowed client: pg-datakit's type map and settings.
     const sink = memorySink()
-    await extract({ from: querySource(source, kysely.selectFrom('kysely_orders').select(['id', 'amount']).where('id', '=', 7n), { name: 'seventh' }), to: sink })
+    await extract({
+      from: querySource(source, kysely.selectFrom('kysely_orders').select(['id', 'amount']).where('id', '=', 7n), { name: 'seventh' }),
+      to: sink,
+    })
     expect(sink.rows).toEqual([{ id: 7n, amount: '7.000007' }])
 
     await source.close()
     expect(await callerSettings(pool, 2)).toEqual(['America/New_York SQL, DMY 123456ms', 'America/New_York SQL, DMY 123456ms'])
-    const counted = await kysely.selectFrom('kysely_orders').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()
+    const counted = await kysely
+      .selectFrom('kysely_orders')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .executeTakeFirstOrThrow()
     expect(String(counted.n)).toBe('2500') // the caller's own parsing: count is a string in pg's defaults
     await kysely.destroy()
   })
@@ -141,8 +147,9 @@ describe('connect() borrowing a Kysely instance', () => {
   it('refuses a Kysely transaction and options that are not its own, with a ConfigError', async () => {
     const pool = callerPool(1)
     const kysely = new Kysely<Record<string, never>>({ dialect: new PostgresDialect({ pool }) })
-    await kysely.transaction().execute(async (trx) => {
+    await kysely.transaction().execute((trx) => {
       expect(() => connect(trx)).toThrow(ConfigError)
+      return Promise.resolve()
     })
     expect(() => connect(kysely, { pool: { max: 2 } } as never)).toThrow(ConfigError)
     expect(() => connect(pool, { settings: { 'work mem': '1MB' } })).toThrow(ConfigError)

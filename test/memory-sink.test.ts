@@ -10,7 +10,7 @@ type Fruit = { id: number; name: string }
 const db = useDatabases('memsink')
 
 describe('memorySink', () => {
-  it("keeps the row type querySource infers: a sink of another row type does not compile (checked by tsc)", async () => {
+  it('keeps the row type querySource infers: a sink of another row type does not compile (checked by tsc)', async () => {
     await db.sourceSql(`create table fruit (id int primary key, name text not null, weight numeric(6,3) not null)`)
     await db.sourceSql(`insert into fruit values (1, 'apple', 0.182), (2, 'pear', 0.209)`)
     const query = db.source.kysely<DB>().selectFrom('fruit').select(['id', 'name']).orderBy('id')

@@ -9,7 +9,7 @@ const built = ['index', 'duckdb', 'parquet', 'pg', 'cdc'].every((entry) => exist
 const require = createRequire(import.meta.url)
 
 describe.skipIf(!built)('the built package', () => {
-  it('gives the subpath entries the root entry\'s error classes in CommonJS, so instanceof holds across them', () => {
+  it("gives the subpath entries the root entry's error classes in CommonJS, so instanceof holds across them", () => {
     const root = require(`${dist}index.cjs`) as typeof import('../src/index.js')
     const duckdb = require(`${dist}duckdb.cjs`) as typeof import('../src/duckdb.js')
     const parquet = require(`${dist}parquet.cjs`) as typeof import('../src/parquet.js')
@@ -46,7 +46,18 @@ describe.skipIf(!built)('the built package', () => {
       cdc: require(`${dist}cdc.cjs`) as Record<string, unknown>,
     }
     for (const entries of [esm, cjs]) {
-      for (const name of ['CopyTextDecoder', 'appendToLines', 'rowEncoder', 'encodeRows', 'valueToText', 'typeParsersFor', 'losslessTypes', 'toJsonText', 'quoteIdent', 'parsePartitionBound']) {
+      for (const name of [
+        'CopyTextDecoder',
+        'appendToLines',
+        'rowEncoder',
+        'encodeRows',
+        'valueToText',
+        'typeParsersFor',
+        'losslessTypes',
+        'toJsonText',
+        'quoteIdent',
+        'parsePartitionBound',
+      ]) {
         expect(entries.pg[name], name).toBeDefined()
         expect(entries.root[name], name).toBeUndefined()
       }

@@ -22,7 +22,10 @@ const millis = z.number().int().positive()
 export const borrowedOptionsSchema = z.strictObject({
   /** Session settings for pg-datakit's use of a borrowed client (`work_mem`, `search_path`, ...). */
   settings: z
-    .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]*$/, 'a setting name is letters, digits, "_" and "." only'), z.union([z.string(), z.number(), z.boolean()]))
+    .record(
+      z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]*$/, 'a setting name is letters, digits, "_" and "." only'),
+      z.union([z.string(), z.number(), z.boolean()]),
+    )
     .optional(),
   timeouts: z
     .strictObject({
@@ -55,8 +58,13 @@ export function isPgPool(value: unknown): value is pg.Pool {
   if (value instanceof pg.Pool) return true
   const candidate = value as Partial<Record<'connect' | 'end' | 'query', unknown>> & { options?: unknown; totalCount?: unknown }
   return (
-    typeof value === 'object' && value !== null && typeof candidate.connect === 'function' && typeof candidate.end === 'function' &&
-    typeof candidate.query === 'function' && typeof candidate.options === 'object' && typeof candidate.totalCount === 'number'
+    typeof value === 'object' &&
+    value !== null &&
+    typeof candidate.connect === 'function' &&
+    typeof candidate.end === 'function' &&
+    typeof candidate.query === 'function' &&
+    typeof candidate.options === 'object' &&
+    typeof candidate.totalCount === 'number'
   )
 }
 
@@ -112,7 +120,7 @@ export function kyselyLender(db: Kysely<unknown>): Lender {
             if (error) await closed(client)
           })
           .catch((error: unknown) => {
-            if (!handed) reject(error)
+            if (!handed) reject(error instanceof Error ? error : new Error(String(error)))
           })
       }),
   }
@@ -137,6 +145,7 @@ let wrapped = false
 async function clientOf(held: Kysely<unknown>): Promise<pg.PoolClient> {
   if (!wrapped) {
     wrapped = true
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called below with apply(this), on the client it belongs to
     const query = pg.Client.prototype.query as (this: pg.Client, ...args: unknown[]) => unknown
     pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
       const first = args[0] as Partial<Capturing> | null | undefined
@@ -197,7 +206,7 @@ export async function lend(loan: Loan, settings: Readonly<Record<string, string>
     }
     client
       .query({
-        text: 'select set_config(name, coalesce(previous, \'\'), false) from unnest($1::text[], $2::text[]) as p(name, previous)',
+        text: "select set_config(name, coalesce(previous, ''), false) from unnest($1::text[], $2::text[]) as p(name, previous)",
         values: [previous.map((row) => row.name), previous.map((row) => row.previous)],
       })
       .then(

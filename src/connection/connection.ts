@@ -107,7 +107,10 @@ export class Connection implements AsyncDisposable {
       return await Promise.race([pending, timeout])
     } catch (error) {
       // A client that arrives after we gave up goes straight back to the pool.
-      pending.then((client) => client.release(), () => undefined)
+      pending.then(
+        (client) => client.release(),
+        () => undefined,
+      )
       if (error instanceof PoolTimeoutError || error instanceof AbortedError) throw error
       throw this.#connectError(error)
     } finally {
@@ -131,10 +134,7 @@ export class Connection implements AsyncDisposable {
   }
 
   /** A plain query on a pooled client. Values are parsed with the lossless type map (docs/types.md). */
-  async query<R extends pg.QueryResultRow = Record<string, unknown>>(
-    text: string,
-    values: readonly unknown[] = [],
-  ): Promise<pg.QueryResult<R>> {
+  async query<R extends pg.QueryResultRow = Record<string, unknown>>(text: string, values: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
     return this.withClient((client) => client.query<R>({ text, values: [...values] }))
   }
 
@@ -177,11 +177,8 @@ export class Connection implements AsyncDisposable {
   stats(): { total: number; idle: number; waiting: number } {
     if (this.#lender) return { total: this.#lent.size, idle: 0, waiting: 0 }
     const pool = this.#resolvedPool
-    return pool
-      ? { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }
-      : { total: 0, idle: 0, waiting: 0 }
+    return pool ? { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount } : { total: 0, idle: 0, waiting: 0 }
   }
-
 
   async close(): Promise<void> {
     if (this.#closed) return
@@ -286,7 +283,7 @@ export class Connection implements AsyncDisposable {
       max: settings.pool.max,
       min: settings.pool.min,
       idleTimeoutMillis: settings.pool.idleTimeoutMs,
-    } as pg.PoolConfig)
+    })
     // A client whose connection dies (server restart, terminated backend, reset socket) emits 'error'. The
     // running query rejects with that error anyway; unheard, the event would crash the process.
     pool.on('error', () => undefined)
@@ -404,18 +401,18 @@ export function connectTo(input: string | ConnectionOptions | undefined, urlFiel
   const fromUrl = options.url ? parseConnectionUrl(options.url, urlField) : {}
   const env = process.env
   const user = options.user ?? fromUrl.user ?? env.PGUSER ?? userInfo().username
-  const ssl = parseOptions(sslOptionsSchema, {
-    mode: fromUrl.sslMode,
-    rootCertFile: fromUrl.rootCertFile,
-    certFile: fromUrl.certFile,
-    keyFile: fromUrl.keyFile,
-    ...stripUndefined(options.ssl ?? {}),
-  }, 'ssl')
-  const timeouts = parseOptions(
-    timeoutOptionsSchema,
-    { connectMs: fromUrl.connectTimeoutMs, ...stripUndefined(options.timeouts ?? {}) },
-    'timeouts',
+  const ssl = parseOptions(
+    sslOptionsSchema,
+    {
+      mode: fromUrl.sslMode,
+      rootCertFile: fromUrl.rootCertFile,
+      certFile: fromUrl.certFile,
+      keyFile: fromUrl.keyFile,
+      ...stripUndefined(options.ssl ?? {}),
+    },
+    'ssl',
   )
+  const timeouts = parseOptions(timeoutOptionsSchema, { connectMs: fromUrl.connectTimeoutMs, ...stripUndefined(options.timeouts ?? {}) }, 'timeouts')
   const pool = parseOptions(poolOptionsSchema, options.pool ?? {}, 'pool')
   const settings: Record<string, string> = { ...SESSION_DEFAULTS, ...sessionSettings(timeouts, options.settings ?? {}) }
   return new Connection(
@@ -442,4 +439,3 @@ function labelOf(settings: ConnectionSettings): string {
 function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>
 }
-

@@ -101,10 +101,7 @@ export function parseConnectionUrl(url: string, field = 'url'): UrlFields {
   for (const [name, value] of new URLSearchParams(query)) {
     if (!KNOWN_PARAMETERS.has(name)) {
       if (/[@:]/.test(name)) throw new ConfigError(field, 'has a malformed query part (is a character of the password not percent-encoded?)')
-      throw new ConfigError(
-        `${field}.${name}`,
-        `is not a supported URL parameter (supported: ${[...KNOWN_PARAMETERS].join(', ')})`,
-      )
+      throw new ConfigError(`${field}.${name}`, `is not a supported URL parameter (supported: ${[...KNOWN_PARAMETERS].join(', ')})`)
     }
     switch (name) {
       case 'host':

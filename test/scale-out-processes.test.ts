@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url'
 import { Queue } from 'bullmq'
 import { afterAll, expect, it } from 'vitest'
-import { extractionWorker, scaleOut } from '../src/bullmq.js'
+import { extractionWorker, pieceJobId, scaleOut } from '../src/bullmq.js'
 import type { ScaleOutPlan } from '../src/index.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
@@ -121,11 +121,11 @@ it('a worker SIGKILLed mid-piece (3 times, 3 pieces): each piece is run again an
   const first = [startWorker(queue, { PROGRESS_MS: '20' }), startWorker(queue, { PROGRESS_MS: '20' })]
   first.forEach(watch)
   await Promise.all(first.map((worker) => worker.waitFor(/^ready$/)))
-  let runId = ''
+  let plan: ScaleOutPlan | undefined
   const report = await scaleOut(db.source, db.warehouse, {
     tables: [{ table: 'killed', pieces: 8 }],
     queue: queue.options,
-    onPlanned: (plan) => (runId = plan.runId),
+    onPlanned: (planned) => (plan = planned),
   })
   expect(killed.length).toBe(3)
   expect(report.rows).toBe(240_000)
@@ -135,7 +135,7 @@ it('a worker SIGKILLed mid-piece (3 times, 3 pieces): each piece is run again an
   const jobs = new Queue(queue.name, { connection: REDIS, prefix: queue.prefix })
   try {
     for (const piece of killed) {
-      const job = await jobs.getJob(`${runId}-p${piece}`)
+      const job = await jobs.getJob(pieceJobId(plan!, piece))
       expect(job?.stalledCounter).toBeGreaterThanOrEqual(1)
       expect(job?.returnvalue).toMatchObject({ alreadyDone: false })
     }
@@ -153,7 +153,7 @@ it('the coordinator SIGKILLed mid-run: nothing visible, staging removed, and the
   try {
     const coordinator = startChild(COORDINATOR, [db.sourceUrl, db.warehouseUrl, queue.name, queue.prefix, 'orphan', '10'])
     children.push(coordinator)
-    const [, runId] = (await coordinator.waitFor(/^planned (\S+) (\S+)$/)) as unknown as [string, string, string]
+    const [, runId, commitJob] = (await coordinator.waitFor(/^planned (\S+) (\S+)$/)) as unknown as [string, string, string]
     // Killed once some pieces are in staging and others are not.
     await coordinator.waitFor(/^progress [1-9]\d* /)
     coordinator.process.kill('SIGKILL')
@@ -163,7 +163,7 @@ it('the coordinator SIGKILLed mid-run: nothing visible, staging removed, and the
     await eventually(async () => (await stagingLeft()) === 0)
     const jobs = new Queue(queue.name, { connection: REDIS, prefix: queue.prefix })
     try {
-      await eventually(async () => (await jobs.getJob(`${runId}-commit`))?.failedReason !== undefined)
+      await eventually(async () => (await jobs.getJob(commitJob))?.failedReason !== undefined)
     } finally {
       await jobs.close()
     }

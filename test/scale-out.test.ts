@@ -139,7 +139,7 @@ describe('scaleOut on BullMQ', () => {
     }
   })
 
-  it('a piece that fails for good (its attempts spent) leaves nothing visible and no staging; the error names it', async () => {
+  it('a piece that fails for good (its attempts spent) leaves nothing visible and no staging; the same run id then starts again', async () => {
     await db.sourceSql(`create table doomed (id int, v text)`)
     await db.sourceSql(`insert into doomed select g, md5(g::text) from generate_series(1, 200000) g`)
     const queue = uniqueQueue('doomed')
@@ -147,8 +147,10 @@ describe('scaleOut on BullMQ', () => {
     // This worker's source sessions time out on any real statement: its pieces fail on every attempt.
     const slowSource = connect({ url: db.sourceUrl, settings: { statement_timeout: 1 } })
     const worker = extractionWorker(slowSource, db.warehouse, { queue: queue.options })
+    const runId = `doomed-${Date.now()}`
     try {
       const error = await scaleOut(db.source, db.warehouse, {
+        runId,
         tables: [{ table: 'doomed', pieces: 2 }],
         queue: queue.options,
         attempts: 2,
@@ -162,7 +164,21 @@ describe('scaleOut on BullMQ', () => {
     }
     expect(await stagingSchemas()).toEqual([])
     expect(await db.warehouseSql(`select to_regclass('bronze.br_doomed') as t`)).toEqual([{ t: null }])
-    expect(await db.warehouseSql(`select status from bronze.scale_out_runs where 'public.doomed' = any(tables)`)).toEqual([{ status: 'failed' }])
+    expect(await db.warehouseSql(`select status from bronze.scale_out_runs where run_id = $1`, [runId])).toEqual([{ status: 'failed' }])
+
+    const healthy = extractionWorker(db.source, db.warehouse, { queue: queue.options })
+    try {
+      const report = await scaleOut(db.source, db.warehouse, { runId, tables: [{ table: 'doomed', pieces: 2 }], queue: queue.options })
+      expect(report.rows).toBe(200000)
+    } finally {
+      await healthy.close()
+    }
+    expect(await db.warehouseSql(`select status from bronze.scale_out_runs where run_id = $1`, [runId])).toEqual([{ status: 'committed' }])
+    // A committed run id is not run twice.
+    await expect(scaleOut(db.source, db.warehouse, { runId, tables: [{ table: 'doomed' }], queue: queue.options })).rejects.toThrow(
+      /already running or committed/,
+    )
+    expect(await stagingSchemas()).toEqual([])
   })
 
   it('fails with QueueUnavailableError when Redis cannot be reached, having written nothing', async () => {

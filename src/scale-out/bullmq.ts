@@ -110,13 +110,13 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
         name: 'commit',
         queueName: queueOptions.name,
         data: { plan } satisfies CommitJob,
-        opts: { jobId: `${plan.runId}-commit`, attempts: 3, backoff: { type: 'exponential', delay: backoffMs } },
+        opts: { jobId: commitJobId(plan), attempts: 3, backoff: { type: 'exponential', delay: backoffMs } },
         children: plan.pieces.map((piece) => ({
           name: 'piece',
           queueName: queueOptions.name,
           data: { plan: planForPiece(plan, piece.id), pieceId: piece.id } satisfies PieceJob,
           opts: {
-            jobId: `${plan.runId}-p${piece.id}`,
+            jobId: pieceJobId(plan, piece.id),
             attempts,
             backoff: { type: 'exponential', delay: backoffMs },
             // A piece failed for good does not fail the parent at once: the parent runs when every piece is settled,
@@ -167,9 +167,25 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
   }
 }
 
+/**
+ * The BullMQ job ids of a run: the run id and its start, so a failed run started again under the same run id gets jobs
+ * of its own (BullMQ would take a job id it already holds for the old job and add nothing).
+ */
+export function commitJobId(plan: Pick<ScaleOutPlan, 'runId' | 'startedAt'>): string {
+  return `${jobPrefix(plan)}-commit`
+}
+
+export function pieceJobId(plan: Pick<ScaleOutPlan, 'runId' | 'startedAt'>, pieceId: number): string {
+  return `${jobPrefix(plan)}-p${pieceId}`
+}
+
+function jobPrefix(plan: Pick<ScaleOutPlan, 'runId' | 'startedAt'>): string {
+  return `${plan.runId}-${Date.parse(plan.startedAt).toString(36)}`
+}
+
 /** Sums the pieces' progress events (each carries its piece's totals so far) into the run's. */
 function watchProgress(events: QueueEvents, plan: ScaleOutPlan, started: number, onProgress: ScaleOutOptions['onProgress']) {
-  const prefix = `${plan.runId}-p`
+  const prefix = pieceJobId(plan, 0).slice(0, -1)
   const pieces = new Map<string, { rows: number; bytes: number; done: boolean }>()
   const emit = () => {
     if (!onProgress) return

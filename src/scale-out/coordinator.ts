@@ -25,7 +25,12 @@ const tableSchema = z.strictObject({
 
 export const runOptionsSchema = z.strictObject({
   /** Names the run in the warehouse's `scale_out_runs`, in job ids and in errors; a random UUID when absent. */
-  runId: z.string().min(1).max(200).optional(),
+  runId: z
+    .string()
+    .min(1)
+    .max(200)
+    .regex(/^[\w.-]+$/, 'letters, digits, _, . and - only (it names jobs and keys)')
+    .optional(),
   tables: z.array(tableSchema).nonempty(),
   to: z
     .strictObject({
@@ -71,7 +76,13 @@ export async function startRun(source: Connection, warehouse: Connection, option
   let snapshotClient: pg.PoolClient | undefined
   let failed: Error | undefined
   try {
-    await lock.query('select pg_advisory_lock(hashtextextended($1, 0))', [coordinatorLockKey(staging)])
+    const { rows: taken } = await lock.query<{ ok: boolean }>('select pg_try_advisory_lock(hashtextextended($1, 0)) as ok', [coordinatorLockKey(staging)])
+    if (!taken[0]?.ok) {
+      throw new ScaleOutFailedError(`run ${runId} is already running (another coordinator holds it); start a run with another runId`, {
+        step: 'sink',
+        context: { run: runId },
+      })
+    }
     await sweepStaging(warehouse)
 
     snapshotClient = await source.acquire()

@@ -87,6 +87,20 @@ describe('connect() borrowing a pg.Pool', () => {
     expect(after.rows[0]?.id).toBe('1') // the caller's own type parsing (pg's default: int8 as a string), untouched
   })
 
+  it('writes into a borrowed warehouse pool: COPY FROM and the swap in one transaction, twice', async () => {
+    const warehousePool = new pg.Pool({ connectionString: db.warehouseUrl, options: CALLER_OPTIONS, max: 2 })
+    warehousePool.on('error', () => undefined)
+    pools.push(warehousePool)
+    const warehouse = connect(warehousePool)
+    await extract({ from: copySource(db.source, { table: 'pool_orders' }), to: postgresSink(warehouse, { mode: 'replace' }) })
+    expect(await difference('pool_orders')).toBe(0)
+    await db.sourceSql(`update pool_orders set amount = amount + 1 where id <= 10`)
+    await extract({ from: tableSource(db.source, { table: 'pool_orders' }), to: postgresSink(warehouse, { mode: 'replace' }) })
+    expect(await difference('pool_orders')).toBe(0)
+    await warehouse.close()
+    expect(await callerSettings(warehousePool, 2)).toEqual(['America/New_York SQL, DMY 123456ms', 'America/New_York SQL, DMY 123456ms'])
+  })
+
   it('refuses change data capture: a borrowed pool cannot open a replication connection', async () => {
     const source = connect(callerPool(1))
     await expect(source.replicationClient()).rejects.toThrow(ConfigError)

@@ -24,7 +24,11 @@ export interface ExtractOptions {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly to: Sink<any>
   readonly signal?: AbortSignal
-  readonly onProgress?: (progress: Progress) => void
+  /**
+   * Called with each progress event. May be async: rows do not wait for it, except for the final event, which the run
+   * awaits; a throw or a rejection fails the run (at the next event).
+   */
+  readonly onProgress?: (progress: Progress) => unknown
   /** Identifies the run in reports, errors, logs and metadata; a random UUID when absent. */
   readonly runId?: string
   /**

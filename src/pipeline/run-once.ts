@@ -17,7 +17,7 @@ export interface RunOptions {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- extract()'s options as they are: see ExtractOptions
   readonly to: Sink<any>
   readonly signal: AbortSignal
-  readonly onProgress: ((progress: Progress) => void) | undefined
+  readonly onProgress: ((progress: Progress) => unknown) | undefined
   readonly runId: string
   readonly startedAt: Date
   readonly fastPath: boolean
@@ -103,13 +103,21 @@ async function runOpened(
   const estimate = onProgress && opened.estimate ? await opened.estimate().catch(() => undefined) : undefined
   let rows = 0
   let lastProgress = 0
+  // onProgress may be async. Rows do not wait for it (they would move at its pace), but what it returns is never left
+  // to reject unhandled, which ends a Node process: its failure fails the run at the next event, as a throw does.
+  let progressFailure: { error: unknown } | undefined
+  const emit = (event: Progress) => {
+    if (progressFailure) throw progressFailure.error
+    const returned = onProgress?.(event)
+    if (isThenable(returned)) returned.then(undefined, (error: unknown) => void (progressFailure ??= { error }))
+  }
   const progress = (step: string, force: boolean) => {
     if (!onProgress) return
     const elapsedMs = performance.now() - started
     // The byte path moves many small chunks: report at most every 100 ms there.
     if (!force && elapsedMs - lastProgress < 100) return
     lastProgress = elapsedMs
-    onProgress(progressEvent({ runId: ctx.runId, rows, bytes, elapsedMs, step, final: false }, estimate))
+    emit(progressEvent({ runId: ctx.runId, rows, bytes, elapsedMs, step, final: false }, estimate))
   }
 
   const sourceTiming = { ms: 0, rows: 0 }
@@ -252,7 +260,9 @@ async function runOpened(
     steps.push({ step: 'transform', name: transform.name, ms: Math.max(0, own.ms - upstream.ms), rows: own.rows })
   })
   steps.push({ step: 'sink', name: to.nameFor?.(shape) ?? to.name, ms: Math.max(0, durationMs - last.ms), rows: result.rows })
-  onProgress?.(progressEvent({ runId: ctx.runId, rows: result.rows, bytes, elapsedMs: durationMs, step: 'sink', final: true }, estimate))
+  // The last event is awaited: the run ends with it.
+  if (progressFailure) throw progressFailure.error
+  await onProgress?.(progressEvent({ runId: ctx.runId, rows: result.rows, bytes, elapsedMs: durationMs, step: 'sink', final: true }, estimate))
   return Object.freeze({
     runId: ctx.runId,
     path: useBytes ? 'copy-bytes' : 'rows',
@@ -290,3 +300,5 @@ async function runOpened(
 async function closeChain(top: AsyncGenerator<unknown>): Promise<void> {
   await top.return(undefined).catch(() => undefined)
 }
+
+const isThenable = (value: unknown): value is PromiseLike<unknown> => typeof (value as { then?: unknown } | null | undefined)?.then === 'function'

@@ -118,6 +118,7 @@ describe('connection options', () => {
   it('never shows the password: not in the label, JSON, inspect, or settings', () => {
     const conn = connect(`postgresql://etl:${SECRET}@db.internal:5432/shop`)
     expect(conn.label).toBe('postgresql://etl@db.internal:5432/shop')
+    expect(String(conn)).toBe(conn.label)
     for (const text of [conn.label, JSON.stringify(conn), inspect(conn, { depth: 10, showHidden: true }), String(conn)]) {
       expect(text).not.toContain(SECRET)
     }

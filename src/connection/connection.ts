@@ -197,6 +197,11 @@ export class Connection implements AsyncDisposable {
     return { label: this.label, settings: this.settings }
   }
 
+  /** The label (no password), so a Connection in a template string or a log line reads as its URL. */
+  toString(): string {
+    return this.label
+  }
+
   [inspect.custom](): string {
     return `Connection <${this.label}>`
   }

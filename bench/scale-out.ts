@@ -32,6 +32,8 @@ export interface ScaleOutBenchOptions {
 
 export interface ScaleOutBenchResult {
   readonly rows: number
+  /** COPY text bytes of the table, as the scale-out run counted them. */
+  readonly bytes: number
   readonly medianMs: Record<string, number>
   /** scale-out xN over parallelSource xN, per N measured both ways. */
   readonly overhead: Record<string, number>
@@ -49,6 +51,7 @@ export async function runScaleOutBench(url: string, options: ScaleOutBenchOption
   const workers: ChildProcess[] = []
   const samples = new Map<string, number[]>()
   let rows = 0
+  let bytes = 0
   try {
     // Started once, before any timing: a deployment's workers are already running when a run is enqueued.
     for (let index = 0; index < maxWorkers; index++) workers.push(await startWorker(url, queue.name, queue.prefix))
@@ -73,6 +76,7 @@ export async function runScaleOutBench(url: string, options: ScaleOutBenchOption
             queue,
           })
           rows = report.rows
+          bytes = report.bytes
         }
         const ms = performance.now() - started
         if (round >= 0) samples.set(name, [...(samples.get(name) ?? []), ms])
@@ -94,12 +98,12 @@ export async function runScaleOutBench(url: string, options: ScaleOutBenchOption
     if (parallel && scaled) overhead[`x${n}`] = scaled / parallel
   }
   const rowsPerSecond = Object.fromEntries(Object.entries(medianMs).map(([name, ms]) => [name, Math.round(rows / (ms / 1000))]))
-  return { rows, medianMs, overhead, rowsPerSecond, loadBefore, loadAfter: loadavg() }
+  return { rows, bytes, medianMs, overhead, rowsPerSecond, loadBefore, loadAfter: loadavg() }
 }
 
 export function scaleOutReport(result: ScaleOutBenchResult): string {
   const lines = [
-    `scale-out (${result.rows.toLocaleString('en')} rows, ${cpus().length} cores; load average before ${fmtLoad(result.loadBefore)}, after ${fmtLoad(result.loadAfter)})`,
+    `scale-out (${result.rows.toLocaleString('en')} rows, ${(result.bytes / 1e6).toFixed(0)} MB of COPY text, ${cpus().length} cores; load average before ${fmtLoad(result.loadBefore)}, after ${fmtLoad(result.loadAfter)})`,
   ]
   for (const [name, ms] of Object.entries(result.medianMs)) {
     lines.push(`  ${name.padEnd(20)} ${(ms / 1000).toFixed(2).padStart(7)} s  ${result.rowsPerSecond[name]?.toLocaleString('en').padStart(10)} rows/s`)

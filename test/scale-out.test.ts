@@ -60,6 +60,8 @@ describe('runPiece, without a job engine', () => {
     try {
       await runPiece(run.plan, 0, options)
       await expect(commitRun(run.plan, { warehouse: db.warehouse })).rejects.toBeInstanceOf(ScaleOutFailedError)
+      // The run is over (its staging area dropped) though its coordinator lives: a late piece fails, writing nothing.
+      await expect(runPiece(run.plan, 1, options)).rejects.toThrow(/staging area of run .* is gone/)
     } finally {
       await run.close()
     }

@@ -1,5 +1,5 @@
 import type { Connection } from '../connection/connection.js'
-import { classifyError, CoordinatorGoneError, SinkWriteError, sqlStateOf } from '../errors.js'
+import { classifyError, CoordinatorGoneError, ScaleOutFailedError, SinkWriteError, sqlStateOf } from '../errors.js'
 import { copyIn } from '../pg/copy-in.js'
 import { copyOutOn } from '../pg/copy-out.js'
 import { countLines } from '../pg/copy-line-suffix.js'
@@ -59,19 +59,24 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
   let broken: Error | undefined
   try {
     await warehouse.query('begin')
-    // Checked before anything else: the snapshot import below fails once the coordinator is gone, and a piece that
-    // finds its staging area dropped (the run was abandoned) fails here too, with the reason.
-    const gone = await coordinatorGone(warehouse, plan.staging).catch((error: unknown) => {
-      if (sqlStateOf(error) === '3F000' || sqlStateOf(error) === '42P01') return true
-      throw error
-    })
-    if (gone) {
+    // Checked before anything else: the snapshot import below would fail once the coordinator is gone.
+    if (await coordinatorGone(warehouse, plan.staging)) {
       throw new CoordinatorGoneError(`the coordinator of run ${plan.runId} is gone (and with it the snapshot): the run was abandoned; start it again`, {
         step: 'source',
         context,
       })
     }
-    const claimed = await warehouse.query(`insert into ${pieces} (piece) values ($1) on conflict (piece) do nothing returning piece`, [pieceId])
+    const claimed = await warehouse
+      .query(`insert into ${pieces} (piece) values ($1) on conflict (piece) do nothing returning piece`, [pieceId])
+      .catch((error: unknown) => {
+        const state = sqlStateOf(error)
+        if (state !== '3F000' && state !== '42P01') throw error
+        throw new ScaleOutFailedError(`the staging area of run ${plan.runId} is gone: the run was ended (failed or aborted); start it again`, {
+          step: 'sink',
+          context,
+          cause: error,
+        })
+      })
     if (claimed.rowCount === 0) {
       const { rows } = await warehouse.query<{ rows: string; bytes: string }>(`select rows::text, bytes::text from ${pieces} where piece = $1`, [pieceId])
       await warehouse.query('rollback')
@@ -126,7 +131,7 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
   } catch (error) {
     abort.stop()
     await warehouse.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError as Error))
-    if (error instanceof CoordinatorGoneError) throw error
+    if (error instanceof CoordinatorGoneError || error instanceof ScaleOutFailedError) throw error
     // The snapshot import fails with "invalid snapshot identifier" once the exporting transaction ended.
     if (sqlStateOf(error) === '22023' && /snapshot/i.test((error as Error).message)) {
       throw new CoordinatorGoneError(`the snapshot of run ${plan.runId} is gone (its coordinator ended): the run was abandoned; start it again`, {

@@ -137,7 +137,11 @@ it('a worker SIGKILLed mid-piece (3 times, 3 pieces): each piece is run again an
     for (const piece of killed) {
       const job = await jobs.getJob(pieceJobId(plan!, piece))
       expect(job?.stalledCounter).toBeGreaterThanOrEqual(1)
-      expect(job?.returnvalue).toMatchObject({ alreadyDone: false })
+      // The killed attempt was copying, not committed: the attempt that finished wrote the piece, unless (an overloaded
+      // machine) a later attempt stalled too and the last one found it written by the one before.
+      const result = job?.returnvalue as { alreadyDone: boolean; rows: number }
+      if (result.alreadyDone) expect(job?.stalledCounter).toBeGreaterThanOrEqual(2)
+      expect(result.rows).toBeGreaterThan(0)
     }
   } finally {
     await jobs.close()

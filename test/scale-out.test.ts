@@ -117,7 +117,8 @@ describe('scaleOut on BullMQ', () => {
       const partitions = await db.warehouseSql(`select _bronze_partition as p, count(*)::int as n from bronze.br_readings group by 1 order by 1`)
       const truth = await db.sourceSql(`select 'public.' || tableoid::regclass::text as p, count(*)::int as n from readings group by 1 order by 1`)
       expect(partitions).toEqual(truth)
-      expect(seen.at(-1)).toMatchObject({ pieces: 8, piecesDone: 8, rows: 16000 })
+      expect(seen.at(-1)).toMatchObject({ pieces: 8, piecesDone: 8, rows: 16000, bytes: report.bytes })
+      expect(report.bytes).toBeGreaterThan(16000)
       expect(seen.some((progress) => progress.piecesDone > 0 && progress.piecesDone < 8)).toBe(true)
 
       // merge: changed and new keys upserted; append: rows added; both from staging in the commit's transaction.

@@ -49,10 +49,10 @@ export function startChild(script: string, args: readonly string[], env: Record<
             resolve(match)
           }
         })
-        void exited.then(({ code, signal }) => {
+        exited.then(({ code, signal }) => {
           clearTimeout(timer)
           reject(new Error(`the child exited (${code ?? signal}) before a line matching ${pattern}; stderr: ${stderr}`))
-        })
+        }, reject)
       })
     },
   }

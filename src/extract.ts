@@ -101,7 +101,18 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
         copyFormat: flags.copyFormat,
       })
       logger.info(
-        { ...fields, attempt, path: report.path, copyFormat: report.copyFormat, target: report.target, rows: report.rows, bytes: report.bytes, durationMs: Math.round(report.durationMs) },
+        // The sink's step names the table it wrote (`nameFor`), where `options.to.name` may hold a placeholder.
+        {
+          ...fields,
+          sink: report.steps.find((step) => step.step === 'sink')?.name ?? fields.sink,
+          attempt,
+          path: report.path,
+          copyFormat: report.copyFormat,
+          target: report.target,
+          rows: report.rows,
+          bytes: report.bytes,
+          durationMs: Math.round(report.durationMs),
+        },
         'extraction finished',
       )
       return report

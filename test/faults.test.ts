@@ -143,6 +143,8 @@ describe('a backend terminated mid-run', () => {
         ['info', 'extraction started', null],
         ['info', 'extraction finished', null],
       ])
+      // The finished line names the table written, not the sink's placeholder (`bronze.br_<table>`).
+      expect(logger.lines.at(-1)?.fields.sink).toBe('postgres bronze.retried (replace)')
       expect(await checksum(db.warehouseDatabase, 'bronze.retried', COLUMNS)).toEqual(await checksum(db.sourceDatabase, 'retried', COLUMNS))
     } finally {
       await source.close()

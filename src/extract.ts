@@ -17,11 +17,11 @@ export type { Progress, RunReport, StepTiming } from './pipeline/report.js'
 export type TypedPipeline<R> = Omit<ExtractOptions, 'from' | 'to'> & { readonly from: Source<R>; readonly to: Sink<NoInfer<R>> }
 
 export interface ExtractOptions {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any row type: TypedPipeline and extract()'s overloads check them
   readonly from: Source<any>
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- transforms change row types from step to step
   readonly through?: readonly Transform<any, any>[]
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any row type: TypedPipeline and extract()'s overloads check them
   readonly to: Sink<any>
   readonly signal?: AbortSignal
   /**

@@ -23,11 +23,13 @@ export default tseslint.config(
     },
     linterOptions: { reportUnusedDisableDirectives: 'error' },
     rules: {
-      // A disable comment names its rule and says why after `--`, on its own line.
+      // A disable comment names its rule and says why after `--`, on the same line.
       '@eslint-community/eslint-comments/require-description': 'error',
       // The rules this linter is here for: a promise nobody awaits can reject with no handler, and Node then ends the
       // user's process. They are in recommendedTypeChecked; named here so that no later preset turns them down.
-      '@typescript-eslint/no-floating-promises': 'error',
+      // `void promise` does not count as handled: a promise is awaited, or its rejection handled (`.catch`) with a
+      // comment saying why that is enough.
+      '@typescript-eslint/no-floating-promises': ['error', { ignoreVoid: false }],
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/await-thenable': 'error',
       '@typescript-eslint/return-await': ['error', 'in-try-catch'],

@@ -133,7 +133,10 @@ class ServerCpu {
   ) {}
 
   start(): void {
-    this.#timer = setInterval(() => void this.#discover(), 50)
+    // #discover catches its own failures (the last samples stand); the catch keeps any other out of unhandled rejections.
+    this.#timer = setInterval(() => {
+      this.#discover().catch(() => undefined)
+    }, 50)
   }
 
   async #discover(): Promise<void> {

@@ -12,6 +12,11 @@ const warehouse = connect(url)
 const worker = extractionWorker(source, warehouse, { queue: { name, prefix, connection: { host: '127.0.0.1', port: 6379 } } })
 await worker.worker.waitUntilReady()
 process.stdout.write('ready\n')
+/** A failed stop or pause is reported and ends the process with exit code 1, not as an unhandled rejection. */
+const fail = (error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`)
+  process.exit(1)
+}
 // The bench runs cases with fewer workers than it started: it pauses the others between runs.
 async function obey(data: string): Promise<void> {
   for (const line of data.split('\n')) {
@@ -24,11 +29,15 @@ async function obey(data: string): Promise<void> {
     }
   }
 }
-process.stdin.setEncoding('utf8').on('data', (data: string) => void obey(data))
+process.stdin.setEncoding('utf8').on('data', (data: string) => {
+  obey(data).catch(fail)
+})
 async function stop(): Promise<void> {
   await worker.close()
   await source.close()
   await warehouse.close()
   process.exit(0)
 }
-process.on('SIGTERM', () => void stop())
+process.on('SIGTERM', () => {
+  stop().catch(fail)
+})

@@ -63,7 +63,10 @@ export function watchHealth(source: Connection, options: HealthOptions, progress
       reading = false
     }
   }
-  const timer = setInterval(() => void read(), options.intervalMs)
+  // read() logs its own failures; only a logger that throws gets here, and it must not end the process.
+  const timer = setInterval(() => {
+    read().catch(() => undefined)
+  }, options.intervalMs)
   timer.unref()
   return { stop: () => clearInterval(timer) }
 }

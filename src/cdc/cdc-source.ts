@@ -264,7 +264,8 @@ export class CdcSource implements AsyncIterable<ChangeBatch> {
         } catch {
           // The connection is gone; the consumer holds the batch and a restart skips it (startAfter).
         }
-        if (this.#finished && this.#unacknowledged === 0) void this.close()
+        // A failure to close is the consumer's to see through its own close(), which returns this same promise.
+        if (this.#finished && this.#unacknowledged === 0) this.close().catch(() => undefined)
       },
     })
   }

@@ -28,10 +28,17 @@ worker.worker.on('completed', (job) => process.stdout.write(`completed ${pieceOf
 worker.worker.on('failed', (job, error) => process.stdout.write(`failed ${job ? pieceOf(job) : '?'} ${error.message.replaceAll('\n', ' ')}\n`))
 await worker.worker.waitUntilReady()
 process.stdout.write('ready\n')
+/** A failed stop or pause is reported and ends the process with exit code 1, not as an unhandled rejection. */
+const fail = (error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`)
+  process.exit(1)
+}
 async function stop(): Promise<void> {
   await worker.close()
   await source.close()
   await warehouse.close()
   process.exit(0)
 }
-process.on('SIGTERM', () => void stop())
+process.on('SIGTERM', () => {
+  stop().catch(fail)
+})

@@ -27,15 +27,16 @@ describe('captureChanges with async callbacks', () => {
     await db.sourceSql('insert into cb_items select generate_series(1, 5)')
     const controller = new AbortController()
     const safety = setTimeout(() => controller.abort(), 15_000)
+    let failedAt = 0
     const outcome = await captureChanges(db.source, {
       slot: 'cb_slot_batch',
       publication: 'cb_pub_batch',
       to: db.warehouse,
       maxBatchMs: 50,
-      idlePositionMs: 200,
       signal: controller.signal,
       onBatch: async () => {
         await sleep(10)
+        failedAt = Date.now()
         throw new Error('the dashboard is down')
       },
     }).then(
@@ -43,6 +44,8 @@ describe('captureChanges with async callbacks', () => {
       (error: unknown) => ({ error }),
     )
     clearTimeout(safety)
+    // At once, not when the next batch (or the idle position, 10 s later on this quiet source) comes.
+    expect(Date.now() - failedAt).toBeLessThan(3_000)
     // Reported as the capture reports a callback that throws: a DatakitError whose cause is the callback's error.
     expect(outcome).toMatchObject({ error: { cause: new Error('the dashboard is down') } })
     // The batch itself was durable before the callback ran.

@@ -216,7 +216,14 @@ export async function captureChanges(source: Connection, options: CaptureOptions
         lastCommitTime = timestampText(newest.commitTime)
         lastBatchAt = Date.now()
       }
-      await options.onBatch?.({ transactions: batch.transactions.length, changes: batch.changes, lastCommitEndLsn: batch.lastCommitEndLsn })
+      try {
+        await options.onBatch?.({ transactions: batch.transactions.length, changes: batch.changes, lastCommitEndLsn: batch.lastCommitEndLsn })
+      } catch (error) {
+        // Stop reading at once, as a failed write does: the loop would notice only when the next batch arrives (up to
+        // idlePositionMs later, on a quiet source).
+        stop.abort()
+        throw error
+      }
     }
 
     for await (const batch of changes) {

@@ -3,9 +3,9 @@ import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
 import { AbortedError, CoordinatorGoneError, DatakitError, QueueUnavailableError, ScaleOutFailedError } from '../errors.js'
-import { commitRun, type CommitResult } from './commit.js'
+import { commitRun, committedResult, type CommitResult } from './commit.js'
 import { runOptionsSchema, startRun, type RunOptions } from './coordinator.js'
-import { runPiece, type PieceProgress, type PieceResult } from './piece.js'
+import { blockedRun, runPiece, type PieceProgress, type PieceResult } from './piece.js'
 import { planForPiece, type ScaleOutPlan } from './plan.js'
 import { abandonRun } from './staging.js'
 
@@ -27,7 +27,10 @@ const scaleOutSchema = runOptionsSchema.extend({
   attempts: z.number().int().min(1).max(100).default(5),
   /** First retry delay of a failed piece, doubling per attempt. */
   backoffMs: z.number().int().min(0).default(1_000),
-  /** How long to wait for Redis before failing with QueueUnavailableError. */
+  /**
+   * How long to wait for Redis before failing with QueueUnavailableError: at the start, and when the connection is
+   * lost during the run (then a fresh connection is tried for as long again before the run fails).
+   */
   connectTimeoutMs: z.number().int().positive().default(5_000),
 })
 
@@ -97,35 +100,41 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
   let events: QueueEvents | undefined
   let flows: FlowProducer | undefined
   let abort: (() => void) | undefined
+  // BullMQ's connections retry for ever (QueueEvents must block): Redis lost mid-run would hang the run, holding the
+  // snapshot. The watchdog fails it (QueueUnavailableError) when Redis stays unreachable.
+  const watchdog = redisWatchdog(queueOptions, connectTimeoutMs, plan.runId)
   try {
     onPlanned?.(plan)
     events = new QueueEvents(queueOptions.name, { connection, ...prefix })
-    events.on('error', () => undefined)
-    await events.waitUntilReady()
+    watchdog.watch(events)
+    await watchdog.guard(events.waitUntilReady())
     const progress = watchProgress(events, plan, started, onProgress)
     flows = new FlowProducer({ connection, ...prefix })
-    flows.on('error', () => undefined)
-    const node = await flows
-      .add({
-        name: 'commit',
-        queueName: queueOptions.name,
-        data: { plan } satisfies CommitJob,
-        opts: { jobId: commitJobId(plan), attempts: 3, backoff: { type: 'exponential', delay: backoffMs } },
-        children: plan.pieces.map((piece) => ({
-          name: 'piece',
+    watchdog.watch(flows)
+    const node = await watchdog
+      .guard(
+        flows.add({
+          name: 'commit',
           queueName: queueOptions.name,
-          data: { plan: planForPiece(plan, piece.id), pieceId: piece.id } satisfies PieceJob,
-          opts: {
-            jobId: pieceJobId(plan, piece.id),
-            attempts,
-            backoff: { type: 'exponential', delay: backoffMs },
-            // A piece failed for good does not fail the parent at once: the parent runs when every piece is settled,
-            // sees the failure, and removes the staging area (the other pieces are no longer writing into it).
-            ignoreDependencyOnFailure: true,
-          },
-        })),
-      })
+          data: { plan } satisfies CommitJob,
+          opts: { jobId: commitJobId(plan), attempts: 3, backoff: { type: 'exponential', delay: backoffMs } },
+          children: plan.pieces.map((piece) => ({
+            name: 'piece',
+            queueName: queueOptions.name,
+            data: { plan: planForPiece(plan, piece.id), pieceId: piece.id } satisfies PieceJob,
+            opts: {
+              jobId: pieceJobId(plan, piece.id),
+              attempts,
+              backoff: { type: 'exponential', delay: backoffMs },
+              // A piece failed for good does not fail the parent at once: the parent runs when every piece is settled,
+              // sees the failure, and removes the staging area (the other pieces are no longer writing into it).
+              ignoreDependencyOnFailure: true,
+            },
+          })),
+        }),
+      )
       .catch((error: unknown) => {
+        if (error instanceof QueueUnavailableError) throw error
         throw new QueueUnavailableError(`the run's jobs could not be enqueued on Redis: ${(error as Error).message}`, {
           step: 'pipeline',
           context: { run: plan.runId },
@@ -138,11 +147,20 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
       if (signal?.aborted) abort()
       else signal?.addEventListener('abort', abort, { once: true })
     })
+    const finish = (result: CommitResult): ScaleOutReport => {
+      progress.stop()
+      progress.final(result)
+      return { ...result, pieces: plan.pieces.length, durationMs: performance.now() - started }
+    }
     let result: CommitResult
     try {
-      result = await Promise.race([finished, aborted])
+      result = await Promise.race([finished, aborted, watchdog.failed])
     } catch (error) {
-      if (error instanceof AbortedError) throw error
+      if (error instanceof AbortedError || error instanceof QueueUnavailableError) throw error
+      // The commit job may have committed and still failed as a job (stalled past its limit after its COMMIT): the
+      // run's record says what became visible, not the job.
+      const committed = await committedResult(plan, warehouse).catch(() => undefined)
+      if (committed) return finish(committed)
       // The parent job failed: a piece failed for good, or the commit did. Its message says which.
       const message = error instanceof Error ? error.message : String(error)
       throw new ScaleOutFailedError(`run ${plan.runId} failed, nothing became visible: ${message}`, {
@@ -153,17 +171,79 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
     } finally {
       progress.stop()
     }
-    progress.final(result)
-    return { ...result, pieces: plan.pieces.length, durationMs: performance.now() - started }
+    return finish(result)
   } catch (error) {
     // Whatever ended the run here, its staging area goes (idempotent: the parent job may have done it already).
     await abandonRun(warehouse, plan, 'failed', (error as Error).message).catch(() => undefined)
     throw error
   } finally {
     if (abort) signal?.removeEventListener('abort', abort)
+    watchdog.stop()
     await run.close()
-    await flows?.close().catch(() => undefined)
-    await events?.close().catch(() => undefined)
+    // Bounded: closing waits for a connection that may never come back.
+    await closeWithin(flows, connectTimeoutMs)
+    await closeWithin(events, connectTimeoutMs)
+  }
+}
+
+async function closeWithin(closable: QueueEvents | FlowProducer | undefined, ms: number): Promise<void> {
+  if (!closable) return
+  let timer: NodeJS.Timeout | undefined
+  const closed = await Promise.race([
+    closable.close().then(
+      () => true,
+      () => false,
+    ),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ])
+  clearTimeout(timer)
+  if (!closed) void Promise.resolve(closable.disconnect()).catch(() => undefined)
+}
+
+/**
+ * Watches the coordinator's Redis connections during a run: on an error or a closed connection it waits `timeoutMs`,
+ * then tries a fresh connection (as `checkRedis`, for as long again); when that fails too, `failed` rejects with
+ * QueueUnavailableError. Redis back in time (the connections reconnect by themselves) clears the alarm.
+ */
+function redisWatchdog(queue: z.output<typeof queueSchema>, timeoutMs: number, runId: string) {
+  let timer: NodeJS.Timeout | undefined
+  let stopped = false
+  let fail: (error: Error) => void = () => undefined
+  const failed = new Promise<never>((_, reject) => (fail = reject))
+  failed.catch(() => undefined)
+  const suspect = () => {
+    if (timer || stopped) return
+    timer = setTimeout(() => {
+      checkRedis(queue, timeoutMs).then(
+        () => (timer = undefined),
+        (error: unknown) => {
+          if (stopped) return
+          fail(
+            new QueueUnavailableError(`Redis was lost during run ${runId} and could not be reached again: ${(error as Error).message}`, {
+              step: 'pipeline',
+              context: { run: runId, queue: queue.name },
+              cause: error,
+            }),
+          )
+        },
+      )
+    }, timeoutMs)
+  }
+  return {
+    failed,
+    watch(emitter: QueueEvents | FlowProducer) {
+      // Both are EventEmitters emitting these two events (typed apart by BullMQ).
+      const events = emitter as unknown as { on(event: 'error' | 'ioredis:close', listener: () => void): void }
+      events.on('error', suspect)
+      events.on('ioredis:close', suspect)
+    },
+    guard<T>(promise: Promise<T>): Promise<T> {
+      return Promise.race([promise, failed])
+    },
+    stop() {
+      stopped = true
+      clearTimeout(timer)
+    },
   }
 }
 
@@ -315,7 +395,7 @@ export function extractionWorker(source: Connection, warehouse: Connection, opti
         onProgress: (progress) => job.updateProgress({ rows: progress.rows, bytes: progress.bytes, done: progress.done === true }),
       })
     } catch (error) {
-      if (error instanceof CoordinatorGoneError) {
+      if (error instanceof CoordinatorGoneError || blockedRun(error)) {
         // No attempt can succeed: remove the staging area now, so nothing is left even if no commit job ever runs.
         await abandonRun(warehouse, plan, 'abandoned', error.message).catch(() => undefined)
         throw new UnrecoverableError(error.message)
@@ -327,7 +407,10 @@ export function extractionWorker(source: Connection, warehouse: Connection, opti
 
   async function commitJob(job: Job<CommitJob>): Promise<CommitResult> {
     const { plan } = job.data
-    const failures = Object.entries(await job.getIgnoredChildrenFailures())
+    // The cause first: pieces that found the staging area gone failed because another piece ended the run.
+    const failures = Object.entries(await job.getIgnoredChildrenFailures()).sort(
+      ([, a], [, b]) => Number(/staging area of run .* is gone/.test(a)) - Number(/staging area of run .* is gone/.test(b)),
+    )
     if (failures.length > 0) {
       const [key, reason] = failures[0] as [string, string]
       const message = `${failures.length} of ${plan.pieces.length} pieces failed for good (first: ${key.split(':').pop()}: ${reason})`

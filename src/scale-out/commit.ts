@@ -22,6 +22,10 @@ export interface CommitResult {
  * staging table, and the run is recorded as committed. Then the staging area is dropped.
  *
  * Refuses, abandoning the run (staging dropped, nothing visible), when the coordinator is gone or a piece is missing.
+ *
+ * Idempotent: the transaction first locks the run's row in `scale_out_runs`; a run already committed (an earlier call
+ * whose caller died or timed out after its COMMIT, or a call at the same time, waited for) returns the recorded result
+ * and touches nothing but leftover staging. Only a run still `running` commits.
  */
 export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connection }): Promise<CommitResult> {
   const { warehouse } = options
@@ -30,6 +34,23 @@ export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connec
   const result = await warehouse.withClient(async (client) => {
     await client.query('begin')
     try {
+      // The run's row, locked until this transaction ends: a second commit waits here, then finds it committed.
+      const { rows: records } = await client.query<{ status: string; staging: string; rows: string | null; bytes: string | null }>(
+        `select status, staging, rows::text as rows, bytes::text as bytes from ${runsTable(plan)} where run_id = $1 for update`,
+        [plan.runId],
+      )
+      const record = records[0]
+      if (record?.staging === plan.staging && record.status === 'committed') {
+        await client.query('rollback')
+        const targets = plan.tables.map((table) => `${plan.sink.schema}.${table.target}`)
+        return { runId: plan.runId, rows: Number(record.rows ?? 0), bytes: Number(record.bytes ?? 0), targets }
+      }
+      if (record?.staging !== plan.staging || record.status !== 'running') {
+        const why = record?.staging === plan.staging ? `was already ended (${record.status})` : 'was started again by another coordinator (or is unknown)'
+        refusal = new ScaleOutFailedError(`run ${plan.runId} ${why}: this commit made nothing visible`, { step: 'sink', context })
+        await client.query('rollback')
+        return undefined
+      }
       // Taken for this transaction when free: a coordinator that dies from here on no longer matters, the run commits.
       if (await coordinatorGone(client, plan.staging).catch(() => true)) {
         refusal = new CoordinatorGoneError(`the coordinator of run ${plan.runId} is gone: the run was abandoned, nothing became visible; start it again`, {
@@ -58,11 +79,10 @@ export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connec
       await ensureSchema(client, plan.sink.schema)
       const targets: string[] = []
       for (const table of plan.tables) targets.push(await commitTable(client, plan, table))
-      await client.query(`update ${runsTable(plan)} set status = 'committed', rows = $2, bytes = $3, finished_at = clock_timestamp() where run_id = $1`, [
-        plan.runId,
-        summary.rows,
-        summary.bytes,
-      ])
+      await client.query(
+        `update ${runsTable(plan)} set status = 'committed', rows = $2, bytes = $3, finished_at = clock_timestamp() where run_id = $1 and staging = $4`,
+        [plan.runId, summary.rows, summary.bytes, plan.staging],
+      )
       await client.query('commit')
       return { runId: plan.runId, rows: Number(summary.rows), bytes: Number(summary.bytes), targets }
     } catch (error) {
@@ -75,9 +95,28 @@ export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connec
     await abandonRun(warehouse, plan, error instanceof CoordinatorGoneError ? 'abandoned' : 'failed', error.message)
     throw error
   }
-  // After the commit: a failure here leaves an empty staging schema that the next coordinator sweeps.
+  // After the commit (or on finding it done): a failure here leaves a staging schema that the next coordinator sweeps.
   await warehouse.query(`drop schema if exists ${quoteIdent(plan.staging)} cascade`).catch(() => undefined)
   return result
+}
+
+/**
+ * The recorded result of a run that `scale_out_runs` says committed (this run: its staging schema), or undefined. For
+ * a caller whose commit failed in a way that does not say whether it committed (the job engine lost track of it).
+ */
+export async function committedResult(plan: ScaleOutPlan, warehouse: Connection): Promise<CommitResult | undefined> {
+  const { rows } = await warehouse.query<{ rows: string; bytes: string }>(
+    `select rows::text as rows, bytes::text as bytes from ${runsTable(plan)} where run_id = $1 and staging = $2 and status = 'committed'`,
+    [plan.runId, plan.staging],
+  )
+  const record = rows[0]
+  if (!record) return undefined
+  return {
+    runId: plan.runId,
+    rows: Number(record.rows),
+    bytes: Number(record.bytes),
+    targets: plan.tables.map((table) => `${plan.sink.schema}.${table.target}`),
+  }
 }
 
 /** One table's rows made visible, in the commit's transaction, as `postgresSink` does for its mode. */

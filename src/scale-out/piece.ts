@@ -11,6 +11,9 @@ import { cancelOnAbort } from '../sinks/cancel-on-abort.js'
 import { pieceOf, tableOf, type ScaleOutPlan } from './plan.js'
 import { coordinatorGone } from './staging.js'
 
+/** How long a piece's read waits for its table's lock when the source connection sets no `lock_timeout`. */
+const PIECE_LOCK_TIMEOUT_MS = 10_000
+
 /** What a piece reports while it runs, and when it is done. */
 export interface PieceProgress {
   readonly pieceId: number
@@ -44,6 +47,9 @@ export interface RunPieceOptions {
  * (worker killed, connection lost) finds nothing, because that transaction rolled back with its rows; one whose
  * earlier attempt still runs (a stalled job handed out again) waits on that row and then does one or the other.
  *
+ * @throws ScaleOutFailedError (`blockedRun`) when the piece's read waited too long behind a statement that needs its
+ *   table exclusively (TRUNCATE, a rewriting ALTER TABLE, REFRESH): that statement waits for the run to end, so the
+ *   run cannot finish either; the caller abandons the run, and the statement goes on.
  * @throws CoordinatorGoneError when the coordinator holding the snapshot is gone: the run cannot finish; retrying
  *   the piece is pointless (the caller abandons the run, see `abandonRun`).
  */
@@ -90,6 +96,10 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
       source.busy()
       await source.client.query('begin isolation level repeatable read read only')
       await source.client.query(`set transaction snapshot ${literal(plan.snapshot)}`)
+      // The coordinator holds ACCESS SHARE on every table of the run, so nothing holds a lock this read waits for: a
+      // wait is behind a TRUNCATE / rewriting ALTER / REFRESH queued for the run's end, for ever (the coordinator waits
+      // for this piece). A bounded wait (when the connection sets none) ends it: the run fails (blockedRun).
+      await source.client.query(`select set_config('lock_timeout', $1, true) where current_setting('lock_timeout') = '0'`, [`${PIECE_LOCK_TIMEOUT_MS}ms`])
       const sourceColumns = table.plan.kind === 'partitioned' ? table.columns.slice(0, -PARTITION_COLUMNS.length) : table.columns
       const statement = `copy (${pieceQuery(piece.piece, sourceColumns, table.plan)}) to stdout`
       let rows = 0
@@ -132,6 +142,12 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
     abort.stop()
     await warehouse.query('rollback').catch((rollbackError: unknown) => (broken = rollbackError as Error))
     if (error instanceof CoordinatorGoneError || error instanceof ScaleOutFailedError) throw error
+    if (sqlStateOf(error) === '55P03') {
+      throw new ScaleOutFailedError(
+        `piece ${pieceId} of run ${plan.runId} cannot read ${table.plan.schema}.${table.plan.table}: a statement that needs it exclusively (TRUNCATE, ALTER TABLE, VACUUM FULL, REFRESH) waits for the run to end, and the run's reads wait behind it; the run must fail (nothing visible) so that it can go on`,
+        { step: 'source', context, cause: error },
+      )
+    }
     // The snapshot import fails with "invalid snapshot identifier" once the exporting transaction ended.
     if (sqlStateOf(error) === '22023' && /snapshot/i.test((error as Error).message)) {
       throw new CoordinatorGoneError(`the snapshot of run ${plan.runId} is gone (its coordinator ended): the run was abandoned; start it again`, {
@@ -146,4 +162,9 @@ export async function runPiece(plan: ScaleOutPlan, pieceId: number, options: Run
     abort.close()
     warehouse.release(broken ?? abort.destroyed)
   }
+}
+
+/** True for runPiece's error saying the run is blocked behind a statement that waits for the run (see runPiece). */
+export function blockedRun(error: unknown): error is ScaleOutFailedError {
+  return error instanceof ScaleOutFailedError && sqlStateOf(error.cause) === '55P03'
 }

@@ -42,7 +42,10 @@ export interface ScaleOutPlan {
   readonly source: string
   /** `pg_export_snapshot()` of the coordinator's transaction, valid while the coordinator holds it. */
   readonly snapshot: string
-  /** The run's staging schema in the warehouse (`pgdk_run_<hash of runId>`), dropped once the run ends. */
+  /**
+   * The run's staging schema in the warehouse (`pgdk_run_<hash of runId and startedAt>`), dropped once the run ends:
+   * a run id started again gets a staging schema of its own, which the old run's late jobs never find.
+   */
   readonly staging: string
   readonly sink: {
     readonly schema: string
@@ -55,9 +58,20 @@ export interface ScaleOutPlan {
   readonly pieces: readonly ScaleOutPiece[]
 }
 
-/** The staging schema of a run: a name of its own per run id, short enough for any run id. */
-export function stagingSchemaFor(runId: string): string {
-  return `pgdk_run_${createHash('sha256').update(runId).digest('hex').slice(0, 16)}`
+/**
+ * The staging schema of a run: a name of its own per run id and start, short enough for any run id. A run id started
+ * again after its coordinator died gets another schema than the dead run's.
+ */
+export function stagingSchemaFor(runId: string, startedAt: string): string {
+  return `pgdk_run_${createHash('sha256').update(`${runId}\u0000${startedAt}`).digest('hex').slice(0, 16)}`
+}
+
+/**
+ * The key of the advisory lock a coordinator holds (session-level, in the warehouse) for its run id: two coordinators
+ * never run one run id at once, and one that takes it knows any earlier coordinator of that run id is gone.
+ */
+export function runLockKey(runId: string): string {
+  return `pg-datakit scale-out run ${runId}`
 }
 
 /**

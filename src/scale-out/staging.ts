@@ -47,7 +47,8 @@ export async function coordinatorGone(client: pg.ClientBase, staging: string): P
 
 /**
  * Ends a run that will not commit: drops its staging area and records why. Idempotent, so workers, the commit job and
- * the coordinator may all call it; a run already committed is left as it is.
+ * the coordinator may all call it; a run already committed is left as it is, and so is a later run of the same run id
+ * (its staging schema is another one: only the row of this staging schema is touched).
  */
 export async function abandonRun(
   warehouse: Connection,
@@ -58,43 +59,82 @@ export async function abandonRun(
   await warehouse.withClient(async (client) => {
     // A piece still writing holds its staging table; the drop waits for its commit, then nothing of it is left.
     await client.query(`drop schema if exists ${quoteIdent(plan.staging)} cascade`)
-    await client.query(`update ${runsTable(plan)} set status = $2, error = $3, finished_at = clock_timestamp() where run_id = $1 and status = 'running'`, [
-      plan.runId,
-      status,
-      reason,
-    ])
+    await client.query(
+      `update ${runsTable(plan)} set status = $2, error = $3, finished_at = clock_timestamp() where run_id = $1 and staging = $4 and status = 'running'`,
+      [plan.runId, status, reason, plan.staging],
+    )
   })
 }
 
 /**
  * Removes the staging areas of runs whose coordinator is gone (a SIGKILLed coordinator whose workers never ran again
- * leaves one). Run by every coordinator before it starts a run.
+ * leaves one), and records those runs as abandoned. Run by every coordinator before it starts a run. A staging area
+ * that cannot be swept (its plan unreadable, a query failing) is left for the next sweep and never stops the caller.
  */
 export async function sweepStaging(warehouse: Connection): Promise<string[]> {
   const { rows } = await warehouse.query<{ schema: string }>(`select nspname as schema from pg_namespace where nspname like 'pgdk\\_run\\_%'`)
   const swept: string[] = []
   for (const { schema } of rows) {
-    const gone = await warehouse.withClient(async (client) => {
-      await client.query('begin')
-      try {
-        if (!(await coordinatorGone(client, schema))) return false
-        // The coordinator made the schema and its tables in one transaction: a schema there has its plan.
-        const plan = await client.query<{ run_id: string; plan: ScaleOutPlan }>(`select run_id, plan from ${qualifiedName(schema, 'plan')}`)
-        // Dropped while the coordinator's lock is ours: no new coordinator can be creating this very schema meanwhile.
-        await client.query(`drop schema if exists ${quoteIdent(schema)} cascade`)
-        const record = plan.rows[0]
-        if (record) {
-          await client.query(
-            `update ${runsTable(record.plan)} set status = 'abandoned', error = $2, finished_at = clock_timestamp() where run_id = $1 and status = 'running'`,
-            [record.run_id, 'the coordinator was gone; its staging area was removed by a later coordinator'],
-          )
+    const gone = await warehouse
+      .withClient(async (client) => {
+        await client.query('begin')
+        try {
+          if (!(await coordinatorGone(client, schema))) {
+            await client.query('rollback')
+            return false
+          }
+          // The coordinator made the schema and its tables in one transaction: a schema there has its plan (as text:
+          // the connection parses json losslessly, so it is parsed here).
+          const plan = await client.query<{ run_id: string; plan: unknown }>(`select run_id, plan::text as plan from ${qualifiedName(schema, 'plan')}`)
+          // Dropped while the coordinator's lock is ours: no new coordinator can be creating this very schema meanwhile.
+          await client.query(`drop schema if exists ${quoteIdent(schema)} cascade`)
+          const record = plan.rows[0]
+          const sinkSchema = record ? sinkSchemaOf(record.plan) : undefined
+          if (record && sinkSchema !== undefined) {
+            await client.query(
+              `update ${qualifiedName(sinkSchema, 'scale_out_runs')} set status = 'abandoned', error = $2, finished_at = clock_timestamp()
+                where run_id = $1 and staging = $3 and status = 'running'`,
+              [record.run_id, 'the coordinator was gone; its staging area was removed by a later coordinator', schema],
+            )
+          }
+          await client.query('commit')
+          return true
+        } catch (error) {
+          await client.query('rollback').catch(() => undefined)
+          throw error
         }
-        return true
-      } finally {
-        await client.query('commit').catch(() => undefined)
-      }
-    })
+      })
+      .catch(() => false)
     if (gone) swept.push(schema)
   }
   return swept
+}
+
+/** The sink schema a stored plan names, or undefined when the plan cannot be read. */
+function sinkSchemaOf(stored: unknown): string | undefined {
+  try {
+    const plan = (typeof stored === 'string' ? JSON.parse(stored) : stored) as { sink?: { schema?: unknown } } | null
+    const schema = plan?.sink?.schema
+    return typeof schema === 'string' ? schema : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Called by a coordinator holding the run id's lock (`runLockKey`), in its transaction: a run of that id still
+ * recorded as running has no coordinator (its coordinator would hold that lock), so its staging area is dropped and it
+ * is recorded as abandoned; the new run can then start under the same id.
+ */
+export async function takeOverRun(client: pg.ClientBase, plan: Pick<ScaleOutPlan, 'runId' | 'sink'>): Promise<void> {
+  const { rows } = await client.query<{ staging: string }>(`select staging from ${runsTable(plan)} where run_id = $1 and status = 'running' for update`, [
+    plan.runId,
+  ])
+  const old = rows[0]
+  if (!old) return
+  await client.query(`drop schema if exists ${quoteIdent(old.staging)} cascade`)
+  await client.query(`update ${runsTable(plan)} set status = 'abandoned', error = $2, finished_at = clock_timestamp() where run_id = $1`, [
+    plan.runId,
+    'the coordinator was gone; the run was started again under its run id',
+  ])
 }

@@ -182,3 +182,38 @@ it('the coordinator SIGKILLed mid-run: nothing visible, staging removed, and the
     await worker.close()
   }
 })
+
+it(
+  'a worker SIGKILLed after the commit COMMITted, before dropping staging: the commit job run again reports the committed run, rows once',
+  { timeout: 180_000 },
+  async () => {
+    await createTable('recommit', 20_000)
+    const queue = uniqueQueue('recommit')
+    queues.push(queue)
+    const doomed = startWorker(queue, { KILL_AFTER_COMMIT: '1' })
+    await doomed.waitFor(/^ready$/)
+    const runId = `recommit-${Date.now()}`
+    // append without metadata: a commit run twice would insert every row twice.
+    const reporting = scaleOut(db.source, db.warehouse, {
+      runId,
+      tables: [{ table: 'recommit', pieces: 3 }],
+      to: { mode: 'append' },
+      metadata: false,
+      queue: queue.options,
+    })
+    await doomed.exited
+    expect(doomed.lines).toContain('killed after commit')
+    expect(await stagingLeft()).toBe(1)
+    // Its commit job is handed out again (stalled) to the next worker, which finds the run committed.
+    const next = startWorker(queue)
+    const report = await reporting
+    expect(report).toMatchObject({ runId, rows: 20_000, targets: ['bronze.br_recommit'] })
+    expect(await db.warehouseSql(`select count(*)::int as n, count(distinct id)::int as ids from bronze.br_recommit`)).toEqual([{ n: 20_000, ids: 20_000 }])
+    expect(await db.warehouseSql(`select status, rows::int from bronze.scale_out_runs where run_id = $1`, [runId])).toEqual([
+      { status: 'committed', rows: 20_000 },
+    ])
+    expect(await stagingLeft()).toBe(0)
+    next.process.kill('SIGTERM')
+    await next.exited
+  },
+)

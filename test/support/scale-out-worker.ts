@@ -1,7 +1,8 @@
 /**
  * One extraction worker process for the scale-out tests. It prints what it does, one line each, so the parent can
  * kill it mid-piece: "ready", "active <piece>", "progress <piece> <rows>" (rows copied, not committed yet),
- * "committed <piece> <rows>", "completed <piece>".
+ * "committed <piece> <rows>", "completed <piece>". With KILL_AFTER_COMMIT=1 it SIGKILLs itself once a commit job has
+ * committed, before it drops the staging schema ("killed after commit").
  *   node --import tsx test/support/scale-out-worker.ts <sourceUrl> <warehouseUrl> <queue> <prefix>
  */
 import { connect } from '../../src/index.js'
@@ -11,6 +12,17 @@ import { REDIS } from './redis.js'
 const [sourceUrl, warehouseUrl, name, prefix] = process.argv.slice(2) as [string, string, string, string]
 const source = connect(sourceUrl)
 const warehouse = connect(warehouseUrl)
+if (process.env.KILL_AFTER_COMMIT) {
+  // The commit drops the staging schema through warehouse.query once its transaction committed: die right there.
+  const query = warehouse.query.bind(warehouse)
+  warehouse.query = ((text: string, ...rest: unknown[]) => {
+    if (/^drop schema/.test(text)) {
+      process.stdout.write('killed after commit\n')
+      process.kill(process.pid, 'SIGKILL')
+    }
+    return (query as (text: string, ...rest: unknown[]) => unknown)(text, ...rest)
+  }) as typeof warehouse.query
+}
 const worker = extractionWorker(source, warehouse, {
   queue: { name, prefix, connection: REDIS },
   concurrency: Number(process.env.WORKER_CONCURRENCY ?? 1),

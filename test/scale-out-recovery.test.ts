@@ -175,7 +175,7 @@ describe('a dead coordinator', () => {
       // The old run's late jobs: their coordinator is gone; abandoning their run leaves the new one alone.
       await expect(runPiece(dead.plan, 1, options)).rejects.toBeInstanceOf(CoordinatorGoneError)
       await abandonRun(db.warehouse, dead.plan, 'abandoned', 'late job of the dead run')
-      await expect(commitRun(dead.plan, { warehouse: db.warehouse })).rejects.toThrow(/was started again by another coordinator/)
+      await expect(commitRun(dead.plan, { warehouse: db.warehouse })).rejects.toThrow(CoordinatorGoneError)
       expect(await runStatus(runId)).toBe('running')
       await runAll(run.plan)
       expect(await commitRun(run.plan, { warehouse: db.warehouse })).toMatchObject({ rows: 5000 })

@@ -3,6 +3,7 @@ import { z } from 'zod'
 import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
 import { AbortedError, CoordinatorGoneError, DatakitError, QueueUnavailableError, ScaleOutFailedError } from '../errors.js'
+import { quoteIdent } from '../pg/identifiers.js'
 import { commitRun, committedResult, type CommitResult } from './commit.js'
 import { runOptionsSchema, startRun, type RunOptions } from './coordinator.js'
 import { blockedRun, runPiece, type PieceProgress, type PieceResult } from './piece.js'
@@ -160,7 +161,11 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
       // The commit job may have committed and still failed as a job (stalled past its limit after its COMMIT): the
       // run's record says what became visible, not the job.
       const committed = await committedResult(plan, warehouse).catch(() => undefined)
-      if (committed) return finish(committed)
+      if (committed) {
+        // Its staging area may be left (the job's last worker died before dropping it).
+        await warehouse.query(`drop schema if exists ${quoteIdent(plan.staging)} cascade`).catch(() => undefined)
+        return finish(committed)
+      }
       // The parent job failed: a piece failed for good, or the commit did. Its message says which.
       const message = error instanceof Error ? error.message : String(error)
       throw new ScaleOutFailedError(`run ${plan.runId} failed, nothing became visible: ${message}`, {

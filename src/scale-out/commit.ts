@@ -46,8 +46,14 @@ export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connec
         return { runId: plan.runId, rows: Number(record.rows ?? 0), bytes: Number(record.bytes ?? 0), targets }
       }
       if (record?.staging !== plan.staging || record.status !== 'running') {
-        const why = record?.staging === plan.staging ? `was already ended (${record.status})` : 'was started again by another coordinator (or is unknown)'
-        refusal = new ScaleOutFailedError(`run ${plan.runId} ${why}: this commit made nothing visible`, { step: 'sink', context })
+        refusal =
+          record?.staging === plan.staging
+            ? new ScaleOutFailedError(`run ${plan.runId} was already ended (${record.status}): this commit made nothing visible`, { step: 'sink', context })
+            : // A stale job of a run whose coordinator died: the run id was started again (or is unknown here).
+              new CoordinatorGoneError(
+                `the coordinator of run ${plan.runId} is gone and the run was started again by another coordinator (or is unknown): this commit made nothing visible`,
+                { step: 'sink', context },
+              )
         await client.query('rollback')
         return undefined
       }

@@ -146,11 +146,18 @@ describe('a dead coordinator', () => {
     const deadId = `dead-${Date.now()}`
     const dead = await startRun(db.source, db.warehouse, { runId: deadId, tables: [{ table: 'swept' }] })
     await dead.close() // as a SIGKILL: its lock and snapshot go, its staging area and 'running' record stay
-    expect(await stagingSchemas()).toEqual([dead.plan.staging])
+    // Another dead run whose stored plan cannot be read: found by its staging schema instead.
+    const garbledId = `garbled-${Date.now()}`
+    const garbled = await startRun(db.source, db.warehouse, { runId: garbledId, tables: [{ table: 'swept' }] })
+    await garbled.close()
+    await db.warehouseSql(`update ${garbled.plan.staging}.plan set plan = '"not a plan"'`)
+    // Its start swept the first dead run.
+    expect(await stagingSchemas()).toEqual([garbled.plan.staging])
+    expect(await runStatus(deadId)).toBe('abandoned')
     const next = await startRun(db.source, db.warehouse, { tables: [{ table: 'swept' }] })
     try {
       expect(await stagingSchemas()).toEqual([next.plan.staging])
-      expect(await runStatus(deadId)).toBe('abandoned')
+      expect(await runStatus(garbledId)).toBe('abandoned')
     } finally {
       await abandonRun(db.warehouse, next.plan, 'failed', 'test over')
       await next.close()

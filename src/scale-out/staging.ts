@@ -98,6 +98,9 @@ export async function sweepStaging(warehouse: Connection): Promise<string[]> {
             )
           }
           await client.query('commit')
+          // A plan that cannot be read names no sink schema: the run is found by its staging schema instead, in every
+          // scale_out_runs there is (each tried on its own: a table of that name may be someone else's).
+          if (record && sinkSchema === undefined) await abandonByStaging(client, schema)
           return true
         } catch (error) {
           await client.query('rollback').catch(() => undefined)
@@ -108,6 +111,20 @@ export async function sweepStaging(warehouse: Connection): Promise<string[]> {
     if (gone) swept.push(schema)
   }
   return swept
+}
+
+async function abandonByStaging(client: pg.ClientBase, staging: string): Promise<void> {
+  const { rows } = await client.query<{ schema: string }>(
+    `select n.nspname as schema from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relname = 'scale_out_runs' and c.relkind = 'r'`,
+  )
+  for (const { schema } of rows) {
+    await client
+      .query(
+        `update ${qualifiedName(schema, 'scale_out_runs')} set status = 'abandoned', error = $2, finished_at = clock_timestamp() where staging = $1 and status = 'running'`,
+        [staging, 'the coordinator was gone; its staging area (its plan unreadable) was removed by a later coordinator'],
+      )
+      .catch(() => undefined)
+  }
 }
 
 /** The sink schema a stored plan names, or undefined when the plan cannot be read. */

@@ -145,6 +145,22 @@ describe('connection options', () => {
   it('redacts passwords from URLs and key/value strings', () => {
     expect(redact(`postgres://u:${SECRET}@h/db and password=${SECRET} x`)).toBe('postgres://u@h/db and password=*** x')
   })
+
+  it('redacts passwords holding unencoded @, :, / or #, and those of several hosts', () => {
+    // pg-connection-string reads the user info up to the authority's last '@': this URL connects with password p@ss:w0rd.
+    expect(redact('no slot "postgresql://etl:p@ss:w0rd@db.internal:5432/shop" here')).toBe('no slot "postgresql://etl@db.internal:5432/shop" here')
+    expect(redact('postgresql://u:pw@h1,u2:pw2@h2/db')).toBe('postgresql://u@h2/db')
+    expect(redact('bad URL postgresql://etl:pa/ss@h/db given')).toBe('bad URL postgresql://etl@h/db given')
+    expect(redact('postgresql://etl:pa#ss@h/db')).toBe('postgresql://etl@h/db')
+    // JSON lines keep their shape: a quote ends a URL.
+    expect(redact('{"from":"postgresql://a:x@s/db","to":"postgresql://b:y@w/db"}')).toBe('{"from":"postgresql://a@s/db","to":"postgresql://b@w/db"}')
+    // What is not a password stays.
+    expect(redact('postgresql://db.internal:5432/shop?application_name=etl')).toBe('postgresql://db.internal:5432/shop?application_name=etl')
+    expect(redact('postgresql://etl@db.internal/shop')).toBe('postgresql://etl@db.internal/shop')
+    for (const url of ['postgresql://etl:p@ss:w0rd@h/db', 'postgresql://u:pw@h1,u2:pw2@h2/db', 'postgresql://etl:pa/ss@h/db']) {
+      expect(redact(url)).not.toMatch(/p@ss|w0rd|pw2?@|pa\/ss/)
+    }
+  })
 })
 
 describe('sslmode', () => {

@@ -184,3 +184,27 @@ describe('box[] and other arrays through the decoded paths', () => {
     }
   })
 })
+
+describe('a warehouse whose sessions read arrays with array_nulls = off', () => {
+  it('still lands NULL elements as NULL and the string NULL as a string, on every path', async () => {
+    await db.sourceSql(`drop table if exists nulls; create table nulls (id int primary key, words text[], counts int[])`)
+    await db.sourceSql(`insert into nulls values (1, array['x', null, 'NULL'], array[1, null]), (2, array[null]::text[], array[null]::int[])`)
+    await db.warehouseSql(`alter database "${db.warehouseDatabase}" set array_nulls = off`)
+    // A connection made after the change: its sessions start with the database's setting.
+    const warehouse = connect(db.warehouseUrl)
+    try {
+      for (const [name, from, copyFormat] of [
+        ['tableSource', () => tableSource(db.source, { table: 'nulls' }), undefined],
+        ['copySource, text', () => copySource(db.source, { table: 'nulls' }), 'text'],
+        ['copySource, binary', () => copySource(db.source, { table: 'nulls' }), 'binary'],
+      ] as const) {
+        await extract({ from: from(), to: postgresSink(warehouse, { table: 'nulls' }), ...(copyFormat ? { copyFormat } : {}) })
+        const read = `select id, words::text, array_position(words, null) as null_at, counts::text from`
+        expect(await db.warehouseSql(`${read} bronze.nulls order by id`), name).toEqual(await db.sourceSql(`${read} nulls order by id`))
+      }
+    } finally {
+      await warehouse.close()
+      await db.warehouseSql(`alter database "${db.warehouseDatabase}" reset array_nulls`)
+    }
+  })
+})

@@ -1,6 +1,8 @@
 /**
- * Settings every pg-datakit session starts with, so that values read as text are the same whatever
- * the server's or the process's defaults: UTC timestamps, ISO dates, shortest exact floats, hex bytea.
+ * Settings every pg-datakit session starts with, so that values read and written as text are the same whatever
+ * the server's or the process's defaults: UTC timestamps, ISO dates, shortest exact floats, hex bytea, `NULL` in an
+ * array literal read as a NULL element (with `array_nulls = off` a warehouse read `{x,NULL}` as the string "NULL"),
+ * money in the C locale's form on both sides (`lc_monetary` decides how `money` is written and read).
  * User settings are applied after these and may override them.
  */
 export const SESSION_DEFAULTS: Readonly<Record<string, string>> = Object.freeze({
@@ -9,6 +11,8 @@ export const SESSION_DEFAULTS: Readonly<Record<string, string>> = Object.freeze(
   IntervalStyle: 'postgres',
   extra_float_digits: '1',
   bytea_output: 'hex',
+  array_nulls: 'on',
+  lc_monetary: 'C',
 })
 
 /**

@@ -1,6 +1,8 @@
+import { createRequire } from 'node:module'
+import { sep } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import pg from 'pg'
-import { Kysely, PostgresDialect } from 'kysely'
+import { Kysely, PostgresDialect, sql } from 'kysely'
 import { ConfigError, connect, copySource, extract, memorySink, postgresSink, querySource, tableSource } from '../src/index.js'
 import { useDatabases } from './support/fixtures.js'
 
@@ -171,6 +173,76 @@ describe('connect() borrowing a Kysely instance', () => {
     expect(() => connect({ url: db.sourceUrl }, { settings: {} } as never)).toThrow(ConfigError)
     expect(() => connect(42 as never)).toThrow(ConfigError)
     expect(() => connect({ connect: () => undefined } as never)).toThrow(ConfigError) // neither a pool nor options
+    await kysely.destroy()
+  })
+})
+
+describe("a borrowed pool's client options are the lender's, not pg-datakit's", () => {
+  it('refuses a pool whose clients read binary results, with a ConfigError', async () => {
+    await db.sourceSql('create table if not exists binary_lender (id int primary key)')
+    const pool = new pg.Pool({ connectionString: db.sourceUrl, max: 1, binary: true })
+    pool.on('error', () => undefined)
+    pools.push(pool)
+    const source = connect(pool)
+    await expect(extract({ from: tableSource(source, { table: 'binary_lender' }), to: memorySink() })).rejects.toThrow(ConfigError)
+    await source.close()
+    // The lender's client went back whole.
+    expect((await pool.query('select 1 as one')).rowCount).toBe(1)
+  })
+
+  it("does not apply the lender's client-side query_timeout to pg-datakit's reads (cursor, COPY, plain queries)", async () => {
+    await db.sourceSql(`create table if not exists slow_lender as select g as id from generate_series(1, 10) g`)
+    const pool = new pg.Pool({ connectionString: db.sourceUrl, max: 2, query_timeout: 200 })
+    pool.on('error', () => undefined)
+    pools.push(pool)
+    const source = connect(pool)
+    // Each read takes longer than the lender's 200 ms.
+    const slow = db.source
+      .kysely<{ slow_lender: { id: number } }>()
+      .selectFrom('slow_lender')
+      .select(['id'])
+      .where(sql<boolean>`pg_sleep(0.05) is not null`)
+    const sink = memorySink()
+    await extract({ from: querySource(source, slow, { name: 'slow' }), to: sink })
+    expect(sink.rows).toHaveLength(10)
+    await extract({ from: copySource(source, { query: slow }), to: memorySink() })
+    expect((await source.query<{ slept: string }>('select pg_sleep(0.3)::text as slept')).rows).toHaveLength(1)
+    await source.close()
+    // The lender's own queries keep its timeout.
+    await expect(pool.query('select pg_sleep(0.5)')).rejects.toThrow(/timeout/i)
+  })
+
+  it("works beside the application's Kysely logger, which reads every query's SQL as a string", async () => {
+    await makeOrders('logged_orders')
+    const logged: string[] = []
+    const kysely = new Kysely<Record<string, never>>({
+      dialect: new PostgresDialect({ pool: callerPool() }),
+      log: (event) => logged.push(event.query.sql.trim()),
+    })
+    const source = connect(kysely)
+    await extract({ from: tableSource(source, { table: 'logged_orders' }), to: postgresSink(db.warehouse, { mode: 'replace' }) })
+    expect(await difference('logged_orders')).toBe(0)
+    expect(logged.some((line) => line.includes('pg-datakit'))).toBe(true)
+    await source.close()
+    await kysely.destroy()
+  })
+
+  it('refuses, with a ConfigError, a Kysely instance over another copy of pg', async () => {
+    // A second copy of pg's modules, as a project with two versions of pg installed has: its Client is not the one
+    // pg-datakit knows how to find a client on.
+    const require = createRequire(import.meta.url)
+    const saved = Object.keys(require.cache).filter((key) => key.includes(`${sep}node_modules${sep}pg${sep}`))
+    const kept = Object.fromEntries(saved.map((key) => [key, require.cache[key]]))
+    for (const key of saved) delete require.cache[key]
+    const otherPg = require('pg') as typeof pg
+    Object.assign(require.cache, kept)
+    expect(otherPg.Client).not.toBe(pg.Client)
+    const pool = new otherPg.Pool({ connectionString: db.sourceUrl, max: 1 })
+    pool.on('error', () => undefined)
+    const kysely = new Kysely<Record<string, never>>({ dialect: new PostgresDialect({ pool }) })
+    const source = connect(kysely)
+    await expect(source.query('select 1')).rejects.toThrow(ConfigError)
+    await source.close()
     await kysely.destroy()
   })
 })

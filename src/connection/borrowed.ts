@@ -138,6 +138,9 @@ async function closed(client: pg.PoolClient): Promise<void> {
   await ended
 }
 
+/** setTimeout's largest delay, about 24.8 days: a borrowed client's `query_timeout` that never fires. */
+const NO_QUERY_TIMEOUT = 2_147_483_647
+
 const CAPTURE = Symbol('pg-datakit: the client this query arrived on')
 type Capturing = { [CAPTURE]: (client: pg.PoolClient) => void }
 let wrapped = false
@@ -157,8 +160,17 @@ async function clientOf(held: Kysely<unknown>): Promise<pg.PoolClient> {
     } as typeof pg.Client.prototype.query
   }
   let client: pg.PoolClient | undefined
-  const marker: Capturing = { [CAPTURE]: (found) => (client = found) }
-  await held.executeQuery({ ...CompiledQuery.raw(''), sql: marker as unknown as string })
+  // A String object: the application's Kysely logger sees (and may `.trim()`) a string, and the wrapper its symbol.
+  const marker: unknown = Object.assign(new String('/* pg-datakit: finding the client it holds */ select 1'), {
+    [CAPTURE]: (found: pg.PoolClient) => (client = found),
+  } satisfies Capturing)
+  // Through another copy of pg, the marker reaches pg unwrapped, which refuses it (a query needs text): that is the
+  // case the ConfigError below names, not a connection failure to retry. Any other failure is the connection's.
+  const refused = await held.executeQuery({ ...CompiledQuery.raw(''), sql: marker as string }).then(
+    () => undefined,
+    (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+  )
+  if (!client && refused && !/must have either text or a name/i.test(refused.message)) throw refused
   if (!client) {
     throw new ConfigError(
       'connection',
@@ -175,6 +187,14 @@ async function clientOf(held: Kysely<unknown>): Promise<pg.PoolClient> {
  */
 export async function lend(loan: Loan, settings: Readonly<Record<string, string>>): Promise<pg.PoolClient> {
   const { client } = loan
+  // pg sends every query of a `binary: true` client in binary, whatever the query asks, and pg-datakit reads text.
+  if ((client as unknown as { binary?: boolean }).binary) {
+    loan.giveBack()
+    throw new ConfigError(
+      'connection',
+      "is a pool whose clients read results in binary (binary: true): pg-datakit's queries read text; lend it a pool without that option",
+    )
+  }
   const onError = () => undefined
   client.on('error', onError)
   const names = Object.keys(settings)
@@ -221,12 +241,18 @@ export async function lend(loan: Loan, settings: Readonly<Record<string, string>
       )
   }
   // pg's overloads, loosened: the arguments are passed on as they came, with the type map added to a text query.
+  // The lender's client-side `query_timeout` is not pg-datakit's (a COPY of a large table runs for minutes): pg reads
+  // a query's own before the client's, so each query carries one too long to fire (setTimeout's largest delay).
   const send = client.query.bind(client) as (...args: unknown[]) => unknown
+  const lenderTimeout = (client as unknown as { connectionParameters?: { query_timeout?: number } }).connectionParameters?.query_timeout
+  const timeout = lenderTimeout ? { query_timeout: NO_QUERY_TIMEOUT } : {}
   const query = (config: unknown, ...rest: unknown[]): unknown => {
-    if (typeof config === 'string') return send({ text: config, types: losslessTypes }, ...rest)
-    if (config && typeof config === 'object' && typeof (config as { submit?: unknown }).submit !== 'function' && !('types' in config)) {
-      return send({ ...config, types: losslessTypes }, ...rest)
+    if (typeof config === 'string') return send({ text: config, types: losslessTypes, ...timeout }, ...rest)
+    if (config && typeof config === 'object' && typeof (config as { submit?: unknown }).submit !== 'function') {
+      return send({ ...('types' in config ? {} : { types: losslessTypes }), ...timeout, ...config }, ...rest)
     }
+    // A cursor or a COPY stream (a submittable): the timeout is read off the object itself.
+    if (lenderTimeout && config && typeof config === 'object' && !('query_timeout' in config)) Object.assign(config, timeout)
     return send(config, ...rest)
   }
   return new Proxy(client, {

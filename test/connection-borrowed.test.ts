@@ -180,7 +180,8 @@ describe('connect() borrowing a Kysely instance', () => {
 describe("a borrowed pool's client options are the lender's, not pg-datakit's", () => {
   it('refuses a pool whose clients read binary results, with a ConfigError', async () => {
     await db.sourceSql('create table if not exists binary_lender (id int primary key)')
-    const pool = new pg.Pool({ connectionString: db.sourceUrl, max: 1, binary: true })
+    // `binary` is a client option pg honours that its PoolConfig type leaves out.
+    const pool = new pg.Pool({ connectionString: db.sourceUrl, max: 1, binary: true } as pg.PoolConfig)
     pool.on('error', () => undefined)
     pools.push(pool)
     const source = connect(pool)
@@ -217,7 +218,9 @@ describe("a borrowed pool's client options are the lender's, not pg-datakit's", 
     const logged: string[] = []
     const kysely = new Kysely<Record<string, never>>({
       dialect: new PostgresDialect({ pool: callerPool() }),
-      log: (event) => logged.push(event.query.sql.trim()),
+      log: (event) => {
+        logged.push(event.query.sql.trim())
+      },
     })
     const source = connect(kysely)
     await extract({ from: tableSource(source, { table: 'logged_orders' }), to: postgresSink(db.warehouse, { mode: 'replace' }) })

@@ -1,7 +1,16 @@
 import { defineConfig } from 'tsup'
 
 export default defineConfig({
-  entry: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts', duckdb: 'src/duckdb.ts', parquet: 'src/parquet.ts', pg: 'src/pg.ts', cdc: 'src/cdc.ts', bullmq: 'src/bullmq.ts', cli: 'src/cli/index.ts' },
+  entry: {
+    index: 'src/index.ts',
+    'testing/index': 'src/testing/index.ts',
+    duckdb: 'src/duckdb.ts',
+    parquet: 'src/parquet.ts',
+    pg: 'src/pg.ts',
+    cdc: 'src/cdc.ts',
+    bullmq: 'src/bullmq.ts',
+    cli: 'src/cli/index.ts',
+  },
   format: ['esm', 'cjs'],
   // Shared code (the error classes, above all) goes into chunks that every entry point loads, in CommonJS too
   // (tsup splits only ESM by default): without it, `require('pg-datakit/duckdb')` carried its own copy of each class and
@@ -14,5 +23,16 @@ export default defineConfig({
   clean: true,
   target: 'node20',
   treeshake: true,
-  external: ['pg', 'kysely', 'pg-cursor', 'pg-copy-streams', 'pg-connection-string', 'zod', '@testcontainers/postgresql', '@duckdb/node-api', 'bullmq', 'ioredis'],
+  external: [
+    'pg',
+    'kysely',
+    'pg-cursor',
+    'pg-copy-streams',
+    'pg-connection-string',
+    'zod',
+    '@testcontainers/postgresql',
+    '@duckdb/node-api',
+    'bullmq',
+    'ioredis',
+  ],
 })

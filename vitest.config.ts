@@ -24,7 +24,13 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'new-york',
-          include: ['test/type-roundtrip.test.ts', 'test/warehouse-file-types.test.ts', 'test/copy-source.test.ts', 'test/query-source.test.ts', 'test/combination-matrix.test.ts'],
+          include: [
+            'test/type-roundtrip.test.ts',
+            'test/warehouse-file-types.test.ts',
+            'test/copy-source.test.ts',
+            'test/query-source.test.ts',
+            'test/combination-matrix.test.ts',
+          ],
           env: { TZ: 'America/New_York' },
         },
       },

@@ -123,14 +123,23 @@ async function pipeline() {
     const started = performance.now()
     const options = {
       fast: { from: copySource(conn, { table }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_fast` }) },
-      'fast-text': { from: copySource(conn, { table }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_fast_text` }), copyFormat: 'text' },
+      'fast-text': {
+        from: copySource(conn, { table }),
+        through: [bronzeMetadata()],
+        to: postgresSink(conn, { table: `${table}_fast_text` }),
+        copyFormat: 'text',
+      },
       decoded: { from: copySource(conn, { table }), through: [bronzeMetadata(), jsTransform], to: postgresSink(conn, { table: `${table}_decoded` }) },
       realistic: {
         from: copySource(conn, { table }),
         through: [bronzeMetadata(), parseJsonb(), expandArrays({ mode: 'json' })],
         to: postgresSink(conn, { table: `${table}_realistic` }),
       },
-      cursor: { from: tableSource(conn, { table, ...(process.env.BS ? { batchSize: Number(process.env.BS) } : {}) }), through: [bronzeMetadata()], to: postgresSink(conn, { table: `${table}_cursor` }) },
+      cursor: {
+        from: tableSource(conn, { table, ...(process.env.BS ? { batchSize: Number(process.env.BS) } : {}) }),
+        through: [bronzeMetadata()],
+        to: postgresSink(conn, { table: `${table}_cursor` }),
+      },
       'partitions-serial': { from: partitionedSource(conn, { table: `${table}_parts`, concurrency: 1 }), to: discard },
       'partitions-parallel': { from: partitionedSource(conn, { table: `${table}_parts`, concurrency: 2 }), to: discard },
     }[caseName]

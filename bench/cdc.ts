@@ -276,9 +276,23 @@ export async function runCdcBench(url: string, options: CdcBenchOptions): Promis
       const server = new ServerCpu(sampler, slot)
       const target = new URL(url)
       const args = [
-        '-d', `host=${target.hostname} port=${target.port || 5432} user=${decodeURIComponent(target.username) || 'postgres'} dbname=${target.pathname.slice(1) || 'postgres'}`,
-        `--slot=${slot}`, '--start', '--plugin=pgoutput', '--no-loop', `--endpos=${endLsn}`, '-f', '/dev/null',
-        '-o', 'proto_version=2', '-o', `publication_names=${PUBLICATION}`, '-o', 'messages=true', '-o', 'streaming=on',
+        '-d',
+        `host=${target.hostname} port=${target.port || 5432} user=${decodeURIComponent(target.username) || 'postgres'} dbname=${target.pathname.slice(1) || 'postgres'}`,
+        `--slot=${slot}`,
+        '--start',
+        '--plugin=pgoutput',
+        '--no-loop',
+        `--endpos=${endLsn}`,
+        '-f',
+        '/dev/null',
+        '-o',
+        'proto_version=2',
+        '-o',
+        `publication_names=${PUBLICATION}`,
+        '-o',
+        'messages=true',
+        '-o',
+        'streaming=on',
       ]
       const started = performance.now()
       server.start()
@@ -298,7 +312,11 @@ export async function runCdcBench(url: string, options: CdcBenchOptions): Promis
       const seconds = (performance.now() - started) / 1000
       const { walsender } = server.stop()
       if (code !== 0) throw new Error(`pg_recvlogical exited with ${code}: ${stderr.trim()}`)
-      const children = stdout.trim().split('\n').at(-1)?.match(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/)
+      const children = stdout
+        .trim()
+        .split('\n')
+        .at(-1)
+        ?.match(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/)
       const client = children ? Number(children[1]) * 60 + Number(children[2]) + Number(children[3]) * 60 + Number(children[4]) : Number.NaN
       return { changes, seconds, cpu: { walsender, client, warehouse: 0 } }
     }
@@ -343,7 +361,8 @@ export async function runCdcBench(url: string, options: CdcBenchOptions): Promis
       backlogs[shape] = { changes, consumers: results }
     }
 
-    const shapes = options.shapeChanges > 0 ? await applyShapes(lib, admin, source, warehouse, warehouseAdmin, options.shapeChanges, (slot) => slots.add(slot)) : {}
+    const shapes =
+      options.shapeChanges > 0 ? await applyShapes(lib, admin, source, warehouse, warehouseAdmin, options.shapeChanges, (slot) => slots.add(slot)) : {}
 
     let lagP50Ms: number | null = null
     let lagP99Ms: number | null = null
@@ -519,7 +538,8 @@ export function cdcReport(result: CdcBenchResult): string[] {
   const one = result.shapes['delete, one-column key']
   const two = result.shapes['delete, two-column key']
   if (one && two) lines.push(`  two-column key deletes ${(one / two).toFixed(2)}x slower than one-column (target <= 2: ${one / two <= 2 ? 'met' : 'MISSED'})`)
-  if (result.lagP50Ms !== null) lines.push(`cdc lag under a pgbench workload: p50 ${Math.round(result.lagP50Ms)} ms, p99 ${Math.round(result.lagP99Ms ?? 0)} ms`)
+  if (result.lagP50Ms !== null)
+    lines.push(`cdc lag under a pgbench workload: p50 ${Math.round(result.lagP50Ms)} ms, p99 ${Math.round(result.lagP99Ms ?? 0)} ms`)
   return lines
 }
 
@@ -613,7 +633,10 @@ export async function runCdcLargeTxBench(url: string, options: CdcLargeTxOptions
           `select count(*)::int as n, count(distinct (commit_lsn, seq))::int as distinct_changes from ${schema}.cdc_changes`,
         )
         const exact =
-          bronzeSum === sourceSum && logged.rows[0]?.n === options.changes && logged.rows[0]?.distinct_changes === options.changes && measured.changes === options.changes
+          bronzeSum === sourceSum &&
+          logged.rows[0]?.n === options.changes &&
+          logged.rows[0]?.distinct_changes === options.changes &&
+          measured.changes === options.changes
         const run: CdcLargeTxRun = {
           streaming,
           changes: measured.changes,

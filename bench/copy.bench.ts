@@ -73,7 +73,15 @@ const LIMIT_OF: Partial<Record<CaseName, CaseName | 'pipes'>> = {
   ...FILE_SINK_LIMIT_OF,
 }
 /** Cases that run no pg-datakit code: the orchestrating Node process's RSS says nothing about them. */
-const PSQL_ONLY = new Set<CaseName>(['limit', 'limit-binary', 'realistic-limit', 'partitions-psql-serial', 'partitions-psql-parallel', 'partitions-server-serial', 'partitions-server-parallel'])
+const PSQL_ONLY = new Set<CaseName>([
+  'limit',
+  'limit-binary',
+  'realistic-limit',
+  'partitions-psql-serial',
+  'partitions-psql-parallel',
+  'partitions-server-serial',
+  'partitions-server-parallel',
+])
 /** Cases that only read: they run first, before the write cases give the server background work. */
 const READ_ONLY = new Set<CaseName>([
   'partitions-serial',
@@ -223,11 +231,14 @@ async function main() {
         lagTransactions: cdcLagTransactions,
       })
     }
-    const cdcLargeTx: CdcLargeTxResult | undefined = withCdcLargeTx ? await runCdcLargeTxBench(url, { changes: cdcHuge, streaming: cdcHugeStreaming }) : undefined
+    const cdcLargeTx: CdcLargeTxResult | undefined = withCdcLargeTx
+      ? await runCdcLargeTxBench(url, { changes: cdcHuge, streaming: cdcHugeStreaming })
+      : undefined
     const { bytes } = cases.length || withScaleOut ? await generate(url) : { bytes: 0 }
     // Not in the default list: it needs Redis at 127.0.0.1:6379 (bench/scale-out.ts).
     const scaleOut = withScaleOut ? await runScaleOutBench(url, { table, runs, workers: [1, 2, 4], pieces: 8 }) : undefined
-    if (cases.length) console.error(`table ${table}: ${(bytes / 1e6).toFixed(0)} MB on disk; ${runs} runs per case after a warm-up round; the cases take turns in each round`)
+    if (cases.length)
+      console.error(`table ${table}: ${(bytes / 1e6).toFixed(0)} MB on disk; ${runs} runs per case after a warm-up round; the cases take turns in each round`)
     const results: Record<
       string,
       {
@@ -260,7 +271,13 @@ async function main() {
           measured.push(name)
         } catch (error) {
           if (!OPTIONAL.has(name)) throw error
-          console.error(`  ${CASES[name]}: skipped (${String((error as { stderr?: string }).stderr ?? error).trim().split('\n')[0]})`)
+          console.error(
+            `  ${CASES[name]}: skipped (${
+              String((error as { stderr?: string }).stderr ?? error)
+                .trim()
+                .split('\n')[0]
+            })`,
+          )
         }
       }
       for (const name of measured) samples.set(name, [])
@@ -309,7 +326,12 @@ async function main() {
       `pg-datakit COPY benchmark: ${rows.toLocaleString('en')} rows, median of ${runs} runs after ${warmup} warm-up round(s)`,
       `${'case'.padEnd(42)}${'wall s'.padStart(8)}${'rows/s'.padStart(11)}${'peak RSS'.padStart(10)}${'halves'.padStart(10)}${'node'.padStart(6)}${'x limit'.padStart(9)}${'x (a2)'.padStart(8)}  target (x (a2); RSS <= ${RSS_TARGET_MB} MB)`,
     ]
-    if (fastest) lines.splice(1, 0, `"x limit": against the faster pipe in this run, ${CASES[fastest]} (${(results[fastest]!.wallMs / 1000).toFixed(2)} s); "node": the case process's CPU / wall`)
+    if (fastest)
+      lines.splice(
+        1,
+        0,
+        `"x limit": against the faster pipe in this run, ${CASES[fastest]} (${(results[fastest]!.wallMs / 1000).toFixed(2)} s); "node": the case process's CPU / wall`,
+      )
     const summary: Record<string, unknown> = { rows, runs, tableBytes: bytes, cases: {} }
     for (const [name, result] of Object.entries(results)) {
       const limitName = LIMIT_OF[name as CaseName]
@@ -339,7 +361,10 @@ async function main() {
       const memory = result.heapMb ? `; peak V8 heap ${result.heapMb[0]} MB, outside it ${result.heapMb[1]} MB` : ''
       const format = result.copyFormat ? `; COPY ${result.copyFormat}${result.copyFormatReason ? ` (${result.copyFormatReason})` : ''}` : ''
       const servers = name === 'realistic' ? results['realistic-limit']?.wallMs : undefined
-      if (servers) lines.push(`  (c2) takes ${(result.wallMs / servers).toFixed(2)}x the servers alone moving its rows (c3); (c3) itself is ${(servers / (binaryPipe ?? servers)).toFixed(2)}x (a2)`)
+      if (servers)
+        lines.push(
+          `  (c2) takes ${(result.wallMs / servers).toFixed(2)}x the servers alone moving its rows (c3); (c3) itself is ${(servers / (binaryPipe ?? servers)).toFixed(2)}x (a2)`,
+        )
       lines.push(`  ${CASES[name as CaseName].split(' ')[0]} node busy ${Math.round((result.nodeBusy ?? 0) * 100)}%${memory}${format}; ${steps}`)
     }
     const speedup = (serial: CaseName, parallel: CaseName) => {

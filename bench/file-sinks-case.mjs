@@ -85,7 +85,10 @@ async function limit(name, url, table, psql, work) {
     for (const setting of DUCKDB_SETTINGS(name, join(work, 'duckdb.tmp'))) await connection.run(setting)
     const read = `read_csv('${csv}', header = false, auto_detect = false, buffer_size = ${READER_BUFFER}, max_line_size = ${READER_BUFFER}, columns = ${COLUMNS})`
     if (name === 'duckdb-limit') await connection.run(`CREATE TABLE t AS SELECT * FROM ${read}`)
-    else await connection.run(`COPY (SELECT * FROM ${read}) TO '${join(work, 'limit.parquet')}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${PARQUET_ROW_GROUP_ROWS})`)
+    else
+      await connection.run(
+        `COPY (SELECT * FROM ${read}) TO '${join(work, 'limit.parquet')}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${PARQUET_ROW_GROUP_ROWS})`,
+      )
   } finally {
     connection.closeSync()
     instance.closeSync()

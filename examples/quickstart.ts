@@ -16,7 +16,9 @@ const source = connect(sourceUrl)
 const warehouse = process.env.WAREHOUSE_DATABASE_URL ? connect(process.env.WAREHOUSE_DATABASE_URL) : undefined
 const duckdbPath = process.env.QUICKSTART_DUCKDB ?? 'quickstart.duckdb'
 // Loaded only when used: the DuckDB sink needs the optional peer dependency @duckdb/node-api.
-const to: Sink = warehouse ? postgresSink(warehouse, { mode: 'replace' }) : (await import('pg-datakit/duckdb')).duckdbSink({ path: duckdbPath, mode: 'replace' })
+const to: Sink = warehouse
+  ? postgresSink(warehouse, { mode: 'replace' })
+  : (await import('pg-datakit/duckdb')).duckdbSink({ path: duckdbPath, mode: 'replace' })
 
 try {
   // A demo table: 100 000 orders with a few kinds of values.

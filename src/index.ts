@@ -8,7 +8,25 @@ export { redact } from './connection/redact.js'
 export { extract, type ExtractOptions, type Progress, type RunReport, type StepTiming } from './extract.js'
 export type { RetryOptions } from './pipeline/retry.js'
 export { silentLogger, type Logger } from './logger.js'
-export type { Batch, BinaryCopy, CopyBytes, CopyFormat, ExtractionType, OpenContext, OpenedSource, Origin, Row, RunConstants, RunContext, Shape, Sink, SinkResult, SinkTarget, Source, Transform } from './contracts.js'
+export type {
+  Batch,
+  BinaryCopy,
+  CopyBytes,
+  CopyFormat,
+  ExtractionType,
+  OpenContext,
+  OpenedSource,
+  Origin,
+  Row,
+  RunConstants,
+  RunContext,
+  Shape,
+  Sink,
+  SinkResult,
+  SinkTarget,
+  Source,
+  Transform,
+} from './contracts.js'
 
 // Sources
 export { tableSource, type TableFilter, type TableSourceOptions } from './sources/table.js'

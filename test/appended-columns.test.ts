@@ -51,8 +51,19 @@ describe('transforms that append columns, run as one step', () => {
       expect(kind).toBe(`${doc?.kind ?? 'none'}:${String(row.id)}`)
     }
     expect(Object.keys(fused.rows[0] as object)).toEqual([
-      'id', 'doc', 'tags', 'raw', '_bronze_loaded_at', '_bronze_source', '_bronze_schema', '_bronze_table', '_bronze_extraction_type',
-      'doc_parsed', 'raw_parsed', 'kind_of_doc', 'tags_expanded',
+      'id',
+      'doc',
+      'tags',
+      'raw',
+      '_bronze_loaded_at',
+      '_bronze_source',
+      '_bronze_schema',
+      '_bronze_table',
+      '_bronze_extraction_type',
+      'doc_parsed',
+      'raw_parsed',
+      'kind_of_doc',
+      'tags_expanded',
     ])
     // Counters and per-step reports are kept, each transform with its rows.
     expect(report.counters).toEqual({ 'parseJsonb.failed': 250 })

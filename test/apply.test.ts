@@ -106,7 +106,11 @@ describe('applying changes to bronze tables in batched statements', () => {
         `update bag set label = 'y2' where label = 'y'`,
       )
       // A FULL table with a primary key is keyed by it: updates (the key moved too) and deletes.
-      await step(`update keyed_full set note = 'u' where id <= 20`, `update keyed_full set id = id + 100 where id between 5 and 8`, `delete from keyed_full where id > 40`)
+      await step(
+        `update keyed_full set note = 'u' where id <= 20`,
+        `update keyed_full set id = id + 100 where id between 5 and 8`,
+        `delete from keyed_full where id > 40`,
+      )
       await step(`insert into pairs values (-1, 'end', 'end')`)
     } finally {
       await client.end()
@@ -138,7 +142,14 @@ describe('applying changes to bronze tables in batched statements', () => {
         ['keyed_full', ['id', 'note']],
       ] as const) {
         const compared = await tablesEqual(db.sourceUrl, table, db.warehouseUrl, `${schema}.br_${table}`, [...columns])
-        expect({ schema, table, ...compared }).toEqual({ schema, table, missing: 0, extra: 0, sourceRows: compared.sourceRows, targetRows: compared.sourceRows })
+        expect({ schema, table, ...compared }).toEqual({
+          schema,
+          table,
+          missing: 0,
+          extra: 0,
+          sourceRows: compared.sourceRows,
+          targetRows: compared.sourceRows,
+        })
       }
     }
     expect((await db.sourceSql(`select count(*)::int as n from bag where label is null or label = ''`))[0]).toEqual({ n: 2 })

@@ -1,16 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import {
-  copySource,
-  expandArrays,
-  extract,
-  memorySink,
-  parallelSource,
-  postgresSink,
-  querySource,
-  tableSource,
-  type Row,
-  type Source,
-} from '../src/index.js'
+import { copySource, expandArrays, extract, memorySink, parallelSource, postgresSink, querySource, tableSource, type Row, type Source } from '../src/index.js'
 import { rowEncoder, type Column } from '../src/pg.js'
 import { formatArrayLiteral, parseArrayLiteral } from '../src/pg/array-literal.js'
 import { typeParsersFor } from '../src/pg/type-parsers.js'
@@ -35,7 +24,10 @@ describe('array literals with their element type’s delimiter (unit)', () => {
   })
 
   it('writes a literal with the delimiter it is given, and reads it back', () => {
-    const values = [['(3,4),(1,2)', null], ['a;b"c\\', '(0,0),(0,0)']]
+    const values = [
+      ['(3,4),(1,2)', null],
+      ['a;b"c\\', '(0,0),(0,0)'],
+    ]
     const text = formatArrayLiteral(values, String, ';')
     expect(text).toBe('{{"(3,4),(1,2)";NULL};{"a;b\\"c\\\\";"(0,0),(0,0)"}}')
     expect(parseArrayLiteral(text, String, ';')).toEqual(values)
@@ -155,7 +147,12 @@ describe('box[] and other arrays through the decoded paths', () => {
     await seed()
     for (const [name, source] of sources()) {
       await db.warehouseSql('drop table if exists bronze.br_shapes')
-      await extract({ from: source, through: [expandArrays({ columns: ['boxes', 'grid', 'bounded', 'colons'] })], to: postgresSink(db.warehouse), fastPath: false })
+      await extract({
+        from: source,
+        through: [expandArrays({ columns: ['boxes', 'grid', 'bounded', 'colons'] })],
+        to: postgresSink(db.warehouse),
+        fastPath: false,
+      })
       const landed = await db.warehouseSql(
         `select id, boxes_expanded::text as boxes, grid_expanded::text as grid, bounded_expanded::text as bounded, colons_expanded::text as colons
            from bronze.br_shapes order by id`,

@@ -108,7 +108,10 @@ describe('the binary byte path on a real PostgreSQL', () => {
       })
     }
     // The same table without them goes binary.
-    const plain = await extract({ from: copySource(db.source, { table: 'mapped', columns: ['id', 'plain'] }), to: postgresSink(db.warehouse, { table: 'mapped_plain' }) })
+    const plain = await extract({
+      from: copySource(db.source, { table: 'mapped', columns: ['id', 'plain'] }),
+      to: postgresSink(db.warehouse, { table: 'mapped_plain' }),
+    })
     expect(plain.copyFormat).toBe('binary')
   })
 
@@ -119,7 +122,11 @@ describe('the binary byte path on a real PostgreSQL', () => {
     await db.warehouseSql(`create schema if not exists bronze`)
     await db.warehouseSql(`create table bronze.counts_log (id int, n bigint, label text)`)
     const run = () =>
-      extract({ from: copySource(db.source, { table: 'counts' }), through: [bronzeMetadata()], to: postgresSink(db.warehouse, { table: 'counts_log', mode: 'append' }) })
+      extract({
+        from: copySource(db.source, { table: 'counts' }),
+        through: [bronzeMetadata()],
+        to: postgresSink(db.warehouse, { table: 'counts_log', mode: 'append' }),
+      })
     const first = await run()
     expect([first.copyFormat, first.copyFormatReason]).toEqual(['text', 'column "n" lands as bigint, not as its source type'])
     await db.warehouseSql(`alter table bronze.counts_log alter column n type integer`)
@@ -136,7 +143,8 @@ describe('the binary byte path on a real PostgreSQL', () => {
   it('merges binary rows over existing keys', async () => {
     await db.sourceSql(`create table accounts (id int primary key, balance numeric(12,2), seen timestamptz)`)
     await db.sourceSql(`insert into accounts select g, g, '2024-01-01'::timestamptz + g * interval '1 hour' from generate_series(1, 300) g`)
-    const merge = () => extract({ from: copySource(db.source, { table: 'accounts' }), through: [bronzeMetadata()], to: postgresSink(db.warehouse, { mode: 'merge' }) })
+    const merge = () =>
+      extract({ from: copySource(db.source, { table: 'accounts' }), through: [bronzeMetadata()], to: postgresSink(db.warehouse, { mode: 'merge' }) })
     expect((await merge()).copyFormat).toBe('binary')
     await db.sourceSql(`update accounts set balance = balance * 2 where id % 2 = 0; insert into accounts values (301, -1, null)`)
     const second = await merge()
@@ -167,7 +175,10 @@ describe('the binary byte path on a real PostgreSQL', () => {
     const newer = await extract({ from: claiming((version as number) + 10_000), to: postgresSink(db.warehouse, { table: 'versions_newer' }) })
     expect(newer.copyFormat).toBe('text')
     expect(newer.copyFormatReason).toMatch(/^the source server \(PostgreSQL \d+\) is newer than the warehouse \(\d+\)/)
-    const older = await extract({ from: claiming(Math.max(100_000, (version as number) - 10_000)), to: postgresSink(db.warehouse, { table: 'versions_older' }) })
+    const older = await extract({
+      from: claiming(Math.max(100_000, (version as number) - 10_000)),
+      to: postgresSink(db.warehouse, { table: 'versions_older' }),
+    })
     expect(older.copyFormat).toBe('binary')
     for (const table of ['versions_newer', 'versions_older']) {
       expect(await tablesEqual(db.sourceUrl, 'versions', db.warehouseUrl, `bronze.${table}`, ['id', 'at'])).toMatchObject({ missing: 0, extra: 0 })
@@ -192,9 +203,16 @@ describe('the binary byte path on a real PostgreSQL', () => {
   it("refuses copyFormat: 'binary' where rows are decoded, and a format it does not know, before anything runs", async () => {
     await db.sourceSql(`create table refusals (id int primary key)`)
     const attempts = [
-      () => extract({ from: copySource(db.source, { table: 'refusals' }), to: postgresSink(db.warehouse, { table: 'refused_1' }), fastPath: false, copyFormat: 'binary' }),
+      () =>
+        extract({
+          from: copySource(db.source, { table: 'refusals' }),
+          to: postgresSink(db.warehouse, { table: 'refused_1' }),
+          fastPath: false,
+          copyFormat: 'binary',
+        }),
       () => extract({ from: copySource(db.source, { table: 'refusals' }), to: memorySink(), copyFormat: 'binary' }),
-      () => extract({ from: copySource(db.source, { table: 'refusals' }), to: postgresSink(db.warehouse, { table: 'refused_3' }), copyFormat: 'fast' as 'binary' }),
+      () =>
+        extract({ from: copySource(db.source, { table: 'refusals' }), to: postgresSink(db.warehouse, { table: 'refused_3' }), copyFormat: 'fast' as 'binary' }),
     ]
     for (const attempt of attempts) await expect(attempt()).rejects.toBeInstanceOf(ConfigError)
     await expect(attempts[0]!()).rejects.toThrow(/copyFormat: 'binary' needs the byte path/)

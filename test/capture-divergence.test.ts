@@ -1,11 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import {
-  captureChanges,
-  PublicationChangedError,
-  SlotAheadError,
-  SlotMissingError,
-  type CaptureOptions,
-} from '../src/index.js'
+import { captureChanges, PublicationChangedError, SlotAheadError, SlotMissingError, type CaptureOptions } from '../src/index.js'
 import { ensurePublication, slotStatus } from '../src/cdc.js'
 import { captureUntil } from './support/capture.js'
 import { checksum } from './support/checksum.js'
@@ -58,7 +52,16 @@ describe('a capture never continues past a gap', () => {
     expect(await slotStatus(db.source, 'lost_slot')).toBeUndefined()
     expect(await position('lost_slot')).toBe(held)
 
-    await captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'lost_slot', publication: 'lost_pub', apply: true, firstMs: 3_000, idleMs: 1_500, ...{} })
+    await captureUntil({
+      source: db.source,
+      warehouse: db.warehouse,
+      slot: 'lost_slot',
+      publication: 'lost_pub',
+      apply: true,
+      firstMs: 3_000,
+      idleMs: 1_500,
+      ...{},
+    })
       .catch((e) => e)
       .then((e) => expect(e).toBeInstanceOf(SlotMissingError))
     const controller = new AbortController()
@@ -81,7 +84,9 @@ describe('a capture never continues past a gap', () => {
     })
     await run
     expect(snapshotRows).toBe(35)
-    expect(await checksum(db.warehouseDatabase, 'bronze.br_lost_items', ['id', 'note'])).toEqual(await checksum(db.sourceDatabase, 'lost_items', ['id', 'note']))
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_lost_items', ['id', 'note'])).toEqual(
+      await checksum(db.sourceDatabase, 'lost_items', ['id', 'note']),
+    )
   })
 
   it('stops with SlotMissingError when a slot it made is dropped before any change landed', async () => {
@@ -116,7 +121,13 @@ describe('a capture never continues past a gap', () => {
     await db.sourceSql(`create table styled (id int primary key, d date, ts timestamp, tz timestamptz, iv interval, f float8, r real, b bytea)`)
     await ensurePublication(db.source, 'styled_pub', [{ table: 'styled' }])
     await capture('styled_slot', 'styled_pub', { apply: true })
-    const settings = [`DateStyle = 'SQL, DMY'`, `IntervalStyle = 'sql_standard'`, `extra_float_digits = -3`, `bytea_output = 'escape'`, `TimeZone = 'Asia/Kolkata'`]
+    const settings = [
+      `DateStyle = 'SQL, DMY'`,
+      `IntervalStyle = 'sql_standard'`,
+      `extra_float_digits = -3`,
+      `bytea_output = 'escape'`,
+      `TimeZone = 'Asia/Kolkata'`,
+    ]
     for (const setting of settings) await db.sourceSql(`alter database "${db.sourceDatabase}" set ${setting}`)
     try {
       await db.sourceSql(`insert into styled values
@@ -132,7 +143,9 @@ describe('a capture never continues past a gap', () => {
     const read = async (url: string, table: string) => {
       const client = await clientFor(url)
       try {
-        await client.query(`set DateStyle = 'ISO, MDY'; set IntervalStyle = 'postgres'; set extra_float_digits = 1; set bytea_output = 'hex'; set TimeZone = 'UTC'`)
+        await client.query(
+          `set DateStyle = 'ISO, MDY'; set IntervalStyle = 'postgres'; set extra_float_digits = 1; set bytea_output = 'hex'; set TimeZone = 'UTC'`,
+        )
         return (await client.query(`select id, d::text, ts::text, tz::text, iv::text, f::text, r::text, b::text from ${table} order by id`)).rows
       } finally {
         await client.end()
@@ -149,7 +162,17 @@ describe('a capture never continues past a gap', () => {
     await db.sourceSql(`insert into evolving select g, g from generate_series(1, 20) g`)
     await ensurePublication(db.source, 'evolving_pub', [{ table: 'evolving' }])
     const run = (changes: number) =>
-      captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'evolving_slot', publication: 'evolving_pub', apply: true, changes, firstMs: 10_000, idleMs: 1_500, initialSnapshot: true })
+      captureUntil({
+        source: db.source,
+        warehouse: db.warehouse,
+        slot: 'evolving_slot',
+        publication: 'evolving_pub',
+        apply: true,
+        changes,
+        firstMs: 10_000,
+        idleMs: 1_500,
+        initialSnapshot: true,
+      })
     const same = async (columns: string[]) =>
       expect(await checksum(db.warehouseDatabase, 'bronze.br_evolving', columns)).toEqual(await checksum(db.sourceDatabase, 'evolving', columns))
     const reason = async () => (await db.warehouseSql(`select reason from bronze.cdc_tables where table_name = 'evolving'`))[0]?.reason
@@ -245,13 +268,23 @@ describe('a capture never continues past a gap', () => {
 
     await db.sourceSql(`alter publication growing_pub add table joins_stopped`)
     await db.sourceSql(`update joins_stopped set qty = 5 where id <= 3`)
-    await captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'growing_slot', publication: 'growing_pub', apply: true, changes: 3, firstMs: 10_000 })
+    await captureUntil({
+      source: db.source,
+      warehouse: db.warehouse,
+      slot: 'growing_slot',
+      publication: 'growing_pub',
+      apply: true,
+      changes: 3,
+      firstMs: 10_000,
+    })
 
     for (const table of ['first_table', 'joins_streaming', 'joins_stopped']) {
       const columns = table === 'first_table' ? ['id', 'note'] : ['id', 'qty', 'big']
       expect(await checksum(db.warehouseDatabase, `bronze.br_${table}`, columns), table).toEqual(await checksum(db.sourceDatabase, table, columns))
     }
-    expect(await db.warehouseSql(`select table_name, reason, snapshot_rows::int as rows from bronze.cdc_tables where slot = 'growing_slot' order by 1`)).toEqual([
+    expect(
+      await db.warehouseSql(`select table_name, reason, snapshot_rows::int as rows from bronze.cdc_tables where slot = 'growing_slot' order by 1`),
+    ).toEqual([
       { table_name: 'first_table', reason: 'initial', rows: 10 },
       { table_name: 'joins_stopped', reason: 'added to publication', rows: 500 },
       { table_name: 'joins_streaming', reason: 'added to publication', rows: expect.any(Number) },
@@ -283,7 +316,17 @@ describe('a capture never continues past a gap', () => {
     await db.sourceSql(`insert into listed select g, g, g * 10 from generate_series(1, 5) g`)
     await db.sourceSql(`create publication changing_pub for table remade, readded, filtered where (id > 5), listed (id, a)`)
     const run = (changes: number) =>
-      captureUntil({ source: db.source, warehouse: db.warehouse, slot: 'changing_slot', publication: 'changing_pub', apply: true, changes, firstMs: 10_000, idleMs: 2_000, initialSnapshot: true })
+      captureUntil({
+        source: db.source,
+        warehouse: db.warehouse,
+        slot: 'changing_slot',
+        publication: 'changing_pub',
+        apply: true,
+        changes,
+        firstMs: 10_000,
+        idleMs: 2_000,
+        initialSnapshot: true,
+      })
     await run(0)
     await db.sourceSql(`drop table remade`)
     await db.sourceSql(`create table remade (id int primary key, v text)`)
@@ -302,7 +345,9 @@ describe('a capture never continues past a gap', () => {
     ] as const) {
       expect(await checksum(db.warehouseDatabase, `bronze.br_${table}`, [...columns]), table).toEqual(await checksum(db.sourceDatabase, table, [...columns]))
     }
-    expect(await checksum(db.warehouseDatabase, 'bronze.br_filtered', ['id', 'v'])).toEqual(await checksum(db.sourceDatabase, '(select * from filtered where id > 2) f', ['id', 'v']))
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_filtered', ['id', 'v'])).toEqual(
+      await checksum(db.sourceDatabase, '(select * from filtered where id > 2) f', ['id', 'v']),
+    )
   })
 
   it('finds a table rewritten after a snapshot was taken, whose rows that snapshot cannot see', async () => {

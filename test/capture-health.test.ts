@@ -36,7 +36,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Waits (at most 30 s) until a capture streams from the slot: a change committed before it made the slot is not sent. */
 async function slotActive(slot: string): Promise<void> {
-  for (const until = Date.now() + 30_000; Date.now() < until && !(await slotStatus(db.source, slot))?.active; ) await sleep(100)
+  for (const until = Date.now() + 30_000; Date.now() < until && !(await slotStatus(db.source, slot))?.active;) await sleep(100)
 }
 
 describe('a capture looks after its slot', () => {
@@ -45,22 +45,25 @@ describe('a capture looks after its slot', () => {
     await db.sourceSql('create table unwatched (id serial primary key, filler text)')
     await ensurePublication(db.source, 'quiet_pub', [{ table: 'watched' }])
     const healths: CaptureHealth[] = []
-    await whileCapturing({ slot: 'quiet_slot', publication: 'quiet_pub', idlePositionMs: 200, healthIntervalMs: 300, onHealth: (health) => healths.push(health) }, async (stop) => {
-      await sleep(500)
-      const before = lsnFromText((await slotStatus(db.source, 'quiet_slot'))?.confirmedFlushLsn as string).value
-      for (let round = 0; round < 20; round++) await db.sourceSql(`insert into unwatched (filler) select repeat('x', 500) from generate_series(1, 500)`)
-      const written = lsnFromText((await db.sourceSql(`select pg_current_wal_lsn()::text as lsn`))[0]?.lsn as string).value
-      let confirmed = before
-      for (let waited = 0; confirmed < written && waited < 20_000; waited += 100) {
-        await sleep(100)
-        confirmed = lsnFromText((await slotStatus(db.source, 'quiet_slot'))?.confirmedFlushLsn as string).value
-      }
-      expect(confirmed).toBeGreaterThanOrEqual(written)
-      // Never ahead of what the warehouse holds.
-      const stored = (await db.warehouseSql(`select last_commit_end_lsn::text as lsn from bronze.cdc_state where slot = 'quiet_slot'`))[0]?.lsn as string
-      expect(lsnFromText(stored).value).toBeGreaterThanOrEqual(confirmed)
-      stop()
-    })
+    await whileCapturing(
+      { slot: 'quiet_slot', publication: 'quiet_pub', idlePositionMs: 200, healthIntervalMs: 300, onHealth: (health) => healths.push(health) },
+      async (stop) => {
+        await sleep(500)
+        const before = lsnFromText((await slotStatus(db.source, 'quiet_slot'))?.confirmedFlushLsn as string).value
+        for (let round = 0; round < 20; round++) await db.sourceSql(`insert into unwatched (filler) select repeat('x', 500) from generate_series(1, 500)`)
+        const written = lsnFromText((await db.sourceSql(`select pg_current_wal_lsn()::text as lsn`))[0]?.lsn as string).value
+        let confirmed = before
+        for (let waited = 0; confirmed < written && waited < 20_000; waited += 100) {
+          await sleep(100)
+          confirmed = lsnFromText((await slotStatus(db.source, 'quiet_slot'))?.confirmedFlushLsn as string).value
+        }
+        expect(confirmed).toBeGreaterThanOrEqual(written)
+        // Never ahead of what the warehouse holds.
+        const stored = (await db.warehouseSql(`select last_commit_end_lsn::text as lsn from bronze.cdc_state where slot = 'quiet_slot'`))[0]?.lsn as string
+        expect(lsnFromText(stored).value).toBeGreaterThanOrEqual(confirmed)
+        stop()
+      },
+    )
     expect(healths.length).toBeGreaterThan(0)
     expect(healths[0]).toMatchObject({ slot: 'quiet_slot', walStatus: 'reserved' })
     expect(healths[0]?.retainedWalBytes).toBeGreaterThanOrEqual(0)
@@ -75,7 +78,7 @@ describe('a capture looks after its slot', () => {
       await slotActive('fragile_slot')
       await db.sourceSql('insert into fragile values (1)')
       // Generous for a loaded machine (a full suite beside other work took over 10 s here once).
-      for (const until = Date.now() + 30_000; Date.now() < until; ) {
+      for (const until = Date.now() + 30_000; Date.now() < until;) {
         if ((await db.warehouseSql(`select count(*)::int as n from bronze.cdc_changes`))[0]?.n === 1) break
         await sleep(100)
       }
@@ -110,16 +113,22 @@ describe('a capture looks after its slot', () => {
     await db.sourceSql('create table right_side (id int primary key)')
     await ensurePublication(db.source, 'left_pub', [{ table: 'left_side' }])
     await ensurePublication(db.source, 'right_pub', [{ table: 'right_side' }])
-    for (const [slot, publication] of [['left_slot', 'left_pub'], ['right_slot', 'right_pub']] as const) {
+    for (const [slot, publication] of [
+      ['left_slot', 'left_pub'],
+      ['right_slot', 'right_pub'],
+    ] as const) {
       await whileCapturing({ slot, publication }, async (stop) => {
         await slotActive(slot)
         stop()
       })
     }
     await db.sourceSql('begin; insert into left_side select generate_series(1, 3); insert into right_side select generate_series(1, 2); commit')
-    for (const [slot, publication, count] of [['left_slot', 'left_pub', 3], ['right_slot', 'right_pub', 2]] as const) {
+    for (const [slot, publication, count] of [
+      ['left_slot', 'left_pub', 3],
+      ['right_slot', 'right_pub', 2],
+    ] as const) {
       const { outcome } = await whileCapturing({ slot, publication }, async (stop) => {
-        for (const until = Date.now() + 10_000; Date.now() < until; ) {
+        for (const until = Date.now() + 10_000; Date.now() < until;) {
           if ((await db.warehouseSql(`select count(*)::int as n from bronze.cdc_changes where slot = $1`, [slot]))[0]?.n === count) break
           await sleep(100)
         }
@@ -127,7 +136,11 @@ describe('a capture looks after its slot', () => {
       })
       expect(outcome).toMatchObject({ changes: count })
     }
-    expect(await db.warehouseSql(`select slot, table_name, count(*)::int as n, count(distinct commit_lsn)::int as commits from bronze.cdc_changes where slot in ('left_slot', 'right_slot') group by 1, 2 order by 1`)).toEqual([
+    expect(
+      await db.warehouseSql(
+        `select slot, table_name, count(*)::int as n, count(distinct commit_lsn)::int as commits from bronze.cdc_changes where slot in ('left_slot', 'right_slot') group by 1, 2 order by 1`,
+      ),
+    ).toEqual([
       { slot: 'left_slot', table_name: 'left_side', n: 3, commits: 1 },
       { slot: 'right_slot', table_name: 'right_side', n: 2, commits: 1 },
     ])
@@ -137,7 +150,13 @@ describe('a capture looks after its slot', () => {
     await db.sourceSql('create table selfish (id int primary key)')
     await db.sourceSql('create publication everything_pub for all tables')
     try {
-      const error = await captureChanges(db.source, { slot: 'selfish_slot', publication: 'everything_pub', to: db.source, schema: 'selfish_bronze', signal: AbortSignal.timeout(30_000) }).catch((e: unknown) => e)
+      const error = await captureChanges(db.source, {
+        slot: 'selfish_slot',
+        publication: 'everything_pub',
+        to: db.source,
+        schema: 'selfish_bronze',
+        signal: AbortSignal.timeout(30_000),
+      }).catch((e: unknown) => e)
       expect(error).toBeInstanceOf(ConfigError)
       expect((error as Error).message).toMatch(/selfish_bronze\.cdc_(changes|state|tables).*own writes/s)
       expect(await slotStatus(db.source, 'selfish_slot')).toBeUndefined()
@@ -149,7 +168,10 @@ describe('a capture looks after its slot', () => {
   it('applies changes of tables whose schema and table names hold dots to their own bronze tables', async () => {
     await db.sourceSql('create schema "a.b"; create schema "a"')
     await db.sourceSql('create table "a.b"."c" (id int primary key, v text); create table "a"."b.c" (id int primary key, v text)')
-    await ensurePublication(db.source, 'dotted_pub', [{ schema: 'a.b', table: 'c' }, { schema: 'a', table: 'b.c' }])
+    await ensurePublication(db.source, 'dotted_pub', [
+      { schema: 'a.b', table: 'c' },
+      { schema: 'a', table: 'b.c' },
+    ])
     await whileCapturing({ slot: 'dotted_slot', publication: 'dotted_pub' }, async (stop) => {
       await slotActive('dotted_slot')
       stop()
@@ -164,7 +186,13 @@ describe('a capture looks after its slot', () => {
     const long = 't'.repeat(61)
     await db.sourceSql(`create table ${long} (id int primary key)`)
     await ensurePublication(db.source, 'long_pub', [{ table: long }])
-    const error = await captureChanges(db.source, { slot: 'long_slot', publication: 'long_pub', to: db.warehouse, apply: true, signal: AbortSignal.timeout(30_000) }).catch((e: unknown) => e)
+    const error = await captureChanges(db.source, {
+      slot: 'long_slot',
+      publication: 'long_pub',
+      to: db.warehouse,
+      apply: true,
+      signal: AbortSignal.timeout(30_000),
+    }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ConfigError)
     expect((error as Error).message).toContain(`public.${long}`)
     expect(await slotStatus(db.source, 'long_slot')).toBeUndefined()

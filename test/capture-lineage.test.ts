@@ -12,7 +12,9 @@ const LINEAGE = ['_bronze_loaded_at', '_bronze_source', '_bronze_schema', '_bron
 
 /** The columns of a warehouse table, in order. */
 async function columnsOf(table: string): Promise<string[]> {
-  const rows = await db.warehouseSql(`select attname from pg_attribute where attrelid = $1::regclass and attnum > 0 and not attisdropped order by attnum`, [table])
+  const rows = await db.warehouseSql(`select attname from pg_attribute where attrelid = $1::regclass and attnum > 0 and not attisdropped order by attnum`, [
+    table,
+  ])
   return rows.map((row) => row.attname as string)
 }
 
@@ -45,7 +47,9 @@ describe('lineage columns of bronze tables a capture writes', () => {
 
     expect(await columnsOf('bronze.br_items')).toEqual(['id', 'name', 'qty', ...LINEAGE])
     expect(await columnsOf('bronze.br_bag')).toEqual(['label', 'n', ...LINEAGE])
-    expect(await checksum(db.warehouseDatabase, 'bronze.br_items', ['id', 'name', 'qty'])).toEqual(await checksum(db.sourceDatabase, 'items', ['id', 'name', 'qty']))
+    expect(await checksum(db.warehouseDatabase, 'bronze.br_items', ['id', 'name', 'qty'])).toEqual(
+      await checksum(db.sourceDatabase, 'items', ['id', 'name', 'qty']),
+    )
     expect(await checksum(db.warehouseDatabase, 'bronze.br_bag', ['label', 'n'])).toEqual(await checksum(db.sourceDatabase, 'bag', ['label', 'n']))
 
     // Each row: the constants, and the commit LSN and loading time of the last change that wrote it (from the change
@@ -132,7 +136,11 @@ describe('lineage columns of bronze tables a capture writes', () => {
     // harmless (upserts and deletes by the key).
     await ensureSlot(db.source, 'lineage_orders_slot')
     await db.sourceSql(`update orders set status = 'paid' where id <= 20`)
-    const loaded = await extract({ from: tableSource(db.source, { table: 'orders' }), through: [bronzeMetadata()], to: postgresSink(db.warehouse, { mode: 'merge' }) })
+    const loaded = await extract({
+      from: tableSource(db.source, { table: 'orders' }),
+      through: [bronzeMetadata()],
+      to: postgresSink(db.warehouse, { mode: 'merge' }),
+    })
     expect(loaded.rows).toBe(200)
     const batchColumns = await columnsOf('bronze.br_orders')
 

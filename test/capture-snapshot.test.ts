@@ -1,13 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { captureChanges, ConfigError, MissingPublicationError } from '../src/index.js'
-import {
-  ensurePublication,
-  ensureSlot,
-  lsnFromText,
-  slotStatus,
-  takeInitialSnapshot,
-  type InitialSnapshotReport,
-} from '../src/cdc.js'
+import { ensurePublication, ensureSlot, lsnFromText, slotStatus, takeInitialSnapshot, type InitialSnapshotReport } from '../src/cdc.js'
 import { ensureChangeLog } from '../src/cdc/change-log.js'
 import { checksum } from './support/checksum.js'
 import { clientFor } from './support/databases.js'
@@ -100,7 +93,8 @@ describe('the initial snapshot hand-off', () => {
     const snapshot = await snapshotAndCapture('slot_orders', 'pub_orders', 'orders', false)
     expect(snapshot.tables).toEqual([{ schema: 'public', table: 'orders', rows: expect.any(Number) }])
 
-    const [sets] = await db.warehouseSql(`
+    const [sets] = await db.warehouseSql(
+      `
       with copied as (select id from bronze.br_orders),
            streamed as (select (data->>'id')::int as id from bronze.cdc_changes where table_name = 'orders' and operation = 'insert')
       select (select count(*) from copied)::int as copied,
@@ -235,4 +229,3 @@ describe('the initial snapshot hand-off', () => {
     expect(await slotStatus(db.source, 'slot_nopub')).toBeUndefined()
   })
 })
-

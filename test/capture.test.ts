@@ -34,14 +34,56 @@ describe('captureChanges', () => {
          from bronze.cdc_changes order by commit_lsn, seq`,
     )
     expect(log).toEqual([
-      { operation: 'insert', table_name: 'accounts', key: '{"id": 1}', data: expect.stringContaining('"balance": "10.50"'), old_data: null, unchanged_columns: [] },
-      { operation: 'insert', table_name: 'accounts', key: '{"id": 2}', data: '{"id": 2, "notes": null, "owner": "bob", "balance": "0.00"}', old_data: null, unchanged_columns: [] },
+      {
+        operation: 'insert',
+        table_name: 'accounts',
+        key: '{"id": 1}',
+        data: expect.stringContaining('"balance": "10.50"'),
+        old_data: null,
+        unchanged_columns: [],
+      },
+      {
+        operation: 'insert',
+        table_name: 'accounts',
+        key: '{"id": 2}',
+        data: '{"id": 2, "notes": null, "owner": "bob", "balance": "0.00"}',
+        old_data: null,
+        unchanged_columns: [],
+      },
       // The TOASTed notes were not sent: marked unchanged, not NULL, and absent from data.
-      { operation: 'update', table_name: 'accounts', key: '{"id": 1}', data: '{"id": 1, "owner": "ann", "balance": "11.50"}', old_data: null, unchanged_columns: ['notes'] },
-      { operation: 'update', table_name: 'accounts', key: '{"id": 2}', data: '{"id": 20, "notes": null, "owner": "bob", "balance": "0.00"}', old_data: '{"id": 2, "notes": null, "owner": null, "balance": null}', unchanged_columns: [] },
-      { operation: 'delete', table_name: 'accounts', key: '{"id": 20}', data: null, old_data: '{"id": 20, "notes": null, "owner": null, "balance": null}', unchanged_columns: [] },
+      {
+        operation: 'update',
+        table_name: 'accounts',
+        key: '{"id": 1}',
+        data: '{"id": 1, "owner": "ann", "balance": "11.50"}',
+        old_data: null,
+        unchanged_columns: ['notes'],
+      },
+      {
+        operation: 'update',
+        table_name: 'accounts',
+        key: '{"id": 2}',
+        data: '{"id": 20, "notes": null, "owner": "bob", "balance": "0.00"}',
+        old_data: '{"id": 2, "notes": null, "owner": null, "balance": null}',
+        unchanged_columns: [],
+      },
+      {
+        operation: 'delete',
+        table_name: 'accounts',
+        key: '{"id": 20}',
+        data: null,
+        old_data: '{"id": 20, "notes": null, "owner": null, "balance": null}',
+        unchanged_columns: [],
+      },
       { operation: 'message', table_name: null, key: null, data: '{"prefix": "audit", "content": "checked"}', old_data: null, unchanged_columns: [] },
-      { operation: 'truncate', table_name: 'accounts', key: null, data: '{"cascade": false, "restart_identity": false}', old_data: null, unchanged_columns: [] },
+      {
+        operation: 'truncate',
+        table_name: 'accounts',
+        key: null,
+        data: '{"cascade": false, "restart_identity": false}',
+        old_data: null,
+        unchanged_columns: [],
+      },
     ])
 
     // The slot was acknowledged exactly up to what the warehouse holds.
@@ -150,7 +192,9 @@ describe('captureChanges', () => {
     await ensureSlot(db.source, 'slot_full')
     await db.sourceSql(`insert into full_keyed select g, json_build_object('n', g), null from generate_series(1, 10) g`)
     // Identical rows: a delete or update of one of them touches exactly one.
-    await db.sourceSql(`insert into full_bag values ('twin', '{"a": 1}', '(1,2)', 1.50), ('twin', '{"a": 1}', '(1,2)', 1.50), ('twin', '{"a": 1}', '(1,2)', 1.50), ('solo', null, null, null)`)
+    await db.sourceSql(
+      `insert into full_bag values ('twin', '{"a": 1}', '(1,2)', 1.50), ('twin', '{"a": 1}', '(1,2)', 1.50), ('twin', '{"a": 1}', '(1,2)', 1.50), ('solo', null, null, null)`,
+    )
     await db.sourceSql(`update full_keyed set note = 'changed', doc = '{"n": [1, 2]}' where id <= 3`)
     await db.sourceSql(`update full_keyed set id = id + 100 where id in (4, 5)`)
     await db.sourceSql(`delete from full_keyed where id = 6`)
@@ -206,7 +250,11 @@ describe('captureChanges', () => {
     await locker.query('lock table bronze.cdc_state in access exclusive mode')
     try {
       await db.sourceSql(`insert into ledger select g, g from generate_series(1, 10) g`)
-      await waitFor(async () => (await db.warehouseSql(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`))[0]?.n === 1)
+      await waitFor(
+        async () =>
+          (await db.warehouseSql(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`))[0]?.n ===
+          1,
+      )
       let settled = false
       // `capture` never rejects (its error is its value): the second handler only says so.
       capture.then(

@@ -1,15 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { ChangeLogLines } from '../src/cdc/change-log-lines.js'
 import { CHANGE_LOG_COLUMNS } from '../src/cdc/change-log.js'
-import {
-  changeRecords,
-  lsnFromBigInt,
-  timestampText,
-  TransactionAssembler,
-  UNCHANGED,
-  type CommittedTransaction,
-  type PgOutputMessage,
-} from '../src/cdc.js'
+import { changeRecords, lsnFromBigInt, timestampText, TransactionAssembler, UNCHANGED, type CommittedTransaction, type PgOutputMessage } from '../src/cdc.js'
 import { rowEncoder } from '../src/pg/copy-text-encoder.js'
 
 type Relation = Extract<PgOutputMessage, { tag: 'relation' }>
@@ -57,11 +49,45 @@ describe('the change log encoding', () => {
     feed(everyType)
     feed(keyless)
     feed(begin(7))
-    const row = ['9223372036854775807', 't', '-32768', '-12345678901234567890.000000001', 'NaN', '-Infinity', 'tab\there\nnew "q" \\ é', '\\x00ff', '{1,NULL,-3}', '{"a b",NULL,"c\\\\d"}', '{"k": [1, 2.50]}', '2024-02-29 23:59:59.999999+00', 'happy']
+    const row = [
+      '9223372036854775807',
+      't',
+      '-32768',
+      '-12345678901234567890.000000001',
+      'NaN',
+      '-Infinity',
+      'tab\there\nnew "q" \\ é',
+      '\\x00ff',
+      '{1,NULL,-3}',
+      '{"a b",NULL,"c\\\\d"}',
+      '{"k": [1, 2.50]}',
+      '2024-02-29 23:59:59.999999+00',
+      'happy',
+    ]
     feed({ tag: 'insert', xid: undefined, relationOid: 16400, newTuple: row })
-    feed({ tag: 'update', xid: undefined, relationOid: 16400, oldKind: undefined, oldTuple: undefined, newTuple: row.map((value, index) => (index === 6 || index === 10 ? UNCHANGED : value)) })
-    feed({ tag: 'update', xid: undefined, relationOid: 16400, oldKind: 'K', oldTuple: ['5', null, null, null, null, null, null, null, null, null, null, null, null], newTuple: row.map((value, index) => (index === 0 ? '6' : index === 3 ? null : value)) })
-    feed({ tag: 'delete', xid: undefined, relationOid: 16400, oldKind: 'K', oldTuple: ['6', null, null, null, null, null, null, null, null, null, null, null, null] })
+    feed({
+      tag: 'update',
+      xid: undefined,
+      relationOid: 16400,
+      oldKind: undefined,
+      oldTuple: undefined,
+      newTuple: row.map((value, index) => (index === 6 || index === 10 ? UNCHANGED : value)),
+    })
+    feed({
+      tag: 'update',
+      xid: undefined,
+      relationOid: 16400,
+      oldKind: 'K',
+      oldTuple: ['5', null, null, null, null, null, null, null, null, null, null, null, null],
+      newTuple: row.map((value, index) => (index === 0 ? '6' : index === 3 ? null : value)),
+    })
+    feed({
+      tag: 'delete',
+      xid: undefined,
+      relationOid: 16400,
+      oldKind: 'K',
+      oldTuple: ['6', null, null, null, null, null, null, null, null, null, null, null, null],
+    })
     feed({ tag: 'insert', xid: undefined, relationOid: 16401, newTuple: ['no key \\N'] })
     feed({ tag: 'truncate', xid: undefined, cascade: true, restartIdentity: false, relationOids: [16400, 16401, 99999] })
     feed({ tag: 'message', xid: undefined, transactional: true, lsn: lsnFromBigInt(0n), prefix: 'audit\t1', content: Buffer.from('ünïcode\n') })

@@ -49,9 +49,7 @@ const EXPECTED: unknown[][] = [
 
 async function seed(table: string, cursor = false) {
   await db.sourceSql(`drop table if exists ${table}`)
-  await db.sourceSql(
-    `create table ${table} (${COLUMNS.map(([name, type]) => `${quote(name)} ${type}`).join(', ')}${cursor ? ', updated_at timestamptz' : ''})`,
-  )
+  await db.sourceSql(`create table ${table} (${COLUMNS.map(([name, type]) => `${quote(name)} ${type}`).join(', ')}${cursor ? ', updated_at timestamptz' : ''})`)
   for (const row of EXPECTED) {
     await db.sourceSql(
       `insert into ${table} (${NAMES.map(quote).join(', ')}${cursor ? ', updated_at' : ''})
@@ -111,7 +109,12 @@ describe('columns named like members of Object.prototype', () => {
         })
         // NULLs stay NULL (not '{}' from Object.prototype) in every one of these columns.
         const nulls = await db.warehouseSql(`select id, num_nulls(${NAMES.slice(1).map(quote).join(', ')}) as n from bronze.${target} order by id`)
-        expect(nulls).toEqual([{ id: 1, n: 0 }, { id: 2, n: NAMES.length - 1 }, { id: 3, n: 0 }, { id: 4, n: 0 }])
+        expect(nulls).toEqual([
+          { id: 1, n: 0 },
+          { id: 2, n: NAMES.length - 1 },
+          { id: 3, n: 0 },
+          { id: 4, n: 0 },
+        ])
       })
 
       it(`hands memorySink rows keyed safely by every name (${sourceName}, ${label})`, async () => {
@@ -127,7 +130,9 @@ describe('columns named like members of Object.prototype', () => {
 
   it('lands them exactly through partitionedSource (decoded), with bronzeMetadata, and hands memorySink safe rows', async () => {
     await db.sourceSql('drop table if exists weird_part')
-    await db.sourceSql(`create table weird_part (${COLUMNS.map(([name, type]) => `${quote(name)} ${type.replace(' primary key', '')}`).join(', ')}) partition by range (id)`)
+    await db.sourceSql(
+      `create table weird_part (${COLUMNS.map(([name, type]) => `${quote(name)} ${type.replace(' primary key', '')}`).join(', ')}) partition by range (id)`,
+    )
     await db.sourceSql(`create table weird_part_low partition of weird_part for values from (minvalue) to (3)`)
     await db.sourceSql(`create table weird_part_high partition of weird_part for values from (3) to (maxvalue)`)
     for (const row of EXPECTED) {

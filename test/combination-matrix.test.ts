@@ -30,14 +30,36 @@ import { useDatabases } from './support/fixtures.js'
  */
 const db = useDatabases('matrix')
 
-const COLUMNS = ['id', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'we"ird', 'dot.ted', 'sp ace', 'c', 'tags', 'doc', 'ts', 'iv', 'u', 'f', 'n', 'b', 'm', 'g']
+const COLUMNS = [
+  'id',
+  '__proto__',
+  'constructor',
+  'toString',
+  'hasOwnProperty',
+  'we"ird',
+  'dot.ted',
+  'sp ace',
+  'c',
+  'tags',
+  'doc',
+  'ts',
+  'iv',
+  'u',
+  'f',
+  'n',
+  'b',
+  'm',
+  'g',
+]
 
 const TABLE_DDL = `(
   id int primary key, "__proto__" text, "constructor" int, "toString" jsonb, "hasOwnProperty" text, "we""ird" text,
   "dot.ted" numeric(12,2), "sp ace" timestamptz, c timestamptz, tags text[], doc jsonb, ts timestamp(3), iv interval,
   u uuid, f float8, n numeric, b bytea, m matrix_mood, g int generated always as (id * 2) stored)`
 
-const insertRows = (table: string) => `insert into ${table} (id, "__proto__", "constructor", "toString", "hasOwnProperty", "we""ird", "dot.ted", "sp ace", c, tags, doc, ts, iv, u, f, n, b, m)
+const insertRows = (
+  table: string,
+) => `insert into ${table} (id, "__proto__", "constructor", "toString", "hasOwnProperty", "we""ird", "dot.ted", "sp ace", c, tags, doc, ts, iv, u, f, n, b, m)
   select g, case when g % 5 = 0 then null else 'p' || g || E'\\t\\\\n\\n' end, g * 3,
          jsonb_build_object('k', g, 'arr', jsonb_build_array(g, 'x')), case when g % 3 = 0 then null else 'own' || g end,
          'q"uote' || g, g * 1.25, '2024-01-01'::timestamptz + g * interval '1 minute', clock_timestamp(),

@@ -23,10 +23,7 @@ const STREAM = Buffer.concat([
 ])
 
 /** Feeds `bytes` to a reader in pieces cut at `cuts`, like a pg socket would; returns what it emitted and gave back. */
-async function feed(
-  bytes: Buffer,
-  cuts: number[],
-): Promise<{ out: string; toPg: Buffer; rows: number; chunks: string[]; failure: Error | undefined }> {
+async function feed(bytes: Buffer, cuts: number[]): Promise<{ out: string; toPg: Buffer; rows: number; chunks: string[]; failure: Error | undefined }> {
   const socket = new PassThrough()
   const toPg: Buffer[] = []
   const reader = new CopyOutReader('copy t to stdout')

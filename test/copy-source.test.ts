@@ -101,9 +101,7 @@ describe('copySource', () => {
   })
 
   it('stores run constants once in replace mode, leaves no defaults behind, and appends them per row in append mode', async () => {
-    const [defaults] = await db.warehouseSql(
-      `select count(*)::int as n from pg_attrdef where adrelid = 'bronze.fast_orders'::regclass`,
-    )
+    const [defaults] = await db.warehouseSql(`select count(*)::int as n from pg_attrdef where adrelid = 'bronze.fast_orders'::regclass`)
     expect(defaults).toEqual({ n: 0 })
     const sink = postgresSink(db.warehouse, { table: 'appended_orders', mode: 'append' })
     const first = await extract({ from: copySource(db.source, { table: 'orders', where: sql`id <= ${10}` }), through: [bronzeMetadata()], to: sink })
@@ -127,7 +125,11 @@ describe('copySource', () => {
         fastPath,
       })
       expect(report.path).toBe(fastPath ? 'copy-bytes' : 'rows')
-      const equal = await tablesEqual(db.sourceUrl, 'generated_cols', db.warehouseUrl, `bronze.generated_${fastPath ? 'bytes' : 'rows'}`, ['id', 'price', 'doubled'])
+      const equal = await tablesEqual(db.sourceUrl, 'generated_cols', db.warehouseUrl, `bronze.generated_${fastPath ? 'bytes' : 'rows'}`, [
+        'id',
+        'price',
+        'doubled',
+      ])
       expect(equal).toMatchObject({ missing: 0, extra: 0, targetRows: 500 })
     }
   })
@@ -220,6 +222,8 @@ describe('copySource', () => {
     expect(failure).toBeInstanceOf(ConnectionLostError)
     expect((failure as ConnectionLostError).step).toBe('source')
     expect(await db.warehouseSql('select count(*)::int as n from bronze.big_copy')).toEqual([{ n: 200_000 }])
-    expect(await db.warehouseSql(`select count(*)::int as n from information_schema.columns where table_name = 'big_copy' and column_name like '_bronze%'`)).toEqual([{ n: 0 }])
+    expect(
+      await db.warehouseSql(`select count(*)::int as n from information_schema.columns where table_name = 'big_copy' and column_name like '_bronze%'`),
+    ).toEqual([{ n: 0 }])
   })
 })

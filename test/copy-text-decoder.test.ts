@@ -39,7 +39,12 @@ describe('COPY text decoder', () => {
     for (let cut = 1; cut < FIXTURE.length; cut++) {
       expect(decodeInPieces(FIXTURE, [cut])).toEqual(EXPECTED)
     }
-    expect(decodeInPieces(FIXTURE, Array.from({ length: FIXTURE.length - 1 }, (_, index) => index + 1))).toEqual(EXPECTED)
+    expect(
+      decodeInPieces(
+        FIXTURE,
+        Array.from({ length: FIXTURE.length - 1 }, (_, index) => index + 1),
+      ),
+    ).toEqual(EXPECTED)
   })
 
   it('names the row that has the wrong number of fields, and a stream cut mid-row', () => {

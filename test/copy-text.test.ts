@@ -5,10 +5,19 @@ import { OID } from '../src/pg/types.js'
 
 describe('COPY text encoding', () => {
   it('escapes backslash, tab, newline and carriage return, and writes NULL as \\N', () => {
-    const columns = [{ name: 'a', type: 'text', typeOid: 25 }, { name: 'b', type: 'text', typeOid: 25 }]
-    expect(encodeRows([{ a: 'x\\y\tz\nw\rv', b: null }, { a: '', b: '\\N' }], columns)).toBe(
-      'x\\\\y\\tz\\nw\\rv\t\\N\n\t\\\\N\n',
-    )
+    const columns = [
+      { name: 'a', type: 'text', typeOid: 25 },
+      { name: 'b', type: 'text', typeOid: 25 },
+    ]
+    expect(
+      encodeRows(
+        [
+          { a: 'x\\y\tz\nw\rv', b: null },
+          { a: '', b: '\\N' },
+        ],
+        columns,
+      ),
+    ).toBe('x\\\\y\\tz\\nw\\rv\t\\N\n\t\\\\N\n')
   })
 
   it('writes every JS value of the type map in PostgreSQL input form', () => {
@@ -21,7 +30,12 @@ describe('COPY text encoding', () => {
     expect(valueToText(new Date('2024-01-02T03:04:05.678Z'))).toBe('2024-01-02T03:04:05.678Z')
     // bigint inside JSON is a JSON number with every digit, not a rounded double.
     expect(valueToText({ a: 12345678901234567890n, b: [1, 'x'] })).toBe('{"a":12345678901234567890,"b":[1,"x"]}')
-    expect(valueToText([[1, null], ['a"b', 'c\\d']])).toBe('{{"1",NULL},{"a\\"b","c\\\\d"}}')
+    expect(
+      valueToText([
+        [1, null],
+        ['a"b', 'c\\d'],
+      ]),
+    ).toBe('{{"1",NULL},{"a\\"b","c\\\\d"}}')
   })
 })
 
@@ -43,15 +57,7 @@ describe('COPY text chunks', () => {
 
 describe('array literals', () => {
   it('parses quoting, escapes, NULL and nesting', () => {
-    expect(parseArrayLiteral('{1,NULL,"NULL","a,b","q\\"x","back\\\\slash",{}}', (raw) => raw)).toEqual([
-      '1',
-      null,
-      'NULL',
-      'a,b',
-      'q"x',
-      'back\\slash',
-      [],
-    ])
+    expect(parseArrayLiteral('{1,NULL,"NULL","a,b","q\\"x","back\\\\slash",{}}', (raw) => raw)).toEqual(['1', null, 'NULL', 'a,b', 'q"x', 'back\\slash', []])
     expect(parseArrayLiteral('{{1,2},{3,4}}', Number)).toEqual([
       [1, 2],
       [3, 4],
@@ -63,7 +69,10 @@ describe('array literals', () => {
   })
 
   it('round-trips through format and parse', () => {
-    const value = [['a b', null, '"', '\\', '{}', ''], ['x', 'y', 'z', ',', 'NULL', ' ']]
+    const value = [
+      ['a b', null, '"', '\\', '{}', ''],
+      ['x', 'y', 'z', ',', 'NULL', ' '],
+    ]
     expect(parseArrayLiteral(formatArrayLiteral(value, String), (raw) => raw)).toEqual(value)
   })
 })

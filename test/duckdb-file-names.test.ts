@@ -26,7 +26,9 @@ describe('duckdbSink file names', () => {
       expect((await run('merge')).rows).toBe(50)
       // An analyst opening the file names the catalog too when it is called like the schema.
       const catalog = file.replace(/\.duckdb$/, '').replace(/"/g, '""')
-      expect(await duckdbRows(path, `select count(*)::int as n, count(*) filter (where v = 'changed')::int as changed from "${catalog}".bronze.br_items`)).toEqual([{ n: 100, changed: 10 }])
+      expect(
+        await duckdbRows(path, `select count(*)::int as n, count(*) filter (where v = 'changed')::int as changed from "${catalog}".bronze.br_items`),
+      ).toEqual([{ n: 100, changed: 10 }])
     })
   }
 })

@@ -36,10 +36,7 @@ async function seed(table: string, rows: number) {
 }
 
 async function backendsOf(database: string, application: string): Promise<number> {
-  const [row] = await db.warehouseSql(
-    `select count(*)::int as n from pg_stat_activity where datname = $1 and application_name = $2`,
-    [database, application],
-  )
+  const [row] = await db.warehouseSql(`select count(*)::int as n from pg_stat_activity where datname = $1 and application_name = $2`, [database, application])
   return Number(row?.n)
 }
 
@@ -76,9 +73,7 @@ describe('a backend terminated mid-run', () => {
       expect(db.warehouse.stats().total - db.warehouse.stats().idle).toBe(0)
 
       await extract({ from: tableSource(source, { table: 'cursor_victim' }), to: sink })
-      expect(await checksum(db.warehouseDatabase, 'bronze.cursor_victim', COLUMNS)).toEqual(
-        await checksum(db.sourceDatabase, 'cursor_victim', COLUMNS),
-      )
+      expect(await checksum(db.warehouseDatabase, 'bronze.cursor_victim', COLUMNS)).toEqual(await checksum(db.sourceDatabase, 'cursor_victim', COLUMNS))
     } finally {
       await source.close()
     }
@@ -275,7 +270,23 @@ describe('TLS', () => {
     openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=pg-datakit test CA', '-keyout', 'ca.key', '-out', 'ca.crt')
     openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=db.wrong.example', '-keyout', 'server.key', '-out', 'server.csr')
     writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:db.wrong.example\n')
-    openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', 'san.ext', '-out', 'server.crt')
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      'server.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-days',
+      '1',
+      '-extfile',
+      'san.ext',
+      '-out',
+      'server.crt',
+    )
     const server = await startThrowawayCluster({
       dataFiles: { 'server.crt': readFileSync(join(dir, 'server.crt'), 'utf8'), 'server.key': readFileSync(join(dir, 'server.key'), 'utf8') },
       settings: { ssl: 'on', ssl_cert_file: "'server.crt'", ssl_key_file: "'server.key'" },

@@ -23,7 +23,9 @@ function visibleAndListed(table: string): { visible: string[]; listed: string[] 
   const visible = (readdirSync(root, { recursive: true }) as string[]).filter((name) => name.endsWith('.parquet')).sort()
   const listed = readdirSync(root)
     .filter((name) => name.startsWith('run-'))
-    .flatMap((run) => (JSON.parse(readFileSync(join(root, run, '_manifest.json'), 'utf8')) as { files: { path: string }[] }).files.map((file) => `${run}/${file.path}`))
+    .flatMap((run) =>
+      (JSON.parse(readFileSync(join(root, run, '_manifest.json'), 'utf8')) as { files: { path: string }[] }).files.map((file) => `${run}/${file.path}`),
+    )
     .sort()
   return { visible, listed }
 }
@@ -43,15 +45,18 @@ describe('file sinks killed mid-run', () => {
       rows += 1000
       const result = await runUntilKilled(CHILD, [db.sourceUrl, path, lake, 'big', 'replace'], 300 + Math.floor(next() * 2500))
       if (result.midRun) midRun++
-      const [duck] = await duckdbRows(path, `SELECT count(*) AS n, count(DISTINCT _bronze_loaded_at) AS runs FROM bronze.br_big`).catch(() => [{ n: 0n, runs: 0n }])
+      const [duck] = await duckdbRows(path, `SELECT count(*) AS n, count(DISTINCT _bronze_loaded_at) AS runs FROM bronze.br_big`).catch(() => [
+        { n: 0n, runs: 0n },
+      ])
       // Before the first commit the table may not exist yet; after it, it holds exactly one run's rows.
       if (duck && duck.n !== 0n) {
         expect(duck.runs).toBe(1n)
         expect([...Array(kill + 2).keys()].map((index) => BigInt(200000 + index * 1000))).toContain(duck.n)
       }
-      const parquet = await duckdbRows(':memory:', `SELECT count(*) AS n, count(DISTINCT _bronze_loaded_at) AS runs FROM read_parquet('${lake}/br_big/**/*.parquet')`).catch(
-        (error: Error) => (/No files found/.test(error.message) ? [{ n: 0n, runs: 0n }] : Promise.reject(error)),
-      )
+      const parquet = await duckdbRows(
+        ':memory:',
+        `SELECT count(*) AS n, count(DISTINCT _bronze_loaded_at) AS runs FROM read_parquet('${lake}/br_big/**/*.parquet')`,
+      ).catch((error: Error) => (/No files found/.test(error.message) ? [{ n: 0n, runs: 0n }] : Promise.reject(error)))
       if (parquet[0]?.n !== 0n) {
         expect(parquet[0]?.runs).toBe(1n)
         const { visible, listed } = visibleAndListed('br_big')
@@ -144,14 +149,21 @@ describe('a file sink that cannot write its directory', () => {
       })
       expect(out.trim()).toBe('PATH_NOT_WRITABLE')
     } else {
-      const error = await extract({ from: copySource(db.source, { table: 'small' }), to: parquetSink({ dir: join(readOnly, 'lake') }) }).catch((caught: unknown) => caught)
+      const error = await extract({ from: copySource(db.source, { table: 'small' }), to: parquetSink({ dir: join(readOnly, 'lake') }) }).catch(
+        (caught: unknown) => caught,
+      )
       expect(error).toBeInstanceOf(PathNotWritableError)
     }
   })
 })
 
 /** A writer of random transactions (inserts and updates stamped now(), the clock, backdated or NULL; savepoints; rollbacks). */
-async function writer(table: string, seed: number, tally: { transactions: number; rolledBack: number; backdated: number; nulls: number }, stopped: () => boolean) {
+async function writer(
+  table: string,
+  seed: number,
+  tally: { transactions: number; rolledBack: number; backdated: number; nulls: number },
+  stopped: () => boolean,
+) {
   const next = seededRandom(seed)
   const client = await clientFor(db.sourceUrl)
   const stamp = () => {

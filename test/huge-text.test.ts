@@ -42,9 +42,10 @@ describe('escaping in pieces (unit, every cut)', () => {
     for (let seed = 1; seed <= 40; seed++) cases.push(randomText(41, ['a', '\\', 't', 'n', '\\', '\\'], seed))
     for (const text of cases) {
       for (let piece = 1; piece <= 9; piece++) {
-        expect(replaceEscapesInPieces(text, (char) => UNESCAPES[char] ?? char, piece), `${JSON.stringify(text)} in pieces of ${piece}`).toBe(
-          unescapeWhole(text),
-        )
+        expect(
+          replaceEscapesInPieces(text, (char) => UNESCAPES[char] ?? char, piece),
+          `${JSON.stringify(text)} in pieces of ${piece}`,
+        ).toBe(unescapeWhole(text))
       }
     }
   })

@@ -10,7 +10,6 @@ const db = useDatabases('crash')
 const COLUMNS = ['id', 'status', 'amount', 'updated_at']
 const CHILD = fileURLToPath(new URL('./support/incremental-child.ts', import.meta.url))
 
-
 /** Starts the child, kills it with SIGKILL `delayMs` after its first run started, and says whether a run was in progress then. */
 const runAndKill = (delayMs: number) => runUntilKilled(CHILD, [db.sourceUrl, db.warehouseUrl, 'orders'], delayMs)
 

@@ -32,8 +32,7 @@ const tablesEqualIds = async (table: string) => {
   return bronze as number
 }
 
-const ids = async (table: string) =>
-  (await db.warehouseSql(`select id from bronze.${table} order by id`)).map((row) => Number(row.id))
+const ids = async (table: string) => (await db.warehouseSql(`select id from bronze.${table} order by id`)).map((row) => Number(row.id))
 
 /** Runs `fn` with a second session on the source, ended afterwards. */
 async function withSession<T>(fn: (session: Awaited<ReturnType<typeof clientFor>>) => Promise<T>): Promise<T> {
@@ -62,7 +61,10 @@ describe('incrementalSource never loses a row', () => {
     ['a savepoint released', `savepoint s; insert into {t} values (20, 'late', 5); release savepoint s`],
     ['a PL/pgSQL EXCEPTION block', `do $$ begin begin insert into {t} values (20, 'late', 5); exception when others then null; end; end $$`],
     ['a savepoint with a NULL cursor', `savepoint s; insert into {t} values (20, 'late', null); release savepoint s`],
-    ['a rolled-back savepoint, then a new one', `savepoint a; insert into {t} values (21, 'gone', 5); rollback to savepoint a; savepoint b; insert into {t} values (20, 'late', 5); release savepoint b`],
+    [
+      'a rolled-back savepoint, then a new one',
+      `savepoint a; insert into {t} values (21, 'gone', 5); rollback to savepoint a; savepoint b; insert into {t} values (20, 'late', 5); release savepoint b`,
+    ],
   ])('delivers rows written inside %s of a transaction open during a run, with or without lookback', async (_name, write) => {
     for (const lookback of [undefined, 100]) {
       const table = `sp_${lookback ?? 'none'}_${Math.random().toString(36).slice(2, 8)}`
@@ -214,11 +216,14 @@ describe('incremental cases found by an adversarial user', () => {
     await db.sourceSql(`insert into ${table} select g, ${value} from generate_series(41, 45) g`)
     const second = await extract({ from, to: sink })
     expect(second.rows).toBeGreaterThanOrEqual(5)
-    expect((await tablesEqualIds(table))).toBe(45)
+    expect(await tablesEqualIds(table)).toBe(45)
   })
 
   it('refuses, before anything is written, a lookback the cursor type cannot go back by', async () => {
-    for (const [type, lookback] of [['text', 5], ['int4range', 5]] as const) {
+    for (const [type, lookback] of [
+      ['text', 5],
+      ['int4range', 5],
+    ] as const) {
       const table = `lb_${type}`
       await db.sourceSql(`create table ${table} (id int primary key, c ${type})`)
       const error = await extract({
@@ -325,7 +330,9 @@ describe('incremental checkpoints belong to one pipeline', () => {
       run_id text not null, rows bigint not null, status text not null,
       started_at timestamptz not null, updated_at timestamptz not null,
       primary key (source, schema_name, table_name))`)
-    await db.warehouseSql(`insert into old01.extraction_checkpoints values ('postgresql://x@h:5432/db', 'public', 'old_table', 'c', '30', null, '1:1:', 'old', 30, 'committed', now(), now())`)
+    await db.warehouseSql(
+      `insert into old01.extraction_checkpoints values ('postgresql://x@h:5432/db', 'public', 'old_table', 'c', '30', null, '1:1:', 'old', 30, 'committed', now(), now())`,
+    )
     const from = incrementalSource(db.source, { table: 'old_table', cursorColumn: 'c' })
     const sink = postgresSink(db.warehouse, { schema: 'old01', mode: 'append' })
     expect((await extract({ from, to: sink })).rows).toBe(30)

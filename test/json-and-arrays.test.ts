@@ -1,14 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import {
-  ConfigError,
-  copySource,
-  expandArrays,
-  extract,
-  memorySink,
-  parseJsonb,
-  postgresSink,
-  tableSource,
-} from '../src/index.js'
+import { ConfigError, copySource, expandArrays, extract, memorySink, parseJsonb, postgresSink, tableSource } from '../src/index.js'
 import { useDatabases } from './support/fixtures.js'
 
 const db = useDatabases('json')
@@ -64,9 +55,9 @@ describe('parseJsonb', () => {
   })
 
   it('names an unknown column', () => {
-    return expect(
-      extract({ from: tableSource(db.source, { table: 'docs' }), through: [parseJsonb({ columns: ['nope'] })], to: memorySink() }),
-    ).rejects.toThrow(/no column "nope"/)
+    return expect(extract({ from: tableSource(db.source, { table: 'docs' }), through: [parseJsonb({ columns: ['nope'] })], to: memorySink() })).rejects.toThrow(
+      /no column "nope"/,
+    )
   })
 })
 
@@ -93,7 +84,9 @@ describe('expandArrays', () => {
     expect(second).toMatchObject({ tags_expanded: [], nums_expanded: [], ids_expanded: [], grid_expanded: [7, 8], docs_expanded: [] })
 
     await extract({ from: tableSource(db.source, { table: 'arrays' }), through: [expandArrays()], to: postgresSink(db.warehouse) })
-    expect(await db.warehouseSql(`select ids_expanded::text as ids, grid_expanded::text as grid, tags_expanded::text as tags from bronze.br_arrays order by id`)).toEqual([
+    expect(
+      await db.warehouseSql(`select ids_expanded::text as ids, grid_expanded::text as grid, tags_expanded::text as tags from bronze.br_arrays order by id`),
+    ).toEqual([
       { ids: '[9007199254740993]', grid: '[[1, 2], [3, 4]]', tags: '["a", "b c", null]' },
       { ids: '[]', grid: '[7, 8]', tags: '[]' },
     ])

@@ -1,14 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import {
-  copySource,
-  expandArrays,
-  extract,
-  memorySink,
-  parseJsonb,
-  postgresSink,
-  tableSource,
-  type Source,
-} from '../src/index.js'
+import { copySource, expandArrays, extract, memorySink, parseJsonb, postgresSink, tableSource, type Source } from '../src/index.js'
 import { toJsonText } from '../src/pg.js'
 import { whyJsonbCannotHold } from '../src/pg/jsonb-limits.js'
 import { JsonNumber, parseJsonLossless } from '../src/util/lossless-json.js'
@@ -34,7 +25,11 @@ describe('numbers a double cannot hold (unit)', () => {
     expect(Number(parsed.big)).toBe(Number.POSITIVE_INFINITY)
     expect(String(parsed.tiny)).toBe('1e-400')
     // Integers keep their bigint form; a decimal in the normal range is a JS number as before.
-    expect(parseJsonLossless('[1e400, 123456789012345678901, 0.30000000000000004]')).toEqual([new JsonNumber('1e400'), 123456789012345678901n, 0.30000000000000004])
+    expect(parseJsonLossless('[1e400, 123456789012345678901, 0.30000000000000004]')).toEqual([
+      new JsonNumber('1e400'),
+      123456789012345678901n,
+      0.30000000000000004,
+    ])
   })
 
   it('refuses to hold anything but a JSON number (it is written into JSON as it is)', () => {
@@ -128,13 +123,10 @@ describe('parseJsonb and expandArrays with JSON jsonb or JavaScript cannot hold 
 
       // json[] elements: exact numbers embedded as numbers, an element jsonb cannot store embedded as its text.
       const expanded = await db.warehouseSql(`select id, ja_expanded::text as e from bronze.br_docs order by id`)
-      expect(expanded.map((row) => row.e), name).toEqual([
-        `[{"n": 1${'0'.repeat(400)}}, 3]`,
-        `["\\"\\\\u0000\\"", {"ok": 0.${'0'.repeat(399)}1}]`,
-        '[]',
-        '[]',
-        '[]',
-      ])
+      expect(
+        expanded.map((row) => row.e),
+        name,
+      ).toEqual([`[{"n": 1${'0'.repeat(400)}}, 3]`, `["\\"\\\\u0000\\"", {"ok": 0.${'0'.repeat(399)}1}]`, '[]', '[]', '[]'])
     }
   })
 

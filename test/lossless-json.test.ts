@@ -12,7 +12,10 @@ describe('parseJsonLossless', () => {
     })
     // The edges: 2^53 - 1 is a safe number, 2^53 is not.
     expect(parseJsonLossless('[9007199254740991, -9007199254740991, 9007199254740992, -9007199254740992]')).toEqual([
-      9007199254740991, -9007199254740991, 9007199254740992n, -9007199254740992n,
+      9007199254740991,
+      -9007199254740991,
+      9007199254740992n,
+      -9007199254740992n,
     ])
   })
 
@@ -56,8 +59,6 @@ describe('the quick paths of parseJsonb and the encoder', () => {
     expect(toJsonText({ big: 12345678901234567890n, exact: new JsonNumber('1e400'), inf: Infinity, arr: [undefined] })).toBe(
       '{"big":12345678901234567890,"exact":1e400,"inf":"Infinity","arr":[null]}',
     )
-    expect(toJsonText([{ at: new Date('2024-01-01T00:00:00Z'), bytes: Buffer.from([1, 255]) }])).toBe(
-      '[{"at":"2024-01-01T00:00:00.000Z","bytes":"\\\\x01ff"}]',
-    )
+    expect(toJsonText([{ at: new Date('2024-01-01T00:00:00Z'), bytes: Buffer.from([1, 255]) }])).toBe('[{"at":"2024-01-01T00:00:00.000Z","bytes":"\\\\x01ff"}]')
   })
 })

@@ -137,7 +137,9 @@ describe('parallelSource', () => {
     await db.sourceSql(`insert into early select g, repeat(md5(g::text), 8) from generate_series(1, 200000) g`)
     const source = connect({ url: db.sourceUrl, pool: { max: 4 }, applicationName: 'pgdk-early' })
     const copies = async () =>
-      (await db.sourceSql(`select count(*)::int as n from pg_stat_activity where application_name = 'pgdk-early' and query ilike 'copy%' and state = 'active'`))[0]?.n
+      (
+        await db.sourceSql(`select count(*)::int as n from pg_stat_activity where application_name = 'pgdk-early' and query ilike 'copy%' and state = 'active'`)
+      )[0]?.n
     try {
       for (let attempt = 0; attempt < 3; attempt++) {
         const reader = parallelSource(source, { table: 'early', concurrency: 2, pieces: 6 })

@@ -1,11 +1,5 @@
 import { describe, expect, it, vi } from 'vitest'
-import {
-  connect,
-  MissingPublicationError,
-  ReplicaIdentityError,
-  SlotInvalidatedError,
-  WalLevelError,
-} from '../src/index.js'
+import { connect, MissingPublicationError, ReplicaIdentityError, SlotInvalidatedError, WalLevelError } from '../src/index.js'
 import {
   checkCdcReady,
   dropSlot,
@@ -92,7 +86,12 @@ describe('pgoutput decoding of real changes', () => {
   it('reads a tuple whose columns are named __proto__, constructor and toString as columns like any other', () => {
     const names = ['__proto__', 'constructor', 'toString']
     const relation = {
-      tag: 'relation', xid: undefined, relationOid: 1, schema: 'public', table: 'odd', replicaIdentity: 'd',
+      tag: 'relation',
+      xid: undefined,
+      relationOid: 1,
+      schema: 'public',
+      table: 'odd',
+      replicaIdentity: 'd',
       columns: names.map((name) => ({ name, typeOid: 25, typeModifier: -1, isKey: false })),
     } as const
     const row = tupleReader(relation)(['p', null, 's'])
@@ -202,11 +201,14 @@ describe('slots, publications and prerequisites', () => {
     await db.sourceSql(`create table lagging (id int primary key)`)
     await db.sourceSql(`insert into lagging select generate_series(1, 10000)`)
     // The throwaway cluster commits asynchronously: the WAL writer writes the insert out within a moment.
-    const status = await vi.waitFor(async () => {
-      const current = await slotStatus(db.source, 'slot_status')
-      expect(current!.lagBytes).toBeGreaterThan(100_000)
-      return current
-    }, { timeout: 10_000, interval: 100 })
+    const status = await vi.waitFor(
+      async () => {
+        const current = await slotStatus(db.source, 'slot_status')
+        expect(current!.lagBytes).toBeGreaterThan(100_000)
+        return current
+      },
+      { timeout: 10_000, interval: 100 },
+    )
     expect(status).toMatchObject({ name: 'slot_status', plugin: 'pgoutput', active: false, walStatus: 'reserved' })
     expect(lsnFromText(status!.confirmedFlushLsn!).value).toBeGreaterThan(0n)
     await dropSlot(db.source, 'slot_status')

@@ -26,10 +26,7 @@ const db = useDatabases('pipe')
 async function seedOrders(table = 'orders', rows = 5000) {
   await db.sourceSql(`drop table if exists ${table}`)
   await db.sourceSql(`create table ${table} (id int primary key, status text, total numeric(12,2))`)
-  await db.sourceSql(
-    `insert into ${table} select g, case when g % 3 = 0 then 'paid' else 'open' end, g * 1.25 from generate_series(1, $1) g`,
-    [rows],
-  )
+  await db.sourceSql(`insert into ${table} select g, case when g % 3 = 0 then 'paid' else 'open' end, g * 1.25 from generate_series(1, $1) g`, [rows])
 }
 
 /** A transform that throws once it has passed `after` batches. */
@@ -139,7 +136,7 @@ describe('extract()', () => {
     expect(await db.warehouseSql('select count(*)::int as n from bronze.paid_viewed')).toEqual([{ n: 67 }])
   })
 
-  it('merge upserts by the source table\'s primary key, which table and COPY sources report; a subset without it is refused', async () => {
+  it("merge upserts by the source table's primary key, which table and COPY sources report; a subset without it is refused", async () => {
     await db.sourceSql(`drop table if exists keyed`)
     await db.sourceSql(`create table keyed (region text, id int, status text, primary key (id, region))`)
     await db.sourceSql(`insert into keyed select 'eu', g, 'open' from generate_series(1, 50) g`)
@@ -168,9 +165,7 @@ describe('extract()', () => {
     const sink = postgresSink(db.warehouse, { mode: 'append' })
     await extract({ from: tableSource(db.source, { table: 'events', columns: ['id', 'status'] }), to: sink })
     await extract({ from: tableSource(db.source, { table: 'events' }), to: sink })
-    expect(
-      await db.warehouseSql('select count(*)::int as n, count(total)::int as with_total from bronze.br_events'),
-    ).toEqual([{ n: 200, with_total: 100 }])
+    expect(await db.warehouseSql('select count(*)::int as n, count(total)::int as with_total from bronze.br_events')).toEqual([{ n: 200, with_total: 100 }])
 
     const failure = await extract({
       from: tableSource(db.source, { table: 'events', batchSize: 10 }),
@@ -293,9 +288,9 @@ describe('identifiers and filters', () => {
     for (const table of attempts) {
       await expect(extract({ from: tableSource(db.source, { table }), to: memorySink() })).rejects.toBeInstanceOf(UnknownTableError)
     }
-    await expect(
-      extract({ from: tableSource(db.source, { table: 'victim', columns: ['id", (select 1) as "x'] }), to: memorySink() }),
-    ).rejects.toBeInstanceOf(UnknownColumnError)
+    await expect(extract({ from: tableSource(db.source, { table: 'victim', columns: ['id", (select 1) as "x'] }), to: memorySink() })).rejects.toBeInstanceOf(
+      UnknownColumnError,
+    )
     expect(await db.sourceSql('select count(*)::int as n from victim')).toEqual([{ n: 10 }])
   })
 
@@ -318,8 +313,6 @@ describe('identifiers and filters', () => {
   it('refuses names the server would truncate and sinks without a target name', async () => {
     expect(() => tableSource(db.source, { table: 'x'.repeat(64) })).toThrow(ConfigError)
     await seedOrders('t'.repeat(62), 1)
-    await expect(extract({ from: tableSource(db.source, { table: 't'.repeat(62) }), to: postgresSink(db.warehouse) })).rejects.toThrow(
-      /longer than 63 bytes/,
-    )
+    await expect(extract({ from: tableSource(db.source, { table: 't'.repeat(62) }), to: postgresSink(db.warehouse) })).rejects.toThrow(/longer than 63 bytes/)
   })
 })

@@ -23,7 +23,8 @@ async function metadataOf(table: string) {
 describe('postgresSink merge on the COPY byte path with bronze metadata', () => {
   it('upserts copySource rows run after run: bronze equals the source and every metadata column is filled', async () => {
     await seedAccounts('accounts', 3000)
-    const run = () => extract({ from: copySource(db.source, { table: 'accounts' }), through: [bronzeMetadata()], to: postgresSink(db.warehouse, { mode: 'merge' }) })
+    const run = () =>
+      extract({ from: copySource(db.source, { table: 'accounts' }), through: [bronzeMetadata()], to: postgresSink(db.warehouse, { mode: 'merge' }) })
     const first = await run()
     expect(first.path).toBe('copy-bytes')
     expect(first.rows).toBe(3000)
@@ -121,7 +122,9 @@ describe('postgresSink: runs at once into one new target', () => {
       const results = await Promise.allSettled(runs)
       expect(results.map((result) => (result.status === 'rejected' ? String(result.reason) : 'ok'))).toEqual(['ok', 'ok', 'ok', 'ok', 'ok'])
       expect(await db.warehouseSql(`select count(*)::int as n from ${schema}.br_${table}`)).toEqual([{ n: mode === 'append' ? 2500 : 500 }])
-      expect(await tablesEqual(db.sourceUrl, table, db.warehouseUrl, `${schema}.br_${table}`, ['id', 'status', 'balance', 'note'])).toMatchObject({ missing: 0 })
+      expect(await tablesEqual(db.sourceUrl, table, db.warehouseUrl, `${schema}.br_${table}`, ['id', 'status', 'balance', 'note'])).toMatchObject({
+        missing: 0,
+      })
     })
   }
 
@@ -130,7 +133,9 @@ describe('postgresSink: runs at once into one new target', () => {
     const tables = ['one', 'two', 'three', 'four']
     const sources = startingTogether(tables.length, () => tableSource(db.source, { table: 'racing_schema' }))
     const results = await Promise.allSettled(
-      sources.map((from, index) => extract({ from, to: postgresSink(db.warehouse, { schema: 'race_shared', table: tables[index]!, mode: 'append' }), retry: false })),
+      sources.map((from, index) =>
+        extract({ from, to: postgresSink(db.warehouse, { schema: 'race_shared', table: tables[index]!, mode: 'append' }), retry: false }),
+      ),
     )
     expect(results.map((result) => (result.status === 'rejected' ? String(result.reason) : 'ok'))).toEqual(['ok', 'ok', 'ok', 'ok'])
   })

@@ -62,7 +62,10 @@ describe('schema drift into an existing bronze table', () => {
           prices: 'numeric(8,4)[]',
         })
         // Compared as PostgreSQL's text of each value: 1.2345 is not 1.23, 2.5 is not 3, .123456 is not .
-        const lastRun = mode === 'merge' ? `bronze.br_${table}` : `(select * from bronze.br_${table} where _bronze_loaded_at = (select max(_bronze_loaded_at) from bronze.br_${table})) last_run`
+        const lastRun =
+          mode === 'merge'
+            ? `bronze.br_${table}`
+            : `(select * from bronze.br_${table} where _bronze_loaded_at = (select max(_bronze_loaded_at) from bronze.br_${table})) last_run`
         expect(await tablesEqual(db.sourceUrl, table, db.warehouseUrl, lastRun, COLUMNS)).toEqual({ missing: 0, extra: 0, sourceRows: 101, targetRows: 101 })
         if (mode === 'append') {
           // The first run's rows are still there, widened without a change of value.
@@ -119,7 +122,9 @@ describe('schema drift into an existing bronze table', () => {
         { column: 'amount', bronzeType: 'numeric(12,4)', sourceType: 'double precision' },
       ])
       expect(drift.context).toMatchObject({ schema: 'bronze', table: `br_${table}`, mode })
-      expect(drift.message).toMatch(/"code" is text in bronze\.br_kind_\w+ and integer in the source; "amount" is numeric\(12,4\) in .* and double precision in the source/)
+      expect(drift.message).toMatch(
+        /"code" is text in bronze\.br_kind_\w+ and integer in the source; "amount" is numeric\(12,4\) in .* and double precision in the source/,
+      )
       expect(drift.message).toMatch(/Nothing was written\. Alter the bronze column/)
 
       expect(await bronzeTypes(`br_${table}`)).toEqual(typesBefore)

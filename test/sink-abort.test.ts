@@ -127,7 +127,15 @@ describe('aborting a run while the PostgreSQL sink waits', () => {
     await warehouse.close()
     await proxy.close()
     await expect
-      .poll(async () => (await db.warehouseSql(`select count(*)::int as n from pg_stat_activity where datname = current_database() and xact_start is not null and pid <> pg_backend_pid()`))[0], { timeout: 5000 })
+      .poll(
+        async () =>
+          (
+            await db.warehouseSql(
+              `select count(*)::int as n from pg_stat_activity where datname = current_database() and xact_start is not null and pid <> pg_backend_pid()`,
+            )
+          )[0],
+        { timeout: 5000 },
+      )
       .toEqual({ n: 0 })
     expect(await bronzeOf(table)).toEqual(before)
   })

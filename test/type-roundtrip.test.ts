@@ -37,10 +37,7 @@ describe('type fidelity through the cursor path', () => {
     })
     expect(report.rows).toBe(rows + 1)
 
-    const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, 'bronze.br_all_types', [
-      'id',
-      ...COLUMNS.map(([name]) => name),
-    ])
+    const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, 'bronze.br_all_types', ['id', ...COLUMNS.map(([name]) => name)])
     expect(comparison).toEqual({ missing: 0, extra: 0, sourceRows: rows + 1, targetRows: rows + 1 })
 
     // The comparison is strict enough to see a lost sign on -0 (which `=` would call equal to 0).
@@ -103,28 +100,25 @@ describe('type fidelity through the cursor path', () => {
   const MAPPED = new Set(['c_mood', 'c_posint', 'c_mood_arr'])
   const builtIn = COLUMNS.map(([name]) => name).filter((name) => !MAPPED.has(name))
 
-  it.each(['replace', 'append', 'merge'] as const)(
-    'lands every built-in type through the binary byte path (%s) equal to the source',
-    async (mode) => {
-      const table = `all_types_binary_${mode}`
-      const report = await extract({
-        from: copySource(db.source, { table: 'all_types', columns: ['id', ...builtIn] }),
-        through: [bronzeMetadata()],
-        to: postgresSink(db.warehouse, { table, mode }),
-      })
-      expect([report.path, report.copyFormat, report.copyFormatReason]).toEqual(['copy-bytes', 'binary', undefined])
-      const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, `bronze.${table}`, ['id', ...builtIn])
-      expect(comparison).toEqual({ missing: 0, extra: 0, sourceRows: report.rows, targetRows: report.rows })
-      expect(report.rows).toBeGreaterThan(1)
-      // The run constants are there, the same on every row, whichever way the mode stores them.
-      const [meta] = await db.warehouseSql(
-        `select count(distinct (_bronze_loaded_at, _bronze_source, _bronze_schema, _bronze_table, _bronze_extraction_type))::int as n,
+  it.each(['replace', 'append', 'merge'] as const)('lands every built-in type through the binary byte path (%s) equal to the source', async (mode) => {
+    const table = `all_types_binary_${mode}`
+    const report = await extract({
+      from: copySource(db.source, { table: 'all_types', columns: ['id', ...builtIn] }),
+      through: [bronzeMetadata()],
+      to: postgresSink(db.warehouse, { table, mode }),
+    })
+    expect([report.path, report.copyFormat, report.copyFormatReason]).toEqual(['copy-bytes', 'binary', undefined])
+    const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, `bronze.${table}`, ['id', ...builtIn])
+    expect(comparison).toEqual({ missing: 0, extra: 0, sourceRows: report.rows, targetRows: report.rows })
+    expect(report.rows).toBeGreaterThan(1)
+    // The run constants are there, the same on every row, whichever way the mode stores them.
+    const [meta] = await db.warehouseSql(
+      `select count(distinct (_bronze_loaded_at, _bronze_source, _bronze_schema, _bronze_table, _bronze_extraction_type))::int as n,
                 min(_bronze_loaded_at)::text as at, min(_bronze_table) as source_table, count(*)::int as rows from bronze.${table}`,
-      )
-      expect(meta).toMatchObject({ n: 1, source_table: 'all_types', rows: report.rows })
-      expect(new Date(meta?.at as string).getTime()).toBe(report.startedAt.getTime())
-    },
-  )
+    )
+    expect(meta).toMatchObject({ n: 1, source_table: 'all_types', rows: report.rows })
+    expect(new Date(meta?.at as string).getTime()).toBe(report.startedAt.getTime())
+  })
 
   it('says why the byte path went text for a column the warehouse holds as another type, and lands it equal', async () => {
     for (const name of MAPPED) {

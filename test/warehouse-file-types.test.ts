@@ -96,7 +96,9 @@ async function compare(read: (sql: string) => Promise<Record<string, unknown>[]>
 }
 
 const source = (fastPath: boolean): [Source, boolean] => [
-  fastPath ? copySource(db.source, { table: 'all_types', columns: ['id', ...COLUMNS.map(([name]) => name)] }) : tableSource(db.source, { table: 'all_types', columns: ['id', ...COLUMNS.map(([name]) => name)] }),
+  fastPath
+    ? copySource(db.source, { table: 'all_types', columns: ['id', ...COLUMNS.map(([name]) => name)] })
+    : tableSource(db.source, { table: 'all_types', columns: ['id', ...COLUMNS.map(([name]) => name)] }),
   fastPath,
 ]
 
@@ -125,7 +127,15 @@ describe('every type of the round-trip test through the DuckDB and Parquet sinks
     expect(report.path).toBe(fastPath ? 'copy-bytes' : 'rows')
     const { types, compared } = await compare((sql) => duckdbRows(path, sql), 'bronze.br_all_types')
     expect(compared).toBeGreaterThan(100)
-    expect(Object.fromEntries([...types].filter(([name]) => ['c_int8', 'c_numeric', 'c_numeric_any', 'c_tstz', 'c_uuid', 'c_bytea', 'c_jsonb', 'c_int_arr', 'c_interval', 'c_mood', '_bronze_loaded_at'].includes(name)))).toEqual({
+    expect(
+      Object.fromEntries(
+        [...types].filter(([name]) =>
+          ['c_int8', 'c_numeric', 'c_numeric_any', 'c_tstz', 'c_uuid', 'c_bytea', 'c_jsonb', 'c_int_arr', 'c_interval', 'c_mood', '_bronze_loaded_at'].includes(
+            name,
+          ),
+        ),
+      ),
+    ).toEqual({
       c_int8: 'BIGINT',
       c_numeric: 'DECIMAL(38,10)',
       c_numeric_any: 'VARCHAR',
@@ -150,7 +160,12 @@ describe('every type of the round-trip test through the DuckDB and Parquet sinks
     const { types, compared } = await compare((sql) => duckdbRows(':memory:', sql), `read_parquet('${lake}/br_all_types/**/*.parquet')`)
     expect(compared).toBeGreaterThan(100)
     // Parquet's INTERVAL has milliseconds and its TIME no offset: those stay PostgreSQL's text.
-    expect([types.get('c_interval'), types.get('c_timetz'), types.get('c_tstz'), types.get('c_numeric')]).toEqual(['VARCHAR', 'VARCHAR', 'TIMESTAMP WITH TIME ZONE', 'DECIMAL(38,10)'])
+    expect([types.get('c_interval'), types.get('c_timetz'), types.get('c_tstz'), types.get('c_numeric')]).toEqual([
+      'VARCHAR',
+      'VARCHAR',
+      'TIMESTAMP WITH TIME ZONE',
+      'DECIMAL(38,10)',
+    ])
   })
 
   it('sees a changed value (the comparison can fail)', async () => {
@@ -161,7 +176,9 @@ describe('every type of the round-trip test through the DuckDB and Parquet sinks
 
   it.each(NOT_LISTS)('refuses %s, which a list cannot hold, with a typed error naming the column and writing nothing', async (name) => {
     const path = join(dir, `refused-${name}.duckdb`)
-    const error = await extract({ from: copySource(db.source, { table: 'all_types', columns: ['id', name] }), to: duckdbSink({ path }) }).catch((caught: unknown) => caught)
+    const error = await extract({ from: copySource(db.source, { table: 'all_types', columns: ['id', name] }), to: duckdbSink({ path }) }).catch(
+      (caught: unknown) => caught,
+    )
     expect(error).toBeInstanceOf(UnrepresentableValueError)
     expect((error as UnrepresentableValueError).context.column).toBe(name)
     expect(await duckdbRows(path, `SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'br_all_types'`)).toEqual([{ n: 0n }])
@@ -170,7 +187,9 @@ describe('every type of the round-trip test through the DuckDB and Parquet sinks
   it('refuses NaN in a numeric(p,s), which a DECIMAL cannot hold', async () => {
     await db.sourceSql(`create table nan_numeric (id int, n numeric(10,2))`)
     await db.sourceSql(`insert into nan_numeric values (1, 1.5), (2, 'NaN')`)
-    const error = await extract({ from: copySource(db.source, { table: 'nan_numeric' }), to: parquetSink({ dir: join(dir, 'nan') }) }).catch((caught: unknown) => caught)
+    const error = await extract({ from: copySource(db.source, { table: 'nan_numeric' }), to: parquetSink({ dir: join(dir, 'nan') }) }).catch(
+      (caught: unknown) => caught,
+    )
     expect(error).toBeInstanceOf(UnrepresentableValueError)
     expect((error as Error).message).toMatch(/NaN cannot be stored in DECIMAL\(10,2\)/)
   })

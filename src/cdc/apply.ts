@@ -264,7 +264,10 @@ class Applier {
       ...lsnValue,
     ])
     if (result.rowCount !== 1) {
-      await this.client.query(insertStatement(table, names, key), [...values, ...lsnValue].map((value) => textArray([value], 1)))
+      await this.client.query(
+        insertStatement(table, names, key),
+        [...values, ...lsnValue].map((value) => textArray([value], 1)),
+      )
     }
   }
 
@@ -349,13 +352,7 @@ class Applier {
  * `$n::text[]` for each column, unnested as `u(v1, v2, ...)`; `cast(i)` is the i-th value cast to its column's type.
  * `lsn`: one more array, of each row's `_bronze_lsn`, unnested as `u.lsn`.
  */
-function unnest(
-  table: Table,
-  columns: readonly string[],
-  offset = 0,
-  ordinality = false,
-  lsn = false,
-): { from: string; cast: (index: number) => string } {
+function unnest(table: Table, columns: readonly string[], offset = 0, ordinality = false, lsn = false): { from: string; cast: (index: number) => string } {
   const parameters = [...columns, ...(lsn ? ['lsn'] : [])].map((_, index) => `$${offset + index + 1}::text[]`).join(', ')
   const aliases = [...columns.map((_, index) => `v${index + 1}`), ...(lsn ? ['lsn'] : []), ...(ordinality ? ['ord'] : [])].join(', ')
   return {
@@ -430,8 +427,13 @@ function matchStatement(run: Run): string {
   if (run.kind === 'match-delete') return `with ${pairs} delete from ${table.target} t using pairs where t.ctid = pairs.ctid`
   const written = columns.slice(matched)
   const lineage = run.lsns !== undefined
-  const set = [...written.map((column, index) => `${quoteIdent(column)} = ${cast(matched + index)}`), ...(lineage ? lineageSet(table, 'u.lsn::pg_lsn') : [])].join(', ')
-  const insertValues = [...written.map((_, index) => cast(matched + index)), ...(lineage && table.lineage ? [...table.lineage, 'u.lsn::pg_lsn'] : [])].join(', ')
+  const set = [
+    ...written.map((column, index) => `${quoteIdent(column)} = ${cast(matched + index)}`),
+    ...(lineage ? lineageSet(table, 'u.lsn::pg_lsn') : []),
+  ].join(', ')
+  const insertValues = [...written.map((_, index) => cast(matched + index)), ...(lineage && table.lineage ? [...table.lineage, 'u.lsn::pg_lsn'] : [])].join(
+    ', ',
+  )
   const insertColumns = lineage ? [...written, ...LINEAGE_NAMES] : written
   return `with ${pairs},
     updated as (update ${table.target} t set ${set} from pairs u where t.ctid = u.ctid returning u.ord)

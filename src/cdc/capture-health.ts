@@ -33,7 +33,11 @@ export interface HealthOptions {
  * keeps more WAL than `maxRetainedWalBytes` or the slot is about to be invalidated (`wal_status = 'unreserved'`).
  * Failures to read it are logged, never thrown: the capture itself notices a lost connection.
  */
-export function watchHealth(source: Connection, options: HealthOptions, progress: () => { lastCommitEndLsn: string; lastCommitTime: string | null; lastBatchAt: number | null }): { stop(): void } {
+export function watchHealth(
+  source: Connection,
+  options: HealthOptions,
+  progress: () => { lastCommitEndLsn: string; lastCommitTime: string | null; lastBatchAt: number | null },
+): { stop(): void } {
   let reading = false
   const read = async () => {
     if (reading) return
@@ -53,9 +57,15 @@ export function watchHealth(source: Connection, options: HealthOptions, progress
       }
       await options.onHealth?.(health)
       if (health.walStatus === 'unreserved') {
-        options.logger.warn({ ...health }, 'the slot is about to be invalidated (wal_status = unreserved): the source will remove WAL it still needs unless the capture catches up')
+        options.logger.warn(
+          { ...health },
+          'the slot is about to be invalidated (wal_status = unreserved): the source will remove WAL it still needs unless the capture catches up',
+        )
       } else if (health.retainedWalBytes > options.maxRetainedWalBytes) {
-        options.logger.warn({ ...health }, `the source keeps ${Math.round(health.retainedWalBytes / 2 ** 20)} MB of WAL for the slot (more than maxRetainedWalBytes)`)
+        options.logger.warn(
+          { ...health },
+          `the source keeps ${Math.round(health.retainedWalBytes / 2 ** 20)} MB of WAL for the slot (more than maxRetainedWalBytes)`,
+        )
       }
     } catch (error) {
       options.logger.warn({ slot: options.slot, error: error instanceof Error ? error.message : String(error) }, 'could not read or report the slot’s health')

@@ -229,9 +229,7 @@ export async function captureChanges(source: Connection, options: CaptureOptions
     for await (const batch of changes) {
       // Encoded while the previous batch is still being written: Node works while the warehouse does. A transaction
       // that waits on disk is encoded a part at a time as the COPY takes it.
-      const copyText = batch.transactions.some((transaction) => transaction.spilled)
-        ? encodeParts(lines, batch.transactions)
-        : lines.encode(batch.transactions)
+      const copyText = batch.transactions.some((transaction) => transaction.spilled) ? encodeParts(lines, batch.transactions) : lines.encode(batch.transactions)
       await writing
       writing = write(batch, copyText)
       // Awaited on the next turn (or after the loop); this only keeps a failure from counting as unhandled meanwhile.

@@ -63,7 +63,12 @@ export class ChangeLogLines {
     }
     let unchanged = '{}'
     if (newTuple?.includes(UNCHANGED)) {
-      unchanged = copyField(formatArrayLiteral(encoder.columnNames.filter((_, index) => newTuple[index] === UNCHANGED), String))
+      unchanged = copyField(
+        formatArrayLiteral(
+          encoder.columnNames.filter((_, index) => newTuple[index] === UNCHANGED),
+          String,
+        ),
+      )
     }
     return `${encoder.names}\t${key}\t${this.#object(encoder, newTuple)}\t${this.#object(encoder, oldTuple)}\t${unchanged}`
   }

@@ -85,7 +85,12 @@ export async function takeInitialSnapshot(
       for (const table of published) {
         const rows = await copyPublishedTable(reader, writer, schema, table, { source: redact(source.label), lsn: consistentPoint }, options.signal)
         tables.push({ schema: table.relation.schema, table: table.relation.table, rows })
-        await recordCapturedTable(writer, schema, slot, table.relation, { lsn: consistentPoint, rows, reason: options.reason ?? 'initial', signature: table.signature })
+        await recordCapturedTable(writer, schema, slot, table.relation, {
+          lsn: consistentPoint,
+          rows,
+          reason: options.reason ?? 'initial',
+          signature: table.signature,
+        })
       }
       await storeDurableLsn(writer, schema, slot, consistentPoint, 'done')
       await writer.query('commit')

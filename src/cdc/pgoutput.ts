@@ -51,8 +51,20 @@ export type PgOutputMessage =
       readonly oldTuple: readonly TupleValue[] | undefined
       readonly newTuple: readonly TupleValue[]
     }
-  | { readonly tag: 'delete'; readonly xid: number | undefined; readonly relationOid: number; readonly oldKind: 'K' | 'O'; readonly oldTuple: readonly TupleValue[] }
-  | { readonly tag: 'truncate'; readonly xid: number | undefined; readonly cascade: boolean; readonly restartIdentity: boolean; readonly relationOids: readonly number[] }
+  | {
+      readonly tag: 'delete'
+      readonly xid: number | undefined
+      readonly relationOid: number
+      readonly oldKind: 'K' | 'O'
+      readonly oldTuple: readonly TupleValue[]
+    }
+  | {
+      readonly tag: 'truncate'
+      readonly xid: number | undefined
+      readonly cascade: boolean
+      readonly restartIdentity: boolean
+      readonly relationOids: readonly number[]
+    }
   | {
       readonly tag: 'message'
       readonly xid: number | undefined

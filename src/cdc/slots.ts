@@ -34,8 +34,7 @@ export async function ensurePublication(
   checkIdentifier(name, 'publication')
   const existing = await connection.query('select 1 from pg_publication where pubname = $1', [name])
   if (existing.rowCount) return { created: false }
-  const target =
-    tables === 'all' ? 'for all tables' : `for table ${tables.map((table) => qualifiedName(table.schema ?? 'public', table.table)).join(', ')}`
+  const target = tables === 'all' ? 'for all tables' : `for table ${tables.map((table) => qualifiedName(table.schema ?? 'public', table.table)).join(', ')}`
   await connection.query(`create publication ${quoteIdent(name)} ${target}`)
   return { created: true }
 }
@@ -111,10 +110,10 @@ export async function checkCdcReady(connection: Connection, options: { publicati
   }
   const publication = await connection.query('select 1 from pg_publication where pubname = $1', [options.publication])
   if (!publication.rowCount) {
-    throw new MissingPublicationError(
-      `publication "${options.publication}" does not exist in this database; create it (ensurePublication) or name another`,
-      { step: 'source', context: { publication: options.publication } },
-    )
+    throw new MissingPublicationError(`publication "${options.publication}" does not exist in this database; create it (ensurePublication) or name another`, {
+      step: 'source',
+      context: { publication: options.publication },
+    })
   }
   const keyless = await connection.query<{ name: string; identity: string }>(
     `select format('%I.%I', t.schemaname, t.tablename) as name, c.relreplident as identity

@@ -66,7 +66,13 @@ export async function publishedTables(client: pg.ClientBase, publication: string
   return rows
     .filter((row) => !only || only.has(tableKey(row)))
     .map((row) => ({
-      relation: { schema: row.schema, table: row.table, columns: JSON.parse(row.columns) as BronzeRelation['columns'], replicaIdentity: row.identity, primaryKey: row.primary_key },
+      relation: {
+        schema: row.schema,
+        table: row.table,
+        columns: JSON.parse(row.columns) as BronzeRelation['columns'],
+        replicaIdentity: row.identity,
+        primaryKey: row.primary_key,
+      },
       filter: row.filter,
       oid: row.oid,
       signature: row.signature,

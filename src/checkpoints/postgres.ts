@@ -36,10 +36,7 @@ export interface StoredCheckpoint {
  * pipeline (source database, table, columns, filter and target). The PostgreSQL sink writes them in the same
  * transaction as the rows they cover.
  */
-export function postgresCheckpoints(
-  connection: Connection,
-  options: { schema?: string; table?: string } = {},
-): PostgresCheckpointStore {
+export function postgresCheckpoints(connection: Connection, options: { schema?: string; table?: string } = {}): PostgresCheckpointStore {
   const schema = checkIdentifier(options.schema ?? 'bronze', 'checkpoints.schema')
   const table = checkIdentifier(options.table ?? 'extraction_checkpoints', 'checkpoints.table')
   const target = qualifiedName(schema, table)
@@ -85,8 +82,22 @@ export function postgresCheckpoints(
   const writeWith = async (client: pg.ClientBase, key: CheckpointKey, next: Checkpoint, expectedRunId: string | null) => {
     await ensure(client)
     const parameters = [
-      key.source, key.schema, key.table, next.cursorColumn, next.value, next.lower, next.snapshot, next.runId, next.rows, next.status,
-      next.startedAt, next.updatedAt, expectedRunId, key.pipeline, next.horizon, next.relations ? JSON.stringify(next.relations) : null,
+      key.source,
+      key.schema,
+      key.table,
+      next.cursorColumn,
+      next.value,
+      next.lower,
+      next.snapshot,
+      next.runId,
+      next.rows,
+      next.status,
+      next.startedAt,
+      next.updatedAt,
+      expectedRunId,
+      key.pipeline,
+      next.horizon,
+      next.relations ? JSON.stringify(next.relations) : null,
     ]
     // Optimistic concurrency: the row moves only if it is still the one this run started from.
     const result = await client.query(
@@ -104,10 +115,10 @@ export function postgresCheckpoints(
       parameters,
     )
     if (updated.rowCount !== 1) {
-      throw new CheckpointConflictError(
-        `the checkpoint of ${key.schema}.${key.table} was moved by another run since this one started; nothing was written`,
-        { step: 'sink', context: { schema: key.schema, table: key.table } },
-      )
+      throw new CheckpointConflictError(`the checkpoint of ${key.schema}.${key.table} was moved by another run since this one started; nothing was written`, {
+        step: 'sink',
+        context: { schema: key.schema, table: key.table },
+      })
     }
   }
 

@@ -5,9 +5,7 @@ import { ConfigError } from '../errors.js'
 export const SSL_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] as const
 export type SslMode = (typeof SSL_MODES)[number]
 
-const settingName = z
-  .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_.]*$/, 'a setting name is letters, digits, "_" and "." only')
+const settingName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]*$/, 'a setting name is letters, digits, "_" and "." only')
 
 const millis = z.number().int().positive()
 

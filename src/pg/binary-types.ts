@@ -54,7 +54,8 @@ export async function binarySourceCheck(
 }
 
 /** `130004` -> `13`, `90624` -> `9.6`. */
-const major = (version: number): string => (version >= 100_000 ? String(Math.floor(version / 10_000)) : `${Math.floor(version / 10_000)}.${Math.floor(version / 100) % 100}`)
+const major = (version: number): string =>
+  version >= 100_000 ? String(Math.floor(version / 10_000)) : `${Math.floor(version / 10_000)}.${Math.floor(version / 100) % 100}`
 
 /**
  * The warehouse's side, asked in the sink's transaction on the table it copies into: why the copied columns cannot

@@ -67,12 +67,7 @@ export interface TableDescription {
  * Reads a table's columns from the catalog. `schema` and `table` are matched exactly (no case folding, no
  * parsing of dots), so any name works. `only` keeps those columns, in that order, and names any unknown one.
  */
-export async function describeTable(
-  client: pg.ClientBase,
-  schema: string,
-  table: string,
-  only?: readonly string[],
-): Promise<TableDescription> {
+export async function describeTable(client: pg.ClientBase, schema: string, table: string, only?: readonly string[]): Promise<TableDescription> {
   const relation = await client.query<{ oid: number; kind: string; schema_exists: boolean }>(
     `select c.oid as oid, c.relkind as kind, true as schema_exists
        from pg_class c join pg_namespace n on n.oid = c.relnamespace

@@ -9,12 +9,7 @@ import { takeLease } from './lease.js'
  * `COPY ... TO STDOUT` on a client the caller holds (inside its transaction). The caller must destroy the client if
  * this generator does not finish: a COPY not read to its end leaves the connection mid-protocol.
  */
-export async function* copyOutOn(
-  client: pg.ClientBase,
-  statement: string,
-  context: ErrorContext,
-  signal?: AbortSignal,
-): AsyncGenerator<Buffer> {
+export async function* copyOutOn(client: pg.ClientBase, statement: string, context: ErrorContext, signal?: AbortSignal): AsyncGenerator<Buffer> {
   const stream = client.query(new CopyOutReader(statement))
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk
@@ -31,12 +26,7 @@ export async function* copyOutOn(
  * Leaving early (break, error, abort) destroys the client (the lease does): a COPY TO that is not read to its end
  * leaves the connection in the middle of the protocol, and it must never go back to the pool.
  */
-export async function* copyOut(
-  connection: Connection,
-  statement: string,
-  ctx: Partial<RunContext>,
-  context: ErrorContext,
-): AsyncGenerator<Buffer> {
+export async function* copyOut(connection: Connection, statement: string, ctx: Partial<RunContext>, context: ErrorContext): AsyncGenerator<Buffer> {
   const lease = await takeLease(connection, ctx.signal, context)
   try {
     if (lease.aborted) throw lease.aborted

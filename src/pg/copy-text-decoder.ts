@@ -20,9 +20,7 @@ export class CopyTextDecoder {
       this.#pending.push(chunk)
       return []
     }
-    const complete = this.#pending.length
-      ? Buffer.concat([...this.#pending, chunk.subarray(0, lastNewline)])
-      : chunk.subarray(0, lastNewline)
+    const complete = this.#pending.length ? Buffer.concat([...this.#pending, chunk.subarray(0, lastNewline)]) : chunk.subarray(0, lastNewline)
     this.#pending = lastNewline < chunk.length - 1 ? [chunk.subarray(lastNewline + 1)] : []
     const lines = complete.toString('utf8').split('\n')
     const rows = new Array<(string | null)[]>(lines.length)

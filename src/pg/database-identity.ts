@@ -7,9 +7,7 @@ import type { Connection } from '../connection/connection.js'
  * database name. Checkpoints are keyed by it.
  */
 export async function databaseIdentity(client: pg.ClientBase): Promise<string> {
-  const { rows } = await client.query<{ id: string; db: string }>(
-    'select system_identifier::text as id, current_database() as db from pg_control_system()',
-  )
+  const { rows } = await client.query<{ id: string; db: string }>('select system_identifier::text as id, current_database() as db from pg_control_system()')
   const row = rows[0] as { id: string; db: string }
   return `postgresql-system:${row.id}/${row.db}`
 }

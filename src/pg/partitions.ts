@@ -45,7 +45,16 @@ export async function discoverPartitions(client: pg.ClientBase, schema: string, 
   )
   const found = root.rows[0]
   if (!found || found.kind !== 'p') return undefined
-  const tree = await client.query<{ oid: number; schema: string; table: string; kind: string; level: number; bounds: string[]; parent_schema: string; parent_table: string }>(
+  const tree = await client.query<{
+    oid: number
+    schema: string
+    table: string
+    kind: string
+    level: number
+    bounds: string[]
+    parent_schema: string
+    parent_table: string
+  }>(
     `with recursive tree as (
        select i.inhrelid as oid, 1 as level, array[pg_get_expr(c.relpartbound, c.oid)] as bounds, i.inhparent as parent
          from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = $1

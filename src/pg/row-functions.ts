@@ -51,18 +51,18 @@ export function compileRow<F>(
   const bindings = Object.entries(bound)
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiles a row constructor once per shape; names go in through key()
   const factory = new Function('P', 'hasOwn', ...bindings.map(([name]) => name), code) as (...args: unknown[]) => F
-  return factory(
-    ROW_PROTOTYPE,
-    Object.hasOwn,
-    ...bindings.map(([, value]) => value),
-  )
+  return factory(ROW_PROTOTYPE, Object.hasOwn, ...bindings.map(([, value]) => value))
 }
 
 const names = (columns: readonly Column[]): string[] => columns.map((column) => column.name)
 
 /** `values => row`: a row of `columns` from their values in order (e.g. a pg `rowMode: 'array'` row). */
 export function rowFromValues(columns: readonly Column[]): (values: readonly unknown[]) => Row {
-  return compileRow(names(columns), columns.map((_, index) => `v[${index}]`), ['v'])
+  return compileRow(
+    names(columns),
+    columns.map((_, index) => `v[${index}]`),
+    ['v'],
+  )
 }
 
 /**
@@ -75,11 +75,7 @@ export function safeRow<R extends object>(row: R): R {
 
 /** `(row, added) => ({ ...row, [added names]: added values })` for rows of `columns`, without the spread. */
 export function withColumns(columns: readonly Column[], added: readonly string[]): (row: Row, values: readonly unknown[]) => Row {
-  return compileRow(
-    [...names(columns), ...added],
-    [...names(columns).map((name) => read(name)), ...added.map((_, index) => `a[${index}]`)],
-    ['r', 'a'],
-  )
+  return compileRow([...names(columns), ...added], [...names(columns).map((name) => read(name)), ...added.map((_, index) => `a[${index}]`)], ['r', 'a'])
 }
 
 /** `row => ({ ...row, ...extra })` for rows of `columns`, without the spread. */
@@ -93,9 +89,12 @@ export function extendRows(columns: readonly Column[], extra: Row): (row: Row) =
 /** `row => [row[c1], row[c2], ...]` reading the columns in order, for encoders. */
 export function readColumns(columns: readonly Column[]): (row: Row) => unknown[] {
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiles the reader once per shape; names go in through read()
-  const factory = new Function('hasOwn', `return function columns(r) { return [${names(columns).map((name) => read(name)).join(', ')}] }`) as (
-    hasOwn: typeof Object.hasOwn,
-  ) => (row: Row) => unknown[]
+  const factory = new Function(
+    'hasOwn',
+    `return function columns(r) { return [${names(columns)
+      .map((name) => read(name))
+      .join(', ')}] }`,
+  ) as (hasOwn: typeof Object.hasOwn) => (row: Row) => unknown[]
   return factory(Object.hasOwn)
 }
 

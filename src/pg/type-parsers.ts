@@ -88,8 +88,7 @@ export function typeParsersFor(columns: readonly Column[]): CustomTypesConfig {
   const parsers = new Map<number, Parser>()
   for (const column of columns) {
     const parseOid = column.parseOid ?? column.typeOid
-    const parser =
-      column.elementOid !== undefined ? arrayParser(column.elementOid, column.delimiter) : parserForOid(parseOid)
+    const parser = column.elementOid !== undefined ? arrayParser(column.elementOid, column.delimiter) : parserForOid(parseOid)
     parsers.set(column.typeOid, parser)
     if (!parsers.has(parseOid)) parsers.set(parseOid, parser)
   }

@@ -2,7 +2,12 @@ import type { AppendedColumns, Batch, Row, RunContext, Shape, Transform } from '
 import { gatherColumns, withColumns } from '../pg/row-functions.js'
 
 /** `apply` of an appendColumns transform on its own: one row built per input row. */
-export async function* applyAppended(batches: AsyncIterable<Batch<Row>>, shape: Shape, spec: AppendedColumns, added: readonly string[]): AsyncGenerator<Batch<Row>> {
+export async function* applyAppended(
+  batches: AsyncIterable<Batch<Row>>,
+  shape: Shape,
+  spec: AppendedColumns,
+  added: readonly string[],
+): AsyncGenerator<Batch<Row>> {
   const gather = gatherColumns(spec.reads, new Map())
   const extend = withColumns(shape.columns, added)
   for await (const batch of batches) yield { rows: batch.rows.map((row) => extend(row, spec.compute(gather(row, [])))) }

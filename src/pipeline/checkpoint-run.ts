@@ -87,7 +87,10 @@ export function checkpointPlan(from: Source<unknown>, to: Sink<unknown>): Checkp
 /** The explicit name, or a digest of what makes two pipelines from one table different. */
 function pipelineId(scope: CheckpointScope, target: string): string {
   if (scope.name !== undefined) return `name:${scope.name}`
-  const digest = createHash('sha256').update(JSON.stringify([scope.columns, scope.filter, target])).digest('hex').slice(0, 32)
+  const digest = createHash('sha256')
+    .update(JSON.stringify([scope.columns, scope.filter, target]))
+    .digest('hex')
+    .slice(0, 32)
   return `auto:${digest}`
 }
 
@@ -96,13 +99,7 @@ function pipelineId(scope: CheckpointScope, target: string): string {
  * run again from here (its rows are committed): a failed write is retried on its own, and what cannot be written is a
  * `CheckpointWriteError` saying exactly that.
  */
-async function commitCheckpoint(
-  pending: PendingCheckpoint,
-  result: SinkResult,
-  signal: AbortSignal,
-  expected: string | null,
-  attempts = 4,
-): Promise<void> {
+async function commitCheckpoint(pending: PendingCheckpoint, result: SinkResult, signal: AbortSignal, expected: string | null, attempts = 4): Promise<void> {
   const next = { ...pending.next, rows: result.rows, updatedAt: new Date().toISOString() }
   for (let attempt = 1; ; attempt++) {
     try {

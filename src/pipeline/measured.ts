@@ -32,9 +32,7 @@ export async function* measured<T>(
         next = await iterator.next()
       } catch (error) {
         done = true
-        throw signal.aborted && !(error instanceof DatakitError)
-          ? new AbortedError('extraction aborted', { step: 'pipeline', cause: error })
-          : wrap(error)
+        throw signal.aborted && !(error instanceof DatakitError) ? new AbortedError('extraction aborted', { step: 'pipeline', cause: error }) : wrap(error)
       }
       timing.ms += performance.now() - begin
       if (next.done) {

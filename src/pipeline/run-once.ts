@@ -44,12 +44,7 @@ export async function runOnce(options: RunOptions): Promise<RunReport> {
   }
 }
 
-async function runOpened(
-  options: RunOptions,
-  opened: OpenedSource,
-  checkpoints: CheckpointRun | undefined,
-  started: number,
-): Promise<RunReport> {
+async function runOpened(options: RunOptions, opened: OpenedSource, checkpoints: CheckpointRun | undefined, started: number): Promise<RunReport> {
   const { from, to, onProgress, signal, startedAt } = options
   const through = (options.through ?? []) as readonly Transform[]
   let bytes = 0
@@ -85,10 +80,7 @@ async function runOpened(
   while (constantsFrom > 0 && through[constantsFrom - 1]?.constantColumns) constantsFrom--
   const byteSteps = through.slice(0, constantsFrom)
   const useBytes =
-    options.fastPath &&
-    opened.copyText !== undefined &&
-    to.writeCopyText !== undefined &&
-    byteSteps.every((transform) => transform.copyText !== undefined)
+    options.fastPath && opened.copyText !== undefined && to.writeCopyText !== undefined && byteSteps.every((transform) => transform.copyText !== undefined)
 
   const copyFormat = options.copyFormat ?? 'auto'
   if (copyFormat === 'binary' && !useBytes) {
@@ -125,8 +117,7 @@ async function runOpened(
   /** Fused transforms' own times, spread over their timings when the run is done (see below). */
   const fusedGroups: { from: number; own: { ms: number }[]; upstream: { ms: number } }[] = []
   const sourceError = (error: unknown) => classifyError(error, 'source', {}, SourceQueryError)
-  const transformError = (transform: Transform) => (error: unknown) =>
-    classifyError(error, 'transform', { transform: transform.name }, TransformError)
+  const transformError = (transform: Transform) => (error: unknown) => classifyError(error, 'transform', { transform: transform.name }, TransformError)
 
   let result: SinkResult
   if (useBytes) {
@@ -202,7 +193,7 @@ async function runOpened(
     }
   } else {
     let stream: AsyncIterable<Batch> = measured(opened.batches(), sourceTiming, signal, sourceError, batchRows)
-    for (let index = 0; index < through.length; ) {
+    for (let index = 0; index < through.length;) {
       const transform = through[index] as Transform
       // Consecutive transforms that only append columns run as one step that builds each row once.
       let end = index
@@ -290,7 +281,6 @@ async function runOpened(
       : {}),
   })
 }
-
 
 /**
  * When the sink is done (or failed), the chain of generators down to the source is closed and its cleanup awaited:

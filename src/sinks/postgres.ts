@@ -201,7 +201,8 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
       ctx,
       async (client, statement, into) => {
         const refused =
-          bytes.noBinary ?? (bytes.binary ? await binaryLandingCheck(client, into.columns, bytes.binary.serverVersion, into.table) : 'the source has no binary COPY')
+          bytes.noBinary ??
+          (bytes.binary ? await binaryLandingCheck(client, into.columns, bytes.binary.serverVersion, into.table) : 'the source has no binary COPY')
         if (refused !== undefined || !bytes.binary) {
           if (bytes.format === 'binary') throw new ConfigError('copyFormat', `binary COPY is not possible here: ${refused}`, { step: 'sink' })
           const done = await copyCounting(client, statement, textChunks(bytes.text, constants), ctx)
@@ -210,7 +211,11 @@ export function postgresSink(connection: Connection, options: PostgresSinkOption
         let chunks: AsyncIterable<Buffer> = bytes.binary.chunks
         if (constants && mode === 'append') {
           const tuples = new BinaryTuples(await binaryFields(client, constants.columns, constants.values, ctx))
-          chunks = mapChunks(chunks, (chunk) => tuples.push(chunk), () => tuples.end())
+          chunks = mapChunks(
+            chunks,
+            (chunk) => tuples.push(chunk),
+            () => tuples.end(),
+          )
         }
         return { ...(await copyBinaryCounting(client, `${statement} (format binary)`, chunks, ctx)), copyFormat: 'binary' }
       },
@@ -284,12 +289,7 @@ interface CopyDone {
  * The binary fields of values as the warehouse itself encodes them: one `COPY (SELECT ...) TO STDOUT (FORMAT binary)`
  * of literals cast to the columns' types.
  */
-async function binaryFields(
-  client: pg.ClientBase,
-  columns: readonly Column[],
-  values: Row,
-  ctx: RunContext,
-): Promise<{ fields: Buffer; count: number }> {
+async function binaryFields(client: pg.ClientBase, columns: readonly Column[], values: Row, ctx: RunContext): Promise<{ fields: Buffer; count: number }> {
   const list = columns.map((column) => `${literal(values[column.name] ?? null)}::${column.type}`).join(', ')
   const parts: Buffer[] = []
   for await (const chunk of copyOutOn(client, `copy (select ${list}) to stdout (format binary)`, { phase: 'run constants' }, ctx.signal)) parts.push(chunk)

@@ -21,10 +21,11 @@ export async function checkColumnTypes(client: pg.ClientBase, columns: readonly 
       await client.query('release savepoint pgdk_type_check')
     } catch (cause) {
       await client.query('rollback to savepoint pgdk_type_check')
-      throw new UnsupportedTypeError(
-        `column "${column.name}" has type "${column.type}", which the warehouse does not know as a type name`,
-        { step: 'sink', context: { table, column: column.name }, cause },
-      )
+      throw new UnsupportedTypeError(`column "${column.name}" has type "${column.type}", which the warehouse does not know as a type name`, {
+        step: 'sink',
+        context: { table, column: column.name },
+        cause,
+      })
     }
   }
 }
@@ -35,9 +36,7 @@ export function columnsDdl(columns: readonly Column[]): string {
 
 /** Run-constant columns as DDL with their value as the default: a COPY that leaves them out fills them from it. */
 export function constantColumnsDdl(constants: RunConstants): string[] {
-  return constants.columns.map(
-    (column) => `${quoteIdent(column.name)} ${column.type} default ${literal(constants.values[column.name])}::${column.type}`,
-  )
+  return constants.columns.map((column) => `${quoteIdent(column.name)} ${column.type} default ${literal(constants.values[column.name])}::${column.type}`)
 }
 
 /** No `if not exists`: a table made meanwhile by another run must be seen (prepareTable plans under a lock), not skipped. */

@@ -15,9 +15,7 @@ import { filterColumns, selectQuery } from './select-query.js'
 import { parseTableTarget, type TableSourceOptions } from './table.js'
 import { queryOptionsSchema, type QuerySourceOptions } from './query.js'
 
-export type CopySourceOptions =
-  | TableSourceOptions
-  | (QuerySourceOptions & { query: Compilable<unknown> | CompiledQuery<unknown> })
+export type CopySourceOptions = TableSourceOptions | (QuerySourceOptions & { query: Compilable<unknown> | CompiledQuery<unknown> })
 
 interface CopyPlan {
   readonly shape: Shape
@@ -40,8 +38,7 @@ interface CopyPlan {
  * await extract({ from: copySource(source, { table: 'orders' }), through: [bronzeMetadata()], to: postgresSink(warehouse) })
  */
 export function copySource(connection: Connection, options: CopySourceOptions): Source {
-  const plan: (ctx: Partial<RunContext>) => Promise<CopyPlan> =
-    'query' in options ? queryPlan(connection, options) : tablePlan(connection, options)
+  const plan: (ctx: Partial<RunContext>) => Promise<CopyPlan> = 'query' in options ? queryPlan(connection, options) : tablePlan(connection, options)
   const batchSize = options.batchSize ?? 1_000
   const maxBatchBytes = options.maxBatchBytes ?? 16 * 1024 * 1024
   const context = 'query' in options ? { query: options.name ?? 'query' } : { schema: options.schema ?? 'public', table: options.table }
@@ -88,12 +85,7 @@ export function copySource(connection: Connection, options: CopySourceOptions): 
 function tablePlan(connection: Connection, options: TableSourceOptions) {
   const { schema, table, columns, where, largeObjects } = parseTableTarget(options)
   return async (ctx: Partial<RunContext>): Promise<CopyPlan> => {
-    const { kind, ...shape } = await describeTableShape(
-      connection,
-      { schema, table, columns, largeObjects, filterColumns: filterColumns(where) },
-      'full',
-      ctx,
-    )
+    const { kind, ...shape } = await describeTableShape(connection, { schema, table, columns, largeObjects, filterColumns: filterColumns(where) }, 'full', ctx)
     if (shape.columns.length === 0) throw new ConfigError('table', `table "${schema}"."${table}" has no columns to copy`)
     // A plain table without a filter is copied directly (a little faster than a query); anything else through a query,
     // and so is a table with stored generated columns, which COPY TO refuses to name (PostgreSQL 12-17).

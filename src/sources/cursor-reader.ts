@@ -24,11 +24,7 @@ export interface CursorRead {
  * a lease: given back when the cursor was read to its end and closed, destroyed on any other exit (a break, an
  * error, an abort), so no portal is ever left open on a pooled client.
  */
-export async function* readWithCursor<R = Row>(
-  connection: Connection,
-  read: CursorRead,
-  ctx: Partial<RunContext> = {},
-): AsyncGenerator<Batch<R>> {
+export async function* readWithCursor<R = Row>(connection: Connection, read: CursorRead, ctx: Partial<RunContext> = {}): AsyncGenerator<Batch<R>> {
   const lease = await takeLease(connection, ctx.signal, read.context)
   try {
     if (lease.aborted) throw lease.aborted

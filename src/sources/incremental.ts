@@ -46,7 +46,11 @@ const incrementalSchema = z.strictObject({
    */
   capInFlight: z.boolean().default(true),
   batchSize: z.number().int().positive().max(1_000_000).default(1_000),
-  maxBatchBytes: z.number().int().positive().default(16 * 1024 * 1024),
+  maxBatchBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(16 * 1024 * 1024),
 })
 
 export type IncrementalSourceOptions = z.input<typeof incrementalSchema>
@@ -108,12 +112,7 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
   const context = { schema, table, cursorColumn }
 
   const describe = async (ctx: Partial<RunContext>): Promise<Shape> => {
-    const { kind, ...shape } = await describeTableShape(
-      connection,
-      { schema, table, columns, filterColumns: filterColumns(where) },
-      'incremental',
-      ctx,
-    )
+    const { kind, ...shape } = await describeTableShape(connection, { schema, table, columns, filterColumns: filterColumns(where) }, 'incremental', ctx)
     if (kind !== 'r' && kind !== 'p') {
       throw new ConfigError('table', `"${schema}"."${table}" is not a table; incremental extraction reads row versions (xmin) of tables`)
     }
@@ -139,7 +138,10 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
         if (lookback !== undefined) await checkLookback(client, found, lookback)
         // The columns the user chose, not those the table has now: a column added at the source is the same pipeline.
         const columnNames = columns ? [...columns].sort() : ['*']
-        return { facts: found, scope: { source: await databaseIdentity(client), schema, table, columns: columnNames, filter: filterText(where), name: parsed.name } }
+        return {
+          facts: found,
+          scope: { source: await databaseIdentity(client), schema, table, columns: columnNames, filter: filterText(where), name: parsed.name },
+        }
       }, ctx.signal))
       // Read before this run holds a client: the store may live on the same pool.
       previous = await ctx.previousCheckpoint?.(scope, shape)
@@ -240,10 +242,7 @@ export function incrementalSource(connection: Connection, options: IncrementalSo
     const previousValue = previous?.value ?? null
     let lateFrom: string | null = null
     if (previous && previousValue !== null && lookback !== undefined) {
-      const shifted = await run<{ from: string }>(
-        client,
-        sql`select ${backBy(facts, previousValue, lookback)}::text as from`,
-      )
+      const shifted = await run<{ from: string }>(client, sql`select ${backBy(facts, previousValue, lookback)}::text as from`)
       lateFrom = shifted[0]?.from ?? previousValue
     }
     // Only rows below the horizon count towards the upper bound: those are the rows this run delivers. The largest
@@ -398,7 +397,11 @@ async function checkLookback(client: pg.ClientBase, facts: CursorFacts, lookback
   try {
     await run(client, sql`select ${backBy(facts, null, lookback)}`)
   } catch (cause) {
-    throw new ConfigError('lookback', `a cursor of type ${facts.type} cannot go back by ${typeof lookback === 'string' ? 'an interval' : 'a number'}: leave lookback out`, { cause })
+    throw new ConfigError(
+      'lookback',
+      `a cursor of type ${facts.type} cannot go back by ${typeof lookback === 'string' ? 'an interval' : 'a number'}: leave lookback out`,
+      { cause },
+    )
   }
 }
 

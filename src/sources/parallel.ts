@@ -5,14 +5,7 @@ import type { Connection } from '../connection/connection.js'
 import { parseOptions } from '../connection/options.js'
 import type { Batch, OpenContext, OpenedSource, RunContext, Shape, Source } from '../contracts.js'
 import { openedRead } from '../pipeline/open-source.js'
-import {
-  AbortedError,
-  classifyError,
-  ConfigError,
-  NotPartitionedError,
-  PartitionsChangedError,
-  SourceQueryError,
-} from '../errors.js'
+import { AbortedError, classifyError, ConfigError, NotPartitionedError, PartitionsChangedError, SourceQueryError } from '../errors.js'
 import { takeLease } from '../pg/lease.js'
 import { copyOutOn } from '../pg/copy-out.js'
 import { decodeCopyBatches } from '../pg/copy-batches.js'
@@ -189,13 +182,7 @@ function estimateOfPlan(connection: Connection, plan: ExtractionPlan, ctx: Parti
  * partitions are still the plan's, and locking the parent against DETACH), then `concurrency` workers import it
  * and COPY their pieces. The COPY reader emits whole rows, so the pieces' streams can be merged chunk by chunk.
  */
-async function* readPlan(
-  connection: Connection,
-  plan: ExtractionPlan,
-  shape: Shape,
-  concurrency: number,
-  ctx: Partial<RunContext>,
-): AsyncGenerator<Buffer> {
+async function* readPlan(connection: Connection, plan: ExtractionPlan, shape: Shape, concurrency: number, ctx: Partial<RunContext>): AsyncGenerator<Buffer> {
   const context = { schema: plan.schema, table: plan.table }
   const coordinator = await takeLease(connection, ctx.signal, context)
   try {

@@ -14,7 +14,11 @@ export const queryOptionsSchema = z.strictObject({
   schema: z.string().min(1).optional(),
   batchSize: z.number().int().positive().max(1_000_000).default(1_000),
   /** Batches hold about this many bytes at most, whatever `batchSize` says (large values). */
-  maxBatchBytes: z.number().int().positive().default(16 * 1024 * 1024),
+  maxBatchBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(16 * 1024 * 1024),
 })
 
 export type QuerySourceOptions = z.input<typeof queryOptionsSchema>
@@ -28,11 +32,7 @@ export type QuerySourceOptions = z.input<typeof queryOptionsSchema>
  * const db = source.kysely<DB>()
  * const paid = querySource(source, db.selectFrom('orders').select(['id', 'total']).where('status', '=', 'paid'), { name: 'paid_orders' })
  */
-export function querySource<O>(
-  connection: Connection,
-  query: Compilable<O> | CompiledQuery<O>,
-  options: QuerySourceOptions = {},
-): Source<O> {
+export function querySource<O>(connection: Connection, query: Compilable<O> | CompiledQuery<O>, options: QuerySourceOptions = {}): Source<O> {
   const { name, schema, batchSize, maxBatchBytes } = parseOptions(queryOptionsSchema, options)
   const compiled = normalizeQuery(query)
   const describe = (ctx: Partial<RunContext>) => describeQueryShape(connection, compiled, { schema, name }, ctx)

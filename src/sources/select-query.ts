@@ -10,10 +10,9 @@ export type TableFilter =
   | ((eb: ExpressionBuilder<any, any>) => Expression<SqlBool>)
   | Readonly<Record<string, unknown>>
 
-export const tableFilterSchema = z.custom<TableFilter>(
-  (value) => typeof value === 'function' || (typeof value === 'object' && value !== null),
-  { message: 'must be a Kysely expression, an (eb) => expression callback, or an object of column values' },
-)
+export const tableFilterSchema = z.custom<TableFilter>((value) => typeof value === 'function' || (typeof value === 'object' && value !== null), {
+  message: 'must be a Kysely expression, an (eb) => expression callback, or an object of column values',
+})
 
 export function isExpression(value: object): value is Expression<SqlBool> {
   return typeof (value as { toOperationNode?: unknown }).toOperationNode === 'function'
@@ -28,19 +27,11 @@ export function filterColumns(where: TableFilter | undefined): string[] {
  * `select <columns> from <schema>.<table> where <filter>`, built by Kysely: identifiers quoted, values bound.
  * `sql.id` is used for names from the catalog because Kysely's string references split on dots.
  */
-export function selectQuery(
-  schema: string,
-  table: string,
-  columns: readonly Column[],
-  where: TableFilter | undefined,
-  largeObjects: readonly string[] = [],
-) {
+export function selectQuery(schema: string, table: string, columns: readonly Column[], where: TableFilter | undefined, largeObjects: readonly string[] = []) {
   const query = builder
     .selectFrom(sql`${sql.id(schema, table)}`.as(table))
     .select(
-      columns.map((column) =>
-        largeObjects.includes(column.name) ? sql`lo_get(${sql.id(column.name)})`.as(column.name) : sql.id(column.name).as(column.name),
-      ),
+      columns.map((column) => (largeObjects.includes(column.name) ? sql`lo_get(${sql.id(column.name)})`.as(column.name) : sql.id(column.name).as(column.name))),
     )
   return withFilter(query, where).compile()
 }

@@ -23,7 +23,11 @@ export const tableTargetSchema = z.strictObject({
   where: tableFilterSchema.optional(),
   batchSize: z.number().int().positive().max(1_000_000).default(1_000),
   /** Batches hold about this many bytes at most, whatever `batchSize` says (large values). */
-  maxBatchBytes: z.number().int().positive().default(16 * 1024 * 1024),
+  maxBatchBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(16 * 1024 * 1024),
   /** Columns of large-object OIDs to read as their contents (bytea), through `lo_get`. */
   largeObjects: z.array(z.string()).nonempty().optional(),
 })

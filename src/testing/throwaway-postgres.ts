@@ -92,7 +92,9 @@ export async function startThrowawayCluster(options: ThrowawayClusterOptions = {
       const settings = { ...THROWAWAY_SETTINGS, port, unix_socket_directories: `'${root}'`, ...options.settings }
       appendFileSync(
         join(dataDir, 'postgresql.conf'),
-        `\n# pg-datakit throwaway cluster, attempt ${attempt}\n${Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`,
+        `\n# pg-datakit throwaway cluster, attempt ${attempt}\n${Object.entries(settings)
+          .map(([k, v]) => `${k} = ${v}`)
+          .join('\n')}\n`,
       )
       try {
         await run('pg_ctl', ['-D', dataDir, '-l', join(root, 'server.log'), '-w', '-t', '60', 'start'])

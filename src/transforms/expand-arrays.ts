@@ -108,10 +108,19 @@ export function expandArrays(options: ExpandArraysOptions = {}): Transform {
         mode === 'json'
           ? picked.map((column) => ({ name: `${column.name}_expanded`, type: 'jsonb', typeOid: OID.jsonb, valueFormat: 'json' as const }))
           : picked.flatMap((column) => [
-              { name: `${column.name}_element`, type: column.type.replace(/(\[\])+$/, ''), typeOid: column.elementOid ?? OID.text, parseOid: column.elementOid ?? OID.text },
+              {
+                name: `${column.name}_element`,
+                type: column.type.replace(/(\[\])+$/, ''),
+                typeOid: column.elementOid ?? OID.text,
+                parseOid: column.elementOid ?? OID.text,
+              },
               { name: `${column.name}_index`, type: 'integer', typeOid: OID.int4 },
             ])
-      checkNewColumns(input, added.map((column) => column.name), 'expandArrays')
+      checkNewColumns(
+        input,
+        added.map((column) => column.name),
+        'expandArrays',
+      )
       // Exploded rows share their source row's key, so the key no longer identifies a row.
       const { primaryKey: _key, ...rest } = input
       return mode === 'explode' ? { ...rest, columns: [...input.columns, ...added] } : { ...input, columns: [...input.columns, ...added] }
@@ -119,7 +128,12 @@ export function expandArrays(options: ExpandArraysOptions = {}): Transform {
     ...(mode === 'json' ? { appendColumns: asJson } : {}),
     async *apply(batches: AsyncIterable<Batch<Row>>, shape: Shape): AsyncGenerator<Batch<Row>> {
       if (mode === 'json') {
-        yield* applyAppended(batches, shape, asJson(shape), targets(shape).map((column) => `${column.name}_expanded`))
+        yield* applyAppended(
+          batches,
+          shape,
+          asJson(shape),
+          targets(shape).map((column) => `${column.name}_expanded`),
+        )
         return
       }
       const picked = targets(shape)

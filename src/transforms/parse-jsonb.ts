@@ -22,8 +22,7 @@ export type ParseJsonbOptions = z.input<typeof parseJsonbSchema>
  * `numeric`), and `_reason` says which.
  */
 export type ParseFailure =
-  | { readonly _error: 'parse_failed'; readonly _raw: string }
-  | { readonly _error: 'jsonb_unsupported'; readonly _reason: string; readonly _raw: string }
+  { readonly _error: 'parse_failed'; readonly _raw: string } | { readonly _error: 'jsonb_unsupported'; readonly _reason: string; readonly _raw: string }
 
 /**
  * Parses JSON text columns into `<column>_parsed` (jsonb). Neither bad JSON nor JSON that jsonb cannot store ever

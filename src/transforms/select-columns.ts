@@ -3,12 +3,7 @@ import { ConfigError } from '../errors.js'
 import type { Column } from '../pg/types.js'
 
 /** The columns a transform works on: the named ones (each must exist), or those `byDefault` picks. */
-export function selectColumns(
-  shape: Shape,
-  names: readonly string[] | undefined,
-  byDefault: (column: Column) => boolean,
-  transform: string,
-): Column[] {
+export function selectColumns(shape: Shape, names: readonly string[] | undefined, byDefault: (column: Column) => boolean, transform: string): Column[] {
   if (!names) return shape.columns.filter(byDefault)
   return names.map((name) => {
     const column = shape.columns.find((candidate) => candidate.name === name)

@@ -68,10 +68,7 @@ export async function tablesEqual(
     // Both sides as PostgreSQL's own text output: stricter than `=` (it sees -0 vs 0, 1.10 vs 1.1, key order in json).
     await target.query('begin')
     await target.query(`create temp table expected (${columns.map((_, index) => `c${index} text`).join(', ')})`)
-    await pipeline(
-      source.query(copyTo(`copy (select ${asText} from ${sourceTable}) to stdout`)),
-      target.query(copyFrom('copy expected from stdin')),
-    )
+    await pipeline(source.query(copyTo(`copy (select ${asText} from ${sourceTable}) to stdout`)), target.query(copyFrom('copy expected from stdin')))
     const sourceRows = Number((await target.query('select count(*) as n from expected')).rows[0].n)
     const projected = `select ${columns.map((column) => `"${column.replace(/"/g, '""')}"::text`).join(', ')} from ${targetTable}`
     const missing = await target.query(`select count(*)::int as n from (select * from expected except all ${projected}) d`)

@@ -31,7 +31,7 @@ export const TYPE_COLUMNS: [name: string, type: string, bronzeType: string, valu
   ['c_int_2d', 'integer[][]', 'integer[]', ["'{{1,2},{3,4}}'"]],
   ['c_text_arr', 'text[]', 'text[]', [`'{"a,b","q\\"x","NULL",NULL,"back\\\\slash","",x}'`]],
   ['c_numeric_arr', 'numeric[]', 'numeric[]', ["'{1.10,12345678901234567890.123456789,NaN}'"]],
-  ['c_tstz_arr', 'timestamptz[]', 'timestamp with time zone[]', ["'{\"2024-01-01 00:00:00.000001+00\",infinity}'"]],
+  ['c_tstz_arr', 'timestamptz[]', 'timestamp with time zone[]', ['\'{"2024-01-01 00:00:00.000001+00",infinity}\'']],
   ['c_jsonb_arr', 'jsonb[]', 'jsonb[]', [`ARRAY['{"a":1}'::jsonb, NULL]`]],
   ['c_bounds_arr', 'integer[]', 'integer[]', ["'[0:1]={7,8}'"]],
   ['c_point', 'point', 'point', ["'(1.5,-2)'"]],

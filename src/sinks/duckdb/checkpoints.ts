@@ -33,10 +33,7 @@ export function duckdbCheckpoints(path: string, options: { schema?: string; tabl
   }
 
   const readWith = async (connection: DuckDBConnection, key: CheckpointKey): Promise<Checkpoint | undefined> => {
-    const found = await connection.runAndReadAll(
-      `SELECT CAST(checkpoint AS VARCHAR) AS checkpoint FROM ${table} WHERE ${where}`,
-      keyValues(key),
-    )
+    const found = await connection.runAndReadAll(`SELECT CAST(checkpoint AS VARCHAR) AS checkpoint FROM ${table} WHERE ${where}`, keyValues(key))
     const text = found.getRowObjectsJS()[0]?.checkpoint
     return typeof text === 'string' ? (JSON.parse(text) as Checkpoint) : undefined
   }
@@ -52,19 +49,14 @@ export function duckdbCheckpoints(path: string, options: { schema?: string; tabl
       )
     }
     await connection.run(`DELETE FROM ${table} WHERE ${where}`, keyValues(key))
-    await connection.run(`INSERT INTO ${table} VALUES ($1, $2, $3, $4, $5, $6, $7)`, [
-      ...keyValues(key),
-      next.runId,
-      JSON.stringify(next),
-      next.updatedAt,
-    ])
+    await connection.run(`INSERT INTO ${table} VALUES ($1, $2, $3, $4, $5, $6, $7)`, [...keyValues(key), next.runId, JSON.stringify(next), next.updatedAt])
   }
 
   const tableExists = async (connection: DuckDBConnection) => {
-    const found = await connection.runAndReadAll(
-      `SELECT count(*) AS n FROM duckdb_tables() WHERE schema_name = $1 AND table_name = $2`,
-      [schema, options.table ?? 'extraction_checkpoints'],
-    )
+    const found = await connection.runAndReadAll(`SELECT count(*) AS n FROM duckdb_tables() WHERE schema_name = $1 AND table_name = $2`, [
+      schema,
+      options.table ?? 'extraction_checkpoints',
+    ])
     return Number(found.getRowObjectsJS()[0]?.n) > 0
   }
 

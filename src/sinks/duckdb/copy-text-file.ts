@@ -42,7 +42,6 @@ export async function removeStaleSpools(dir: string): Promise<void> {
   }
 }
 
-
 /** Writes COPY text chunks (cut anywhere) to `file`, pulling one at a time: the source runs at the disk's pace. */
 export async function spoolCopyText(chunks: AsyncIterable<Buffer>, file: string, ctx: RunContext, suffix?: (chunk: Buffer) => Buffer): Promise<Spooled> {
   const handle = await open(file, 'w')

@@ -44,8 +44,7 @@ export function duckdbSink(options: DuckDBSinkOptions): Sink {
   const path = resolve(given)
   checkIdentifier(schema, 'schema')
   const checkpoints = duckdbCheckpoints(path, { schema })
-  const isOwn = (store: CheckpointStore): store is DuckDBCheckpointStore =>
-    'duckdbPath' in store && (store as DuckDBCheckpointStore).duckdbPath === path
+  const isOwn = (store: CheckpointStore): store is DuckDBCheckpointStore => 'duckdbPath' in store && (store as DuckDBCheckpointStore).duckdbPath === path
 
   async function load(shape: Shape, ctx: RunContext, spool: (file: string) => Promise<Spooled>, constants?: RunConstants): Promise<SinkResult> {
     const target = targetTableName(shape, table)
@@ -66,7 +65,9 @@ export function duckdbSink(options: DuckDBSinkOptions): Sink {
       try {
         spooled = await spool(file)
       } catch (error) {
-        throw error instanceof Error && 'code' in error && typeof error.code === 'string' && error.code.startsWith('E') ? fileError(error, file, 'sink', context) : error
+        throw error instanceof Error && 'code' in error && typeof error.code === 'string' && error.code.startsWith('E')
+          ? fileError(error, file, 'sink', context)
+          : error
       }
       if (ctx.signal.aborted) throw new AbortedError('extraction aborted', { step: 'sink', context })
       const readerBuffer = readerBufferBytes(spooled.longestLine, MAX_LINE_BYTES)
@@ -91,7 +92,15 @@ export function duckdbSink(options: DuckDBSinkOptions): Sink {
               await connection.run(`ALTER TABLE ${qualifiedName(schema, staging)} RENAME TO ${quoteIdent(target)}`)
             } else {
               await prepareTable(connection, schema, target, duck)
-              if (key) await merge(connection, into, select, values, duck.map((column) => column.name), key)
+              if (key)
+                await merge(
+                  connection,
+                  into,
+                  select,
+                  values,
+                  duck.map((column) => column.name),
+                  key,
+                )
               else await connection.run(`INSERT INTO ${into} (${names}) ${select}`, values)
             }
             if (pending && store) await store.writeWith(connection, pending.key, { ...pending.next, rows: spooled.rows }, pending.previous?.runId ?? null)
@@ -148,7 +157,14 @@ export function duckdbSink(options: DuckDBSinkOptions): Sink {
  * Upsert by key, the last row of the run winning for a key it carries twice: existing keys are updated (columns the
  * stream lacks keep their values, as postgresSink's upsert does), new keys inserted. The table needs no constraint.
  */
-async function merge(connection: DuckDBConnection, into: string, select: string, values: string[], names: readonly string[], key: readonly string[]): Promise<void> {
+async function merge(
+  connection: DuckDBConnection,
+  into: string,
+  select: string,
+  values: string[],
+  names: readonly string[],
+  key: readonly string[],
+): Promise<void> {
   const staged = `pgdk_merge_${randomUUID().replace(/-/g, '').slice(0, 16)}`
   const q = quoteIdent
   await connection.run(`CREATE TEMPORARY TABLE ${q(staged)} AS SELECT *, row_number() OVER () AS pgdk_row FROM (${select})`, values)

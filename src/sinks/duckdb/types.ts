@@ -34,7 +34,8 @@ const plain = (type: string): ScalarType => ({ type, from: cast(type), escaped: 
 const VARCHAR: ScalarType = { type: 'VARCHAR', from: (text) => text, escaped: true }
 
 /** PostgreSQL writes years before 1 as `0044-03-15 BC`; DuckDB reads `0044-03-15 (BC)` (and silently drops a bare `BC`). */
-const era = (text: string) => `CASE WHEN ends_with(${text}, ' BC') THEN regexp_replace(${text}, '^([0-9]+-[0-9]+-[0-9]+)(.*) BC$', '\\1 (BC)\\2') ELSE ${text} END`
+const era = (text: string) =>
+  `CASE WHEN ends_with(${text}, ' BC') THEN regexp_replace(${text}, '^([0-9]+-[0-9]+-[0-9]+)(.*) BC$', '\\1 (BC)\\2') ELSE ${text} END`
 /** SQL raising an error that names the column and shows the value. */
 const fails = (column: string, what: string, text: string) => `error(${sqlString(`${VALUE_ERROR_PREFIX} column "${column}": ${what}`)} || ${text})`
 
@@ -66,8 +67,7 @@ function scalarType(oid: number, type: string, column: string, warehouse: Wareho
       return {
         type: 'BLOB',
         escaped: true,
-        from: (text) =>
-          `CASE WHEN starts_with(${text}, '\\x') THEN from_hex(substr(${text}, 3)) ELSE ${fails(column, 'bytea not in hex format: ', text)} END`,
+        from: (text) => `CASE WHEN starts_with(${text}, '\\x') THEN from_hex(substr(${text}, 3)) ELSE ${fails(column, 'bytea not in hex format: ', text)} END`,
       }
     case 1082:
       return { type: 'DATE', escaped: false, from: (text) => `CAST(${era(text)} AS DATE)` }

@@ -76,7 +76,6 @@ export async function removeStaleRuns(dir: string): Promise<void> {
   }
 }
 
-
 /** Files under `root`, as paths relative to it (`part-0.parquet`, `region=eu/data_0.parquet`). */
 export async function listFiles(root: string, under = ''): Promise<string[]> {
   const out: string[] = []

@@ -15,17 +15,7 @@ import { sqlString } from '../duckdb/sql.js'
 import { duckColumn } from '../duckdb/types.js'
 import { targetTableName } from '../target.js'
 import { parquetCheckpoints, type ParquetCheckpointStore } from './checkpoints.js'
-import {
-  currentGeneration,
-  listFiles,
-  MANIFEST,
-  nextRunName,
-  pointTo,
-  removeGenerations,
-  removeStaleRuns,
-  tablePaths,
-  tmpRoot,
-} from './layout.js'
+import { currentGeneration, listFiles, MANIFEST, nextRunName, pointTo, removeGenerations, removeStaleRuns, tablePaths, tmpRoot } from './layout.js'
 import type { ParquetManifest } from './manifest.js'
 
 const parquetSinkSchema = z.strictObject({
@@ -60,8 +50,7 @@ export function parquetSink(options: ParquetSinkOptions): Sink {
   const { table, mode, partitionBy, rowGroupRows, compression } = parsed
   const dir = resolve(parsed.dir)
   const checkpoints = parquetCheckpoints(dir)
-  const isOwn = (store: CheckpointStore): store is ParquetCheckpointStore =>
-    'parquetDir' in store && (store as ParquetCheckpointStore).parquetDir === dir
+  const isOwn = (store: CheckpointStore): store is ParquetCheckpointStore => 'parquetDir' in store && (store as ParquetCheckpointStore).parquetDir === dir
 
   async function load(shape: Shape, ctx: RunContext, spool: (file: string) => Promise<Spooled>, constants?: RunConstants): Promise<SinkResult> {
     const target = targetTableName(shape, table)
@@ -91,7 +80,8 @@ export function parquetSink(options: ParquetSinkOptions): Sink {
       const duck = columns.map((column) => duckColumn(column, 'parquet'))
       const settings = [`FORMAT parquet`, `COMPRESSION ${compression}`, `ROW_GROUP_SIZE ${rowGroupRows}`]
       const destination = partitionBy.length ? run : join(run, 'part-0.parquet')
-      if (partitionBy.length) settings.push(`PARTITION_BY (${partitionBy.map(quoteIdent).join(', ')})`, `FILENAME_PATTERN 'part-{i}'`, 'OVERWRITE_OR_IGNORE true')
+      if (partitionBy.length)
+        settings.push(`PARTITION_BY (${partitionBy.map(quoteIdent).join(', ')})`, `FILENAME_PATTERN 'part-{i}'`, 'OVERWRITE_OR_IGNORE true')
       if (spooled.rows > 0 || !partitionBy.length) {
         // An in-memory DuckDB that spills to the run's directory: memory stays bounded whatever the run's size. The
         // files' row order is not kept (each thread writes its own row groups), as no reader may rely on it.

@@ -184,6 +184,57 @@ describe('scaleOut on BullMQ', () => {
     expect(await stagingSchemas()).toEqual([])
   })
 
+  it("a caller's onProgress or onPlanned that throws or rejects fails the run, nothing visible, nothing unhandled", async () => {
+    await db.sourceSql(`create table watched (id int primary key, v text)`)
+    await db.sourceSql(`insert into watched select g, md5(g::text) from generate_series(1, 20000) g`)
+    const queue = uniqueQueue('callbacks')
+    queues.push(queue)
+    const worker = extractionWorker(db.source, db.warehouse, { queue: queue.options, progressIntervalMs: 10 })
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    process.on('uncaughtException', onUnhandled)
+    try {
+      const failing = {
+        'onProgress throws': {
+          onProgress: () => {
+            throw new Error('dashboard down')
+          },
+        },
+        'onProgress rejects': { onProgress: () => Promise.reject(new Error('dashboard down')) },
+        'onPlanned rejects': { onPlanned: () => Promise.reject(new Error('dashboard down')) },
+      }
+      for (const [name, callbacks] of Object.entries(failing)) {
+        const error = await scaleOut(db.source, db.warehouse, { tables: [{ table: 'watched', pieces: 4 }], queue: queue.options, ...callbacks }).catch(
+          (caught: unknown) => caught,
+        )
+        expect(error, name).toBeInstanceOf(Error)
+        expect(String((error as Error).message) + String((error as Error).cause), name).toMatch(/dashboard down/)
+        expect(await db.warehouseSql(`select to_regclass('bronze.br_watched') as t`), name).toEqual([{ t: null }])
+      }
+      // A run with a callback that works still commits.
+      let calls = 0
+      const report = await scaleOut(db.source, db.warehouse, {
+        tables: [{ table: 'watched', pieces: 4 }],
+        queue: queue.options,
+        onProgress: async () => {
+          calls++
+          await Promise.resolve()
+        },
+      })
+      expect(report.rows).toBe(20000)
+      expect(calls).toBeGreaterThan(0)
+    } finally {
+      await worker.close()
+      process.off('unhandledRejection', onUnhandled)
+      process.off('uncaughtException', onUnhandled)
+    }
+    // Pieces still queued or running when the run failed find their staging area gone; give them a moment to settle.
+    for (const until = Date.now() + 10_000; Date.now() < until && (await stagingSchemas()).length > 0;) await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(await stagingSchemas()).toEqual([])
+    expect(unhandled).toEqual([])
+  })
+
   it('fails with QueueUnavailableError when Redis cannot be reached, having written nothing', async () => {
     await db.sourceSql(`create table lonely (id int)`)
     const before = await db.warehouseSql(`select count(*)::int as n from pg_namespace`)

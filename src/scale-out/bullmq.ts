@@ -41,10 +41,13 @@ export type ScaleOutOptions = RunOptions & {
   readonly backoffMs?: number
   readonly connectTimeoutMs?: number
   readonly signal?: AbortSignal
-  /** Pieces done, rows and bytes across every worker, as the workers report them. */
-  readonly onProgress?: (progress: ScaleOutProgress) => void
-  /** Called once the run is planned and its snapshot exported, before any job is enqueued. */
-  readonly onPlanned?: (plan: ScaleOutPlan) => void
+  /**
+   * Pieces done, rows and bytes across every worker, as the workers report them. May be async; a throw or a rejection
+   * fails the run (nothing visible) unless it has committed: the last call, after the commit, cannot fail it.
+   */
+  readonly onProgress?: (progress: ScaleOutProgress) => unknown
+  /** Called once the run is planned and its snapshot exported, before any job is enqueued; awaited, a throw fails the run. */
+  readonly onPlanned?: (plan: ScaleOutPlan) => unknown
 }
 
 export interface ScaleOutProgress {
@@ -104,12 +107,13 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
   // BullMQ's connections retry for ever (QueueEvents must block): Redis lost mid-run would hang the run, holding the
   // snapshot. The watchdog fails it (QueueUnavailableError) when Redis stays unreachable.
   const watchdog = redisWatchdog(queueOptions, connectTimeoutMs, plan.runId)
+  const callbacks = callbackGuard()
   try {
-    onPlanned?.(plan)
+    await onPlanned?.(plan)
     events = new QueueEvents(queueOptions.name, { connection, ...prefix })
     watchdog.watch(events)
     await watchdog.guard(events.waitUntilReady())
-    const progress = watchProgress(events, plan, started, onProgress)
+    const progress = watchProgress(events, plan, started, onProgress, callbacks)
     flows = new FlowProducer({ connection, ...prefix })
     watchdog.watch(flows)
     const node = await watchdog
@@ -143,6 +147,8 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
         })
       })
     const finished = node.job.waitUntilFinished(events) as Promise<CommitResult>
+    // Raced below: when the run ends another way, its later rejection (the events connection closed) is no one's.
+    finished.catch(() => undefined)
     const aborted = new Promise<never>((_, reject) => {
       abort = () => reject(new AbortedError('scale-out aborted; nothing became visible', { step: 'pipeline', context: { run: plan.runId } }))
       if (signal?.aborted) abort()
@@ -155,7 +161,7 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
     }
     let result: CommitResult
     try {
-      result = await Promise.race([finished, aborted, watchdog.failed])
+      result = await Promise.race([finished, aborted, watchdog.failed, callbacks.failed])
     } catch (error) {
       if (error instanceof AbortedError || error instanceof QueueUnavailableError) throw error
       // The commit job may have committed and still failed as a job (stalled past its limit after its COMMIT): the
@@ -180,6 +186,10 @@ export async function scaleOut(source: Connection, warehouse: Connection, option
   } catch (error) {
     // Whatever ended the run here, its staging area goes (idempotent: the parent job may have done it already).
     await abandonRun(warehouse, plan, 'failed', (error as Error).message).catch(() => undefined)
+    // abandonRun changes only a running run: a commit that raced it (its row locked) has committed, and the run's
+    // record is final now. A committed run is reported as such, whatever ended the wait for it.
+    const committed = await committedResult(plan, warehouse).catch(() => undefined)
+    if (committed) return { ...committed, pieces: plan.pieces.length, durationMs: performance.now() - started }
     throw error
   } finally {
     if (abort) signal?.removeEventListener('abort', abort)
@@ -269,7 +279,40 @@ function jobPrefix(plan: Pick<ScaleOutPlan, 'runId' | 'startedAt'>): string {
 }
 
 /** Sums the pieces' progress events (each carries its piece's totals so far) into the run's. */
-function watchProgress(events: QueueEvents, plan: ScaleOutPlan, started: number, onProgress: ScaleOutOptions['onProgress']) {
+/**
+ * Calls the caller's callbacks from event listeners: a throw or a rejection is caught (never an uncaught exception or an
+ * unhandled rejection in the caller's process) and rejects `failed`, which ends the run; later calls are skipped.
+ */
+function callbackGuard() {
+  let fail!: (error: unknown) => void
+  const failed = new Promise<never>((_, reject) => (fail = reject))
+  failed.catch(() => undefined)
+  let broken = false
+  return {
+    failed,
+    call<T>(callback: ((value: T) => unknown) | undefined, value: T): void {
+      if (!callback || broken) return
+      const settle = (error: unknown) => {
+        broken = true
+        fail(error)
+      }
+      try {
+        const returned = callback(value)
+        if (returned instanceof Promise) returned.catch(settle)
+      } catch (error) {
+        settle(error)
+      }
+    },
+  }
+}
+
+function watchProgress(
+  events: QueueEvents,
+  plan: ScaleOutPlan,
+  started: number,
+  onProgress: ScaleOutOptions['onProgress'],
+  callbacks: ReturnType<typeof callbackGuard>,
+) {
   const prefix = pieceJobId(plan, 0).slice(0, -1)
   const pieces = new Map<string, { rows: number; bytes: number; done: boolean }>()
   const emit = () => {
@@ -282,7 +325,7 @@ function watchProgress(events: QueueEvents, plan: ScaleOutPlan, started: number,
       bytes += piece.bytes
       if (piece.done) done++
     }
-    onProgress({ runId: plan.runId, pieces: plan.pieces.length, piecesDone: done, rows, bytes, elapsedMs: performance.now() - started })
+    callbacks.call(onProgress, { runId: plan.runId, pieces: plan.pieces.length, piecesDone: done, rows, bytes, elapsedMs: performance.now() - started })
   }
   const onPiece = ({ jobId, data }: { jobId: string; data: unknown }) => {
     if (!jobId.startsWith(prefix) || typeof data !== 'object' || data === null) return
@@ -305,7 +348,8 @@ function watchProgress(events: QueueEvents, plan: ScaleOutPlan, started: number,
       events.off('completed', onCompleted)
     },
     final(result: CommitResult) {
-      onProgress?.({
+      // After the commit: nothing can be undone, so a failing last call is the caller's alone (caught, not thrown).
+      callbacks.call(onProgress, {
         runId: plan.runId,
         pieces: plan.pieces.length,
         piecesDone: plan.pieces.length,

@@ -1,21 +1,14 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { captureChanges } from '../src/index.js'
 import { ensurePublication, ensureSlot } from '../src/cdc.js'
 import { useDatabases } from './support/fixtures.js'
+import { watchUnhandled } from './support/unhandled.js'
 
 // Callbacks written as `async` functions: a rejection that nobody handles ends a Node process (unhandled rejection),
 // so the capture awaits what they return and stops with their error, as when they throw.
 const db = useDatabases('capture_callbacks')
 
-let unhandled: unknown[] = []
-const onUnhandled = (reason: unknown) => unhandled.push(reason)
-beforeEach(() => {
-  unhandled = []
-  process.on('unhandledRejection', onUnhandled)
-})
-afterEach(() => {
-  process.off('unhandledRejection', onUnhandled)
-})
+const unhandled = watchUnhandled().reasons
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 

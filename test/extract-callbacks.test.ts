@@ -1,20 +1,13 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { extract, postgresSink, tableSource, type Transform } from '../src/index.js'
 import { useDatabases } from './support/fixtures.js'
+import { watchUnhandled } from './support/unhandled.js'
 
 // An `async` onProgress: a rejection that nobody handles ends a Node process (unhandled rejection), so the run fails
 // with it instead, as when onProgress throws.
 const db = useDatabases('extract_callbacks')
 
-let unhandled: unknown[] = []
-const onUnhandled = (reason: unknown) => unhandled.push(reason)
-beforeEach(() => {
-  unhandled = []
-  process.on('unhandledRejection', onUnhandled)
-})
-afterEach(() => {
-  process.off('unhandledRejection', onUnhandled)
-})
+const unhandled = watchUnhandled().reasons
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 

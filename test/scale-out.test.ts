@@ -3,9 +3,11 @@ import { commitRun, connect, CoordinatorGoneError, QueueUnavailableError, runPie
 import { extractionWorker, scaleOut, type ScaleOutProgress } from '../src/bullmq.js'
 import { checksum } from './support/checksum.js'
 import { useDatabases } from './support/fixtures.js'
+import { watchUnhandled } from './support/unhandled.js'
 import { uniqueQueue } from './support/redis.js'
 
 const db = useDatabases('scaleout')
+const unhandled = watchUnhandled().reasons
 const queues: ReturnType<typeof uniqueQueue>[] = []
 afterAll(async () => {
   for (const queue of queues) await queue.remove().catch(() => undefined)
@@ -190,10 +192,6 @@ describe('scaleOut on BullMQ', () => {
     const queue = uniqueQueue('callbacks')
     queues.push(queue)
     const worker = extractionWorker(db.source, db.warehouse, { queue: queue.options, progressIntervalMs: 10 })
-    const unhandled: unknown[] = []
-    const onUnhandled = (reason: unknown) => unhandled.push(reason)
-    process.on('unhandledRejection', onUnhandled)
-    process.on('uncaughtException', onUnhandled)
     try {
       const failing = {
         'onProgress throws': {
@@ -226,8 +224,6 @@ describe('scaleOut on BullMQ', () => {
       expect(calls).toBeGreaterThan(0)
     } finally {
       await worker.close()
-      process.off('unhandledRejection', onUnhandled)
-      process.off('uncaughtException', onUnhandled)
     }
     // Pieces still queued or running when the run failed find their staging area gone; give them a moment to settle.
     for (const until = Date.now() + 10_000; Date.now() < until && (await stagingSchemas()).length > 0;) await new Promise((resolve) => setTimeout(resolve, 100))

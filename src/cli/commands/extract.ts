@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { z } from 'zod'
+import { columnList } from '../flags.js'
 import type { Connection } from '../../connection/connection.js'
 import { parseOptions } from '../../connection/options.js'
 import type { Source } from '../../contracts.js'
@@ -24,11 +25,7 @@ export const extractFlagsSchema = z.object({
   to: z.string().optional(),
   table: z.string().min(1),
   schema: z.string().min(1).default('public'),
-  columns: z
-    .string()
-    .transform((list) => list.split(',').map((column) => column.trim()))
-    .pipe(z.array(z.string().min(1)).nonempty())
-    .optional(),
+  columns: columnList.optional(),
   mode: z.enum(['replace', 'append', 'merge']).optional(),
   incremental: z.string().min(1).optional(),
   lookback: z.string().min(1).optional(),

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { columnList } from '../flags.js'
 import type { Connection } from '../../connection/connection.js'
 import { parseOptions } from '../../connection/options.js'
 import { NotPartitionedError } from '../../errors.js'
@@ -14,11 +15,7 @@ export const planFlagsSchema = z.object({
   from: z.string().optional(),
   table: z.string().min(1),
   schema: z.string().min(1).default('public'),
-  columns: z
-    .string()
-    .transform((list) => list.split(',').map((column) => column.trim()))
-    .pipe(z.array(z.string().min(1)).nonempty())
-    .optional(),
+  columns: columnList.optional(),
   concurrency: count.default(2),
   pieces: count.optional(),
   keyFrom: z.string().optional(),

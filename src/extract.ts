@@ -26,7 +26,8 @@ export interface ExtractOptions {
   readonly signal?: AbortSignal
   /**
    * Called with each progress event. May be async: rows do not wait for it, except for the final event, which the run
-   * awaits; a throw or a rejection fails the run (at the next event).
+   * awaits. A throw or a rejection fails the run (at the next event) until the sink has committed; after that (the
+   * final event) it is logged as a warning and the run succeeds, since its rows have landed.
    */
   readonly onProgress?: (progress: Progress) => unknown
   /** Identifies the run in reports, errors, logs and metadata; a random UUID when absent. */
@@ -95,6 +96,11 @@ export async function extract(options: ExtractOptions): Promise<RunReport> {
         to: options.to,
         signal,
         onProgress: options.onProgress,
+        onLateProgressFailure: (error) =>
+          logger.warn(
+            { ...fields, attempt, error: error instanceof Error ? error.message : String(error) },
+            'onProgress failed after the rows were committed; the run succeeded',
+          ),
         runId,
         startedAt: new Date(),
         fastPath: flags.fastPath,

@@ -19,11 +19,11 @@ import {
   querySource,
   StatementTimeoutError,
   tableSource,
-  type Logger,
 } from '../src/index.js'
 import { startThrowawayCluster } from '../src/testing/index.js'
 import { checksum } from './support/checksum.js'
 import { useDatabases } from './support/fixtures.js'
+import { capturingLogger } from './support/logger.js'
 import { onFirstBatch } from './support/transforms.js'
 
 const db = useDatabases('faults')
@@ -45,12 +45,6 @@ function terminate(database: string, application: string): Promise<unknown> {
     database,
     application,
   ])
-}
-
-function capturingLogger(): Logger & { lines: { level: string; fields: Record<string, unknown>; message: string }[] } {
-  const lines: { level: string; fields: Record<string, unknown>; message: string }[] = []
-  const at = (level: string) => (fields: Record<string, unknown>, message: string) => void lines.push({ level, fields, message })
-  return { lines, info: at('info'), warn: at('warn'), error: at('error') }
 }
 
 describe('a backend terminated mid-run', () => {

@@ -18,6 +18,8 @@ export interface RunOptions {
   readonly to: Sink<any>
   readonly signal: AbortSignal
   readonly onProgress: ((progress: Progress) => unknown) | undefined
+  /** Told of an onProgress failure that came after the sink committed: too late to fail the run (see below). */
+  readonly onLateProgressFailure?: (error: unknown) => void
   readonly runId: string
   readonly startedAt: Date
   readonly fastPath: boolean
@@ -251,9 +253,16 @@ async function runOpened(options: RunOptions, opened: OpenedSource, checkpoints:
     steps.push({ step: 'transform', name: transform.name, ms: Math.max(0, own.ms - upstream.ms), rows: own.rows })
   })
   steps.push({ step: 'sink', name: to.nameFor?.(shape) ?? to.name, ms: Math.max(0, durationMs - last.ms), rows: result.rows })
-  // The last event is awaited: the run ends with it.
-  if (progressFailure) throw progressFailure.error
-  await onProgress?.(progressEvent({ runId: ctx.runId, rows: result.rows, bytes, elapsedMs: durationMs, step: 'sink', final: true }, estimate))
+  // The last event is awaited: the run ends with it. The sink has committed by now, so a progress callback's failure
+  // can no longer fail the run: a run reported failed after its rows landed invites a re-run (or extract()'s retry),
+  // which would load them twice. It goes to the logger instead.
+  let late = progressFailure
+  try {
+    await onProgress?.(progressEvent({ runId: ctx.runId, rows: result.rows, bytes, elapsedMs: durationMs, step: 'sink', final: true }, estimate))
+  } catch (error) {
+    late ??= { error }
+  }
+  if (late) options.onLateProgressFailure?.(late.error)
   return Object.freeze({
     runId: ctx.runId,
     path: useBytes ? 'copy-bytes' : 'rows',

@@ -3,7 +3,7 @@ import { sep } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import pg from 'pg'
 import { Kysely, PostgresDialect, sql } from 'kysely'
-import { ConfigError, connect, copySource, extract, memorySink, postgresSink, querySource, tableSource } from '../src/index.js'
+import { ConfigError, connect, copySource, PoolTimeoutError, extract, memorySink, postgresSink, querySource, tableSource } from '../src/index.js'
 import { useDatabases } from './support/fixtures.js'
 
 const db = useDatabases('borrowed')
@@ -101,6 +101,21 @@ describe('connect() borrowing a pg.Pool', () => {
     expect(await difference('pool_orders')).toBe(0)
     await warehouse.close()
     expect(await callerSettings(warehousePool, 2)).toEqual(['America/New_York SQL, DMY 123456ms', 'America/New_York SQL, DMY 123456ms'])
+  })
+
+  it("says, when the caller's pool is full, that its own size is what to raise", async () => {
+    const pool = callerPool(1)
+    const held = await pool.connect()
+    const source = connect(pool, { acquireTimeoutMs: 200 })
+    try {
+      const error = await source.acquire().catch((caught: unknown) => caught)
+      expect(error).toBeInstanceOf(PoolTimeoutError)
+      expect((error as Error).message).toMatch(/the borrowed pg\.Pool's own pool is full/)
+      expect((error as Error).message).not.toMatch(/pool max 10/)
+    } finally {
+      held.release()
+      await source.close()
+    }
   })
 
   it('refuses change data capture: a borrowed pool cannot open a replication connection', async () => {

@@ -91,7 +91,12 @@ export class Connection implements AsyncDisposable {
         () =>
           reject(
             new PoolTimeoutError(
-              `no connection to ${this.label} became free within ${this.settings.pool.acquireTimeoutMs} ms (pool max ${this.settings.pool.max}); raise pool.max or pool.acquireTimeoutMs, or run fewer extractions at once`,
+              `no connection to ${this.label} became free within ${this.settings.pool.acquireTimeoutMs} ms (${
+                // A borrowed pool's size is its owner's: pg-datakit's pool.max says nothing about it.
+                this.settings.borrowed
+                  ? `the borrowed ${this.settings.borrowed}'s own pool is full; raise its max or acquireTimeoutMs`
+                  : `pool max ${this.settings.pool.max}; raise pool.max or pool.acquireTimeoutMs`
+              }), or run fewer extractions at once`,
               { step: 'connect', context: { database: this.settings.database } },
             ),
           ),

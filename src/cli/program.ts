@@ -16,6 +16,9 @@ export interface CliEnvironment extends OutputStreams {
 const from = () => new Option('--from <url>', 'source database URL (default: $SOURCE_DATABASE_URL)')
 const to = () => new Option('--to <url>', 'warehouse database URL (default: $WAREHOUSE_DATABASE_URL)')
 const json = () => new Option('--json', 'one JSON object per line on stdout (the default when stdout is not a terminal)')
+/** Where the checkpoint store is (`postgresCheckpoints()`'s schema and table), for the checkpoints commands. */
+const checkpointsSchema = () => new Option('--checkpoints-schema <name>', 'schema of the checkpoint store').default('bronze')
+const checkpointsTable = () => new Option('--checkpoints-table <name>', 'table of the checkpoint store').default('extraction_checkpoints')
 
 /**
  * Runs the CLI on `argv` (as `process.argv`: node, script, arguments...) and resolves with the exit code. Every
@@ -77,8 +80,8 @@ export async function runCli(argv: readonly string[], environment: CliEnvironmen
     .addOption(to())
     .option('--schema <name>', 'only checkpoints of tables in this source schema')
     .option('--table <name>', 'only checkpoints of this source table')
-    .option('--checkpoints-schema <name>', 'schema of the checkpoint store', 'bronze')
-    .option('--checkpoints-table <name>', 'table of the checkpoint store', 'extraction_checkpoints')
+    .addOption(checkpointsSchema())
+    .addOption(checkpointsTable())
     .addOption(json())
     .action(run(checkpointsListCommand))
   checkpoints
@@ -88,8 +91,8 @@ export async function runCli(argv: readonly string[], environment: CliEnvironmen
     .requiredOption('--table <name>', 'source table')
     .option('--schema <name>', 'source schema', 'public')
     .option('--pipeline <id>', "only this pipeline's checkpoint (the `pipeline` column of `checkpoints list`)")
-    .option('--checkpoints-schema <name>', 'schema of the checkpoint store', 'bronze')
-    .option('--checkpoints-table <name>', 'table of the checkpoint store', 'extraction_checkpoints')
+    .addOption(checkpointsSchema())
+    .addOption(checkpointsTable())
     .option('--yes', 'really delete them')
     .addOption(json())
     .action(run(checkpointsResetCommand))

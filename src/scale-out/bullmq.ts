@@ -278,7 +278,6 @@ function jobPrefix(plan: Pick<ScaleOutPlan, 'runId' | 'startedAt'>): string {
   return `${plan.runId}-${Date.parse(plan.startedAt).toString(36)}`
 }
 
-/** Sums the pieces' progress events (each carries its piece's totals so far) into the run's. */
 /**
  * Calls the caller's callbacks from event listeners: a throw or a rejection is caught (never an uncaught exception or an
  * unhandled rejection in the caller's process) and rejects `failed`, which ends the run; later calls are skipped.
@@ -306,6 +305,7 @@ function callbackGuard() {
   }
 }
 
+/** Sums the pieces' progress events (each carries its piece's totals so far) into the run's. */
 function watchProgress(
   events: QueueEvents,
   plan: ScaleOutPlan,

@@ -42,8 +42,7 @@ export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connec
       const record = records[0]
       if (record?.staging === plan.staging && record.status === 'committed') {
         await client.query('rollback')
-        const targets = plan.tables.map((table) => `${plan.sink.schema}.${table.target}`)
-        return { runId: plan.runId, rows: Number(record.rows ?? 0), bytes: Number(record.bytes ?? 0), targets }
+        return resultOf(plan, record.rows ?? 0, record.bytes ?? 0)
       }
       if (record?.staging !== plan.staging || record.status !== 'running') {
         refusal =
@@ -83,14 +82,13 @@ export async function commitRun(plan: ScaleOutPlan, options: { warehouse: Connec
         return undefined
       }
       await ensureSchema(client, plan.sink.schema)
-      const targets: string[] = []
-      for (const table of plan.tables) targets.push(await commitTable(client, plan, table))
+      for (const table of plan.tables) await commitTable(client, plan, table)
       await client.query(
         `update ${runsTable(plan)} set status = 'committed', rows = $2, bytes = $3, finished_at = clock_timestamp() where run_id = $1 and staging = $4`,
         [plan.runId, summary.rows, summary.bytes, plan.staging],
       )
       await client.query('commit')
-      return { runId: plan.runId, rows: Number(summary.rows), bytes: Number(summary.bytes), targets }
+      return resultOf(plan, summary.rows, summary.bytes)
     } catch (error) {
       await client.query('rollback').catch(() => undefined)
       throw classifyError(error, 'sink', context, SinkWriteError)
@@ -116,17 +114,16 @@ export async function committedResult(plan: ScaleOutPlan, warehouse: Connection)
     [plan.runId, plan.staging],
   )
   const record = rows[0]
-  if (!record) return undefined
-  return {
-    runId: plan.runId,
-    rows: Number(record.rows),
-    bytes: Number(record.bytes),
-    targets: plan.tables.map((table) => `${plan.sink.schema}.${table.target}`),
-  }
+  return record ? resultOf(plan, record.rows, record.bytes) : undefined
+}
+
+/** A committed run's result: its counts (as `scale_out_runs` keeps them, bigint text) and every table it loaded. */
+function resultOf(plan: ScaleOutPlan, rows: string | number, bytes: string | number): CommitResult {
+  return { runId: plan.runId, rows: Number(rows), bytes: Number(bytes), targets: plan.tables.map((table) => `${plan.sink.schema}.${table.target}`) }
 }
 
 /** One table's rows made visible, in the commit's transaction, as `postgresSink` does for its mode. */
-async function commitTable(client: Parameters<typeof ensureSchema>[0], plan: ScaleOutPlan, table: ScaleOutTable): Promise<string> {
+async function commitTable(client: Parameters<typeof ensureSchema>[0], plan: ScaleOutPlan, table: ScaleOutTable): Promise<void> {
   const { schema, mode } = plan.sink
   const staging = qualifiedName(plan.staging, table.target)
   const constants: RunConstants | undefined = plan.sink.metadata
@@ -151,5 +148,4 @@ async function commitTable(client: Parameters<typeof ensureSchema>[0], plan: Sca
     await requireUniqueKey(client, schema, table.target, key)
     await client.query(upsertSql(qualifiedName(schema, table.target), staging, columns, key))
   }
-  return `${schema}.${table.target}`
 }

@@ -59,11 +59,26 @@ export async function abandonRun(
   await warehouse.withClient(async (client) => {
     // A piece still writing holds its staging table; the drop waits for its commit, then nothing of it is left.
     await client.query(`drop schema if exists ${quoteIdent(plan.staging)} cascade`)
-    await client.query(
-      `update ${runsTable(plan)} set status = $2, error = $3, finished_at = clock_timestamp() where run_id = $1 and staging = $4 and status = 'running'`,
-      [plan.runId, status, reason, plan.staging],
-    )
+    await recordEnded(client, plan.sink.schema, { runId: plan.runId, staging: plan.staging }, status, reason)
   })
+}
+
+/**
+ * Records a run as ended, if it is still running (a committed run stays committed), in `<sinkSchema>.scale_out_runs`.
+ * The run is named by its staging schema (one per start of a run id), and by its run id too where it is known.
+ */
+async function recordEnded(
+  client: pg.ClientBase,
+  sinkSchema: string,
+  run: { readonly runId?: string; readonly staging: string },
+  status: 'failed' | 'abandoned',
+  reason: string,
+): Promise<void> {
+  await client.query(
+    `update ${qualifiedName(sinkSchema, 'scale_out_runs')} set status = $1, error = $2, finished_at = clock_timestamp()
+      where staging = $3 and status = 'running'${run.runId === undefined ? '' : ' and run_id = $4'}`,
+    [status, reason, run.staging, ...(run.runId === undefined ? [] : [run.runId])],
+  )
 }
 
 /**
@@ -91,10 +106,12 @@ export async function sweepStaging(warehouse: Connection): Promise<string[]> {
           const record = plan.rows[0]
           const sinkSchema = record ? sinkSchemaOf(record.plan) : undefined
           if (record && sinkSchema !== undefined) {
-            await client.query(
-              `update ${qualifiedName(sinkSchema, 'scale_out_runs')} set status = 'abandoned', error = $2, finished_at = clock_timestamp()
-                where run_id = $1 and staging = $3 and status = 'running'`,
-              [record.run_id, 'the coordinator was gone; its staging area was removed by a later coordinator', schema],
+            await recordEnded(
+              client,
+              sinkSchema,
+              { runId: record.run_id, staging: schema },
+              'abandoned',
+              'the coordinator was gone; its staging area was removed by a later coordinator',
             )
           }
           await client.query('commit')
@@ -118,12 +135,13 @@ async function abandonByStaging(client: pg.ClientBase, staging: string): Promise
     `select n.nspname as schema from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relname = 'scale_out_runs' and c.relkind = 'r'`,
   )
   for (const { schema } of rows) {
-    await client
-      .query(
-        `update ${qualifiedName(schema, 'scale_out_runs')} set status = 'abandoned', error = $2, finished_at = clock_timestamp() where staging = $1 and status = 'running'`,
-        [staging, 'the coordinator was gone; its staging area (its plan unreadable) was removed by a later coordinator'],
-      )
-      .catch(() => undefined)
+    await recordEnded(
+      client,
+      schema,
+      { staging },
+      'abandoned',
+      'the coordinator was gone; its staging area (its plan unreadable) was removed by a later coordinator',
+    ).catch(() => undefined)
   }
 }
 
@@ -150,8 +168,12 @@ export async function takeOverRun(client: pg.ClientBase, plan: Pick<ScaleOutPlan
   const old = rows[0]
   if (!old) return
   await client.query(`drop schema if exists ${quoteIdent(old.staging)} cascade`)
-  await client.query(`update ${runsTable(plan)} set status = 'abandoned', error = $2, finished_at = clock_timestamp() where run_id = $1`, [
-    plan.runId,
+  // The row is locked above, still running: matched by its staging schema and run id.
+  await recordEnded(
+    client,
+    plan.sink.schema,
+    { runId: plan.runId, staging: old.staging },
+    'abandoned',
     'the coordinator was gone; the run was started again under its run id',
-  ])
+  )
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { bronzeMetadata, ConfigError, copySource, extract, postgresSink, tableSource } from '../src/index.js'
+import { bronzeMetadata, commitRun, ConfigError, copySource, extract, postgresSink, runPiece, startRun, tableSource } from '../src/index.js'
 import { tablesEqual } from './support/databases.js'
 import { useDatabases } from './support/fixtures.js'
 import { TYPE_COLUMNS } from './support/type-columns.js'
@@ -53,6 +53,38 @@ describe('type fidelity through the cursor path', () => {
     const typeOf = Object.fromEntries(types.map((row) => [row.name, row.type]))
     for (const [name, , bronzeType] of COLUMNS) expect({ name, type: typeOf[name] }).toEqual({ name, type: bronzeType })
     expect(typeOf._bronze_loaded_at).toBe('timestamp with time zone')
+  })
+
+  it('lands every common type through a scale-out run (pieces into staging, then replace, then merge) equal to the source', async () => {
+    const columns = ['id', ...COLUMNS.map(([name]) => name)]
+    for (const mode of ['replace', 'merge'] as const) {
+      const target = `all_types_scaled_${mode}`
+      // merge upserts onto what a first run left, one of its rows changed: the run must put every value back.
+      if (mode === 'merge') {
+        await extract({
+          from: tableSource(db.source, { table: 'all_types' }),
+          through: [bronzeMetadata()],
+          to: postgresSink(db.warehouse, { table: target, mode: 'merge' }),
+        })
+        await db.warehouseSql(`update bronze.${target} set c_text = 'changed', c_numeric = 0 where id = 1`)
+      }
+      const run = await startRun(db.source, db.warehouse, { tables: [{ table: 'all_types', pieces: 3, target }], to: { mode } })
+      try {
+        await Promise.all(run.plan.pieces.map((piece) => runPiece(run.plan, piece.id, { source: db.source, warehouse: db.warehouse })))
+        await commitRun(run.plan, { warehouse: db.warehouse })
+      } finally {
+        await run.close()
+      }
+      const comparison = await tablesEqual(db.sourceUrl, 'all_types', db.warehouseUrl, `bronze.${target}`, columns)
+      const rows = comparison.sourceRows
+      expect(comparison, mode).toEqual({ missing: 0, extra: 0, sourceRows: rows, targetRows: rows })
+      const types = await db.warehouseSql(
+        `select a.attname as name, format_type(a.atttypid, a.atttypmod) as type from pg_attribute a
+          where a.attrelid = 'bronze.${target}'::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum`,
+      )
+      const typeOf = Object.fromEntries(types.map((row) => [row.name, row.type]))
+      for (const [name, , bronzeType] of COLUMNS) expect({ mode, name, type: typeOf[name] }).toEqual({ mode, name, type: bronzeType })
+    }
   })
 
   it('hands JS values through the lossless type map', async () => {

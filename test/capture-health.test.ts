@@ -34,9 +34,17 @@ async function whileCapturing(
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** Waits (at most 30 s) until a capture streams from the slot: a change committed before it made the slot is not sent. */
+/**
+ * Waits until a capture streams from the slot: a change committed before the slot reached its consistent point is not
+ * sent. While the slot is still being made it already shows as active, but without a confirmed_flush_lsn: creating
+ * a logical slot waits for every transaction running in the cluster (other test files' included) to end.
+ */
 async function slotActive(slot: string): Promise<void> {
-  for (const until = Date.now() + 30_000; Date.now() < until && !(await slotStatus(db.source, slot))?.active;) await sleep(100)
+  for (const until = Date.now() + 60_000; Date.now() < until; await sleep(100)) {
+    const status = await slotStatus(db.source, slot)
+    if (status?.active && status.confirmedFlushLsn !== null) return
+  }
+  throw new Error(`slot ${slot} was not streaming after 60 s`)
 }
 
 describe('a capture looks after its slot', () => {

@@ -56,7 +56,7 @@ describe('a capture looks after its slot', () => {
     await whileCapturing(
       { slot: 'quiet_slot', publication: 'quiet_pub', idlePositionMs: 200, healthIntervalMs: 300, onHealth: (health) => healths.push(health) },
       async (stop) => {
-        await sleep(500)
+        await slotActive('quiet_slot')
         const before = lsnFromText((await slotStatus(db.source, 'quiet_slot'))?.confirmedFlushLsn as string).value
         for (let round = 0; round < 20; round++) await db.sourceSql(`insert into unwatched (filler) select repeat('x', 500) from generate_series(1, 500)`)
         const written = lsnFromText((await db.sourceSql(`select pg_current_wal_lsn()::text as lsn`))[0]?.lsn as string).value
